@@ -1,0 +1,13 @@
+//! Quantized block formats, bit-exact with ggml's, and the matrix kernels that multiply them.
+//!
+//! [`quant`] holds the block layouts with their plain scalar reference: dequantization,
+//! quantization of activations, and the dot product of each weight type with its activation
+//! type. Every faster kernel is tested against this reference. [`matmul`] is the one matrix
+//! product the runtime calls; [`ops`] holds the elementwise primitives of a forward pass.
+
+pub mod matmul;
+pub mod ops;
+pub mod quant;
+pub mod types;
+
+pub use types::{GgmlType, QK_K};

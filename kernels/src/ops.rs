@@ -1,0 +1,112 @@
+//! Elementwise and normalisation primitives of a transformer forward pass, on f32 rows.
+//!
+//! Each follows ggml's arithmetic where the order of operations changes the result (sums of
+//! squares in f64, RoPE angles by repeated multiplication), so Tern's logits track
+//! llama.cpp's.
+
+/// RMSNorm: `out = x / sqrt(mean(x²) + eps) * w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * wi;
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `gate = silu(gate) * up`: the SwiGLU gate of a llama feed-forward block.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// The rotation angles of RoPE for one position: `cos_sin[i] = (cos θᵢ, sin θᵢ)` with
+/// `θᵢ = pos · base^(-2i/dims)`, computed as ggml does (the angle multiplied by the same f32
+/// factor at each step) so the rotated keys match llama.cpp's bit for bit where possible.
+pub fn rope_angles(pos: u32, base: f32, dims: usize, cos_sin: &mut [(f32, f32)]) {
+    let theta_scale = base.powf(-2.0 / dims as f32);
+    let mut theta = pos as f32;
+    for cs in cos_sin.iter_mut().take(dims / 2) {
+        *cs = (theta.cos(), theta.sin());
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates each head of `x` (heads of `head_dim` values) by the angles, pairing adjacent
+/// values `(x[2i], x[2i+1])`: ggml's "normal" RoPE, used by llama-family models.
+pub fn rope_norm(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+/// Rotates each head pairing `x[i]` with `x[i + dims/2]`: ggml's "NeoX" RoPE (Gemma, Qwen).
+pub fn rope_neox(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    let half = cos_sin.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(c, s)) in cos_sin.iter().enumerate() {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * c - b * s;
+            head[i + half] = a * s + b * c;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_by_hand() {
+        // mean of squares of (3, 4) is 12.5; 1/sqrt(12.5) = 0.28284271
+        let mut out = [0.0; 2];
+        rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0, &mut out);
+        assert!((out[0] - 0.848_528_1).abs() < 1e-6);
+        assert!((out[1] - 2.262_741_7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_by_hand() {
+        let mut x = [0.0, (2.0f32).ln()];
+        softmax(&mut x);
+        assert!((x[0] - 1.0 / 3.0).abs() < 1e-6 && (x[1] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_by_position() {
+        // dims 2: a single pair rotated by exactly `pos` radians.
+        let mut cs = [(0.0, 0.0); 1];
+        rope_angles(1, 10000.0, 2, &mut cs);
+        let mut x = [1.0, 0.0];
+        rope_norm(&mut x, 2, &cs);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        let mut y = [1.0, 0.0];
+        rope_neox(&mut y, 2, &cs);
+        assert_eq!(x, y);
+    }
+}

@@ -1,0 +1,666 @@
+//! The key/value cache of a session: the StreamingLLM attention-sink cache (Xiao et al. 2023,
+//! "Efficient Streaming Language Models with Attention Sinks", arXiv 2309.17453).
+//!
+//! The cache holds the first `sinks` tokens for ever, plus a rolling window of the most recent
+//! `window` tokens. While the text fits, it is an ordinary cache. Positions are assigned inside
+//! the cache (paper §3.2): a token's position is its rank among the tokens held, so a sink at
+//! slot `j` has position `j`, and the query of a new token sits right after the tokens it sees.
+//!
+//! RoPE stays exact under eviction without re-rotating the window on every token. Keys are
+//! stored rotated: sinks at their positions `0..sinks`, window tokens at an *epoch*, a counter
+//! that advances by one per token. Window tokens are always consecutive in the text, so the
+//! distance between two epochs is the distance between the two tokens' cache positions; since
+//! a RoPE score depends only on that distance, the query is rotated twice: at its cache position
+//! for the sinks, at its epoch for the window. Epochs stay below `2 × ring` (the ring being the
+//! window's storage): when they would pass it, every held window key is rotated back by `ring`
+//! positions at once (rotations compose) and the epochs drop by `ring`. Angles are therefore
+//! always those of positions below a small bound, however long the stream runs.
+//!
+//! Eviction happens per token, or in chunks of `evict_chunk` tokens (the window then drops to
+//! `window - evict_chunk + 1` tokens when it overflows); both are exact. Memory is allocated
+//! once, when the cache is made, and never grows: `sinks + window + batch` rows per layer,
+//! the `batch` extra rows letting every token of a batch see its whole window.
+
+use std::ops::Range;
+
+use tern_kernels::{ops, quant, GgmlType};
+
+/// The element type of cached keys and values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    F16,
+    Q8_0,
+}
+
+impl KvType {
+    fn ggml(self) -> GgmlType {
+        match self {
+            KvType::F32 => GgmlType::F32,
+            KvType::F16 => GgmlType::F16,
+            KvType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KvType, String> {
+        match s {
+            "f32" => Ok(KvType::F32),
+            "f16" => Ok(KvType::F16),
+            "q8_0" => Ok(KvType::Q8_0),
+            _ => Err(format!("unknown KV type `{s}` (expected f32, f16 or q8_0)")),
+        }
+    }
+}
+
+/// How the cache is sized and behaves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheConfig {
+    /// Tokens at the start of the text kept for ever (the attention sinks).
+    pub sinks: usize,
+    /// Most recent tokens kept after the sinks.
+    pub window: usize,
+    /// Element type of keys and values.
+    pub kv_type: KvType,
+    /// Tokens evicted at once when the window overflows (1: per token, as in the paper).
+    pub evict_chunk: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            sinks: 4,
+            window: 1020,
+            kv_type: KvType::F16,
+            evict_chunk: 1,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// A cache that never evicts: `capacity` tokens, all kept (an ordinary, dense cache).
+    pub fn dense(capacity: usize) -> CacheConfig {
+        CacheConfig {
+            sinks: 0,
+            window: capacity,
+            ..CacheConfig::default()
+        }
+    }
+
+    /// Tokens held at most.
+    pub fn capacity(&self) -> usize {
+        self.sinks + self.window
+    }
+}
+
+/// The shape of the model a cache serves, and its RoPE.
+#[derive(Clone, Debug)]
+pub struct CacheShape {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub rope_base: f32,
+    pub rope_dims: usize,
+    /// Largest number of tokens appended at once.
+    pub batch: usize,
+}
+
+/// Why a cache cannot be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("the cache window must hold at least one token")]
+    EmptyWindow,
+    #[error("evict_chunk must be between 1 and the window ({window}), got {chunk}")]
+    BadEvictChunk { chunk: usize, window: usize },
+    #[error("KV type q8_0 needs heads of a multiple of 32 values (head size {0})")]
+    Q8HeadSize(usize),
+    #[error("heads of {0} values are larger than the cache supports (256)")]
+    HeadTooLarge(usize),
+    #[error("{n} tokens at once exceed the cache's batch of {batch}")]
+    BatchTooLarge { n: usize, batch: usize },
+}
+
+/// Largest head the attention loop handles (its key buffer lives on the stack).
+const MAX_HEAD_DIM: usize = 256;
+
+/// Where one token of the batch being processed stands.
+#[derive(Clone, Copy, Debug, Default)]
+struct NewToken {
+    /// Its position in the cache: where its query is rotated for the sinks.
+    pos: u32,
+    /// Its epoch if it is a window token (where its key and its window query are rotated).
+    epoch: Option<u64>,
+    /// Sinks it sees.
+    sinks_seen: usize,
+    /// First epoch of the window it sees (up to its own).
+    first_epoch: u64,
+}
+
+/// The attention-sink KV cache.
+pub struct KvCache {
+    cfg: CacheConfig,
+    shape: CacheShape,
+    ty: GgmlType,
+    /// Bytes of one token's keys (or values) in one layer.
+    row_bytes: usize,
+    /// Rows per layer: `sinks + ring`.
+    rows: usize,
+    /// Window storage: epoch `e` lives in ring slot `e % ring`.
+    ring: usize,
+    k: Vec<u8>,
+    v: Vec<u8>,
+    /// Sinks filled so far.
+    sinks_filled: usize,
+    /// Epoch of the next window token.
+    next_epoch: u64,
+    /// Epoch of the oldest window token held.
+    first_epoch: u64,
+    /// Tokens ever appended (after [`KvCache::clear`]).
+    seen: u64,
+    /// The batch being processed, set by [`KvCache::append`].
+    batch: Vec<NewToken>,
+    /// Rotation angles per token of the batch: key, query for sinks, query for the window.
+    angles: Vec<(f32, f32)>,
+}
+
+impl KvCache {
+    /// Allocates the whole cache.
+    pub fn new(cfg: CacheConfig, shape: CacheShape) -> Result<KvCache, CacheError> {
+        if cfg.window == 0 {
+            return Err(CacheError::EmptyWindow);
+        }
+        if cfg.evict_chunk == 0 || cfg.evict_chunk > cfg.window {
+            return Err(CacheError::BadEvictChunk {
+                chunk: cfg.evict_chunk,
+                window: cfg.window,
+            });
+        }
+        if shape.head_dim > MAX_HEAD_DIM {
+            return Err(CacheError::HeadTooLarge(shape.head_dim));
+        }
+        let ty = cfg.kv_type.ggml();
+        if ty == GgmlType::Q8_0 && !shape.head_dim.is_multiple_of(32) {
+            return Err(CacheError::Q8HeadSize(shape.head_dim));
+        }
+        let kv_dim = shape.n_head_kv * shape.head_dim;
+        let row_bytes = ty.bytes_for(kv_dim as u64).expect("whole blocks") as usize;
+        let ring = cfg.window + shape.batch.max(1);
+        let rows = cfg.sinks + ring;
+        let total = shape.n_layer * rows * row_bytes;
+        let half = shape.rope_dims / 2;
+        Ok(KvCache {
+            ty,
+            row_bytes,
+            rows,
+            ring,
+            k: vec![0; total],
+            v: vec![0; total],
+            sinks_filled: 0,
+            next_epoch: cfg.sinks as u64,
+            first_epoch: cfg.sinks as u64,
+            seen: 0,
+            batch: Vec::with_capacity(shape.batch),
+            angles: vec![(0.0, 0.0); shape.batch * 3 * half],
+            cfg,
+            shape,
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+
+    /// Tokens held now.
+    pub fn len(&self) -> usize {
+        self.sinks_filled + (self.next_epoch - self.first_epoch) as usize
+    }
+
+    /// True when no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tokens held at most.
+    pub fn capacity(&self) -> usize {
+        self.cfg.capacity()
+    }
+
+    /// Tokens appended since the cache was made or cleared, evicted ones included.
+    pub fn tokens_seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Bytes of memory the cache holds (allocated once).
+    pub fn memory_bytes(&self) -> usize {
+        self.k.len() + self.v.len()
+    }
+
+    /// Forgets every token; the memory stays allocated.
+    pub fn clear(&mut self) {
+        self.sinks_filled = 0;
+        self.next_epoch = self.cfg.sinks as u64;
+        self.first_epoch = self.next_epoch;
+        self.seen = 0;
+        self.batch.clear();
+    }
+
+    /// Takes `n` new tokens: assigns their positions, evicts what falls out of the window, and
+    /// prepares the rotations that [`KvCache::store`] and [`KvCache::attend`] apply.
+    pub fn append(&mut self, n: usize) -> Result<(), CacheError> {
+        if n > self.shape.batch {
+            return Err(CacheError::BatchTooLarge {
+                n,
+                batch: self.shape.batch,
+            });
+        }
+        // Keep epochs small: rotate the window back by `ring` positions when needed.
+        while self.next_epoch + n as u64 >= 2 * self.ring as u64 {
+            self.rebase();
+        }
+        self.batch.clear();
+        for _ in 0..n {
+            let t = if self.sinks_filled < self.cfg.sinks {
+                self.sinks_filled += 1;
+                NewToken {
+                    pos: (self.sinks_filled - 1) as u32,
+                    epoch: None,
+                    sinks_seen: self.sinks_filled,
+                    first_epoch: self.first_epoch,
+                }
+            } else {
+                let e = self.next_epoch;
+                self.next_epoch += 1;
+                if (self.next_epoch - self.first_epoch) as usize > self.cfg.window {
+                    let floor = self.next_epoch - self.cfg.window as u64;
+                    self.first_epoch = (self.first_epoch + self.cfg.evict_chunk as u64).max(floor);
+                }
+                let held = (self.next_epoch - self.first_epoch) as usize;
+                NewToken {
+                    pos: (self.sinks_filled + held - 1) as u32,
+                    epoch: Some(e),
+                    sinks_seen: self.sinks_filled,
+                    first_epoch: self.first_epoch,
+                }
+            };
+            self.batch.push(t);
+        }
+        self.seen += n as u64;
+
+        let half = self.shape.rope_dims / 2;
+        let (base, dims) = (self.shape.rope_base, self.shape.rope_dims);
+        for (i, t) in self.batch.iter().enumerate() {
+            let a = &mut self.angles[i * 3 * half..(i + 1) * 3 * half];
+            let (key, rest) = a.split_at_mut(half);
+            let (q_sink, q_win) = rest.split_at_mut(half);
+            let key_pos = t.epoch.unwrap_or(t.pos as u64) as u32;
+            ops::rope_angles(key_pos, base, dims, key);
+            ops::rope_angles(t.pos, base, dims, q_sink);
+            q_win.copy_from_slice(key);
+        }
+        Ok(())
+    }
+
+    /// Rotates every window key back by `ring` positions and lowers the epochs to match.
+    fn rebase(&mut self) {
+        let shift = self.ring as u64;
+        let half = self.shape.rope_dims / 2;
+        let mut back = vec![(0.0f32, 0.0f32); half];
+        ops::rope_angles(shift as u32, self.shape.rope_base, self.shape.rope_dims, &mut back);
+        for cs in back.iter_mut() {
+            cs.1 = -cs.1; // rotate by -shift
+        }
+        let kv_dim = self.shape.n_head_kv * self.shape.head_dim;
+        let mut row = vec![0.0f32; kv_dim];
+        for layer in 0..self.shape.n_layer {
+            for e in self.first_epoch..self.next_epoch {
+                let r = self.row_index(layer, e);
+                let bytes = &mut self.k[r * self.row_bytes..(r + 1) * self.row_bytes];
+                quant::dequantize(self.ty, bytes, &mut row);
+                ops::rope_norm(&mut row, self.shape.head_dim, &back);
+                quant::quantize(self.ty, &row, bytes);
+            }
+        }
+        self.first_epoch -= shift;
+        self.next_epoch -= shift;
+    }
+
+    /// Row of the whole buffer that holds window epoch `e` of `layer`.
+    fn row_index(&self, layer: usize, e: u64) -> usize {
+        layer * self.rows + self.cfg.sinks + (e % self.ring as u64) as usize
+    }
+
+    /// Row of the whole buffer that holds the token `t` of the current batch.
+    fn batch_row(&self, layer: usize, t: &NewToken) -> usize {
+        match t.epoch {
+            Some(e) => self.row_index(layer, e),
+            None => layer * self.rows + t.pos as usize,
+        }
+    }
+
+    /// Stores the keys (before RoPE: the cache rotates them) and values of the batch's tokens
+    /// for `layer`; `k` and `v` are `n × kv_dim`.
+    pub fn store(&mut self, layer: usize, k: &mut [f32], v: &[f32]) {
+        let kv_dim = self.shape.n_head_kv * self.shape.head_dim;
+        let half = self.shape.rope_dims / 2;
+        for (i, t) in self.batch.iter().enumerate() {
+            let key = &mut k[i * kv_dim..(i + 1) * kv_dim];
+            let angles = &self.angles[i * 3 * half..i * 3 * half + half];
+            ops::rope_norm(key, self.shape.head_dim, angles);
+            let r = self.batch_row(layer, t);
+            let span = r * self.row_bytes..(r + 1) * self.row_bytes;
+            quant::quantize(self.ty, key, &mut self.k[span.clone()]);
+            quant::quantize(self.ty, &v[i * kv_dim..(i + 1) * kv_dim], &mut self.v[span]);
+        }
+    }
+
+    /// Tokens that token `i` of the batch attends to (sinks, then window), for sizing scores.
+    pub fn seen_by(&self, i: usize) -> usize {
+        let t = &self.batch[i];
+        t.sinks_seen + t.epoch.map_or(0, |e| (e + 1 - t.first_epoch) as usize)
+    }
+
+    /// Causal attention of the batch's queries (`n × n_head × head_dim`, before RoPE: rotated
+    /// here) over what each token sees, written to `out` (same shape). `scores` needs
+    /// `n × n_head × capacity` floats; `qbuf` `n × n_head × head_dim × 2`.
+    pub fn attend(&self, layer: usize, q: &[f32], out: &mut [f32], scores: &mut [f32], qbuf: &mut [f32]) {
+        use rayon::prelude::*;
+        let sh = &self.shape;
+        let hd = sh.head_dim;
+        let half = sh.rope_dims / 2;
+        let q_dim = sh.n_head * hd;
+        let group = sh.n_head / sh.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let cap = self.capacity();
+        let n = self.batch.len();
+
+        // The two rotations of each query: at its cache position (for sinks) and at its epoch.
+        for i in 0..n {
+            let a = &self.angles[i * 3 * half..(i + 1) * 3 * half];
+            let qi = &q[i * q_dim..(i + 1) * q_dim];
+            let (qs, qw) = qbuf[i * 2 * q_dim..(i + 1) * 2 * q_dim].split_at_mut(q_dim);
+            qs.copy_from_slice(qi);
+            ops::rope_norm(qs, hd, &a[half..2 * half]);
+            qw.copy_from_slice(qi);
+            ops::rope_norm(qw, hd, &a[2 * half..]);
+        }
+        let qbuf: &[f32] = qbuf;
+
+        out[..n * q_dim]
+            .par_chunks_mut(hd)
+            .zip(scores.par_chunks_mut(cap))
+            .enumerate()
+            .for_each(|(idx, (o, sc))| {
+                let (i, h) = (idx / sh.n_head, idx % sh.n_head);
+                let t = &self.batch[i];
+                let kv_off = (h / group) * hd;
+                let q_sink = &qbuf[i * 2 * q_dim + h * hd..][..hd];
+                let q_win = &qbuf[i * 2 * q_dim + q_dim + h * hd..][..hd];
+                let window = t.epoch.map_or(0..0, |e| t.first_epoch..e + 1);
+                let rows = self.rows_seen(layer, t.sinks_seen, window.clone());
+                let seen = t.sinks_seen + (window.end - window.start) as usize;
+                let sc = &mut sc[..seen];
+                let mut kbuf = [0.0f32; MAX_HEAD_DIM];
+                let kb = &mut kbuf[..hd];
+                for (j, (s, r)) in sc.iter_mut().zip(rows.clone()).enumerate() {
+                    self.read_head(&self.k, r, kv_off, kb);
+                    let qh = if j < t.sinks_seen { q_sink } else { q_win };
+                    *s = dot(qh, kb) * scale;
+                }
+                ops::softmax(sc);
+                o.fill(0.0);
+                for (&p, r) in sc.iter().zip(rows) {
+                    self.read_head(&self.v, r, kv_off, kb);
+                    for (a, &b) in o.iter_mut().zip(kb.iter()) {
+                        *a += p * b;
+                    }
+                }
+            });
+    }
+
+    /// Buffer rows seen by a token: its sinks, then its window in epoch order.
+    fn rows_seen(
+        &self,
+        layer: usize,
+        sinks: usize,
+        window: Range<u64>,
+    ) -> impl Iterator<Item = usize> + Clone + '_ {
+        let base = layer * self.rows;
+        (0..sinks)
+            .map(move |j| base + j)
+            .chain(window.map(move |e| self.row_index(layer, e)))
+    }
+
+    /// Reads the `head_dim` values of one head (at value offset `off`) of buffer row `r`.
+    fn read_head(&self, buf: &[u8], r: usize, off: usize, out: &mut [f32]) {
+        let row = &buf[r * self.row_bytes..(r + 1) * self.row_bytes];
+        let bl = self.ty.block_len();
+        let start = off / bl * self.ty.block_bytes();
+        let bytes = out.len() / bl * self.ty.block_bytes();
+        quant::dequantize(self.ty, &row[start..start + bytes], out);
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator for test data.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    fn shape(batch: usize) -> CacheShape {
+        CacheShape {
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 32,
+            rope_base: 10_000.0,
+            rope_dims: 32,
+            batch,
+        }
+    }
+
+    /// The paper's semantics written out plainly: the tokens held are listed explicitly, keys
+    /// are kept unrotated and rotated at their rank in the list on every use.
+    struct Reference {
+        sinks: Vec<(Vec<f32>, Vec<f32>)>,
+        window: std::collections::VecDeque<(Vec<f32>, Vec<f32>)>,
+    }
+
+    impl Reference {
+        fn push(&mut self, cfg: &CacheConfig, k: Vec<f32>, v: Vec<f32>) {
+            if self.sinks.len() < cfg.sinks {
+                self.sinks.push((k, v));
+                return;
+            }
+            self.window.push_back((k, v));
+            if self.window.len() > cfg.window {
+                let drop = cfg.evict_chunk.max(self.window.len() - cfg.window);
+                self.window.drain(..drop);
+            }
+        }
+
+        /// Attention of `q` (one token, all heads, unrotated) placed after everything held.
+        fn attend(&self, sh: &CacheShape, q: &[f32]) -> Vec<f32> {
+            let hd = sh.head_dim;
+            let held: Vec<_> = self.sinks.iter().chain(self.window.iter()).collect();
+            let rot = |x: &[f32], pos: usize| {
+                let mut x = x.to_vec();
+                let mut cs = vec![(0.0, 0.0); sh.rope_dims / 2];
+                ops::rope_angles(pos as u32, sh.rope_base, sh.rope_dims, &mut cs);
+                ops::rope_norm(&mut x, hd, &cs);
+                x
+            };
+            let qr = rot(q, held.len() - 1);
+            let keys: Vec<Vec<f32>> = held.iter().enumerate().map(|(p, (k, _))| rot(k, p)).collect();
+            let group = sh.n_head / sh.n_head_kv;
+            let mut out = vec![0.0; sh.n_head * hd];
+            for h in 0..sh.n_head {
+                let off = (h / group) * hd;
+                let qh = &qr[h * hd..(h + 1) * hd];
+                let mut s: Vec<f32> = keys
+                    .iter()
+                    .map(|k| dot(qh, &k[off..off + hd]) / (hd as f32).sqrt())
+                    .collect();
+                ops::softmax(&mut s);
+                for (p, (_, v)) in s.iter().zip(&held) {
+                    for d in 0..hd {
+                        out[h * hd + d] += p * v[off + d];
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    /// Streams `total` tokens in batches of `batch` through a cache and the reference, and
+    /// compares every attention output; returns the largest difference.
+    fn stream(cfg: CacheConfig, batch: usize, total: usize) -> f32 {
+        let sh = shape(batch);
+        let mut cache = KvCache::new(cfg.clone(), sh.clone()).unwrap();
+        let bytes = cache.memory_bytes();
+        let mut refs: Vec<Reference> = (0..sh.n_layer)
+            .map(|_| Reference {
+                sinks: vec![],
+                window: Default::default(),
+            })
+            .collect();
+        let (kv_dim, q_dim) = (sh.n_head_kv * sh.head_dim, sh.n_head * sh.head_dim);
+        let mut rng = Lcg(7);
+        let mut worst = 0.0f32;
+        let mut done = 0;
+        while done < total {
+            let n = batch.min(total - done);
+            cache.append(n).unwrap();
+            for (l, r) in refs.iter_mut().enumerate() {
+                let mut k = rng.vec(n * kv_dim);
+                let v = rng.vec(n * kv_dim);
+                let q = rng.vec(n * q_dim);
+                let k_orig = k.clone();
+                cache.store(l, &mut k, &v);
+                let mut out = vec![0.0; n * q_dim];
+                let mut scores = vec![0.0; n * sh.n_head * cfg.capacity()];
+                let mut qbuf = vec![0.0; n * 2 * q_dim];
+                cache.attend(l, &q, &mut out, &mut scores, &mut qbuf);
+                for t in 0..n {
+                    let kt = k_orig[t * kv_dim..(t + 1) * kv_dim].to_vec();
+                    r.push(&cfg, kt, v[t * kv_dim..(t + 1) * kv_dim].to_vec());
+                    let want = r.attend(&sh, &q[t * q_dim..(t + 1) * q_dim]);
+                    for (a, b) in out[t * q_dim..(t + 1) * q_dim].iter().zip(&want) {
+                        worst = worst.max((a - b).abs());
+                    }
+                }
+            }
+            done += n;
+            assert!(cache.len() <= cfg.capacity());
+            assert_eq!(cache.memory_bytes(), bytes, "the cache never grows");
+        }
+        assert_eq!(cache.tokens_seen(), total as u64);
+        worst
+    }
+
+    #[test]
+    fn sinks_and_window_match_the_papers_positions() {
+        let cfg = CacheConfig {
+            sinks: 3,
+            window: 7,
+            kv_type: KvType::F32,
+            evict_chunk: 1,
+        };
+        // 200 tokens pass many evictions and several epoch rebases (ring = 7 + 4).
+        for batch in [1, 4] {
+            let worst = stream(cfg.clone(), batch, 200);
+            assert!(worst < 1e-4, "batch {batch}: max difference {worst}");
+        }
+    }
+
+    #[test]
+    fn chunked_eviction_is_exact() {
+        let cfg = CacheConfig {
+            sinks: 2,
+            window: 9,
+            kv_type: KvType::F32,
+            evict_chunk: 4,
+        };
+        let worst = stream(cfg, 3, 150);
+        assert!(worst < 1e-4, "max difference {worst}");
+    }
+
+    #[test]
+    fn window_without_sinks_and_dense() {
+        let window = CacheConfig {
+            sinks: 0,
+            window: 6,
+            kv_type: KvType::F32,
+            evict_chunk: 1,
+        };
+        assert!(stream(window, 2, 60) < 1e-4);
+        let dense = CacheConfig {
+            kv_type: KvType::F32,
+            ..CacheConfig::dense(40)
+        };
+        assert!(stream(dense, 5, 40) < 1e-4);
+    }
+
+    #[test]
+    fn f16_and_q8_0_stay_close() {
+        for kv_type in [KvType::F16, KvType::Q8_0] {
+            let cfg = CacheConfig {
+                sinks: 2,
+                window: 8,
+                kv_type,
+                evict_chunk: 1,
+            };
+            let worst = stream(cfg, 3, 80);
+            assert!(worst < 0.05, "{kv_type:?}: max difference {worst}");
+        }
+    }
+
+    #[test]
+    fn positions_stay_bounded_over_ten_million_tokens() {
+        let cfg = CacheConfig {
+            sinks: 4,
+            window: 60,
+            kv_type: KvType::F32,
+            evict_chunk: 1,
+        };
+        let sh = CacheShape {
+            n_layer: 1,
+            batch: 64,
+            ..shape(64)
+        };
+        let mut cache = KvCache::new(cfg.clone(), sh).unwrap();
+        let bound = 2 * (cfg.window + 64) as u64;
+        for _ in 0..10_000_000 / 64 {
+            cache.append(64).unwrap();
+            assert!(cache.next_epoch < bound);
+            assert!(cache.batch.iter().all(|t| t.pos < cfg.capacity() as u32));
+        }
+        assert_eq!(cache.len(), cfg.capacity());
+        assert!(cache.tokens_seen() >= 9_999_000);
+    }
+}

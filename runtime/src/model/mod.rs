@@ -1,0 +1,116 @@
+//! Model architectures and their forward passes.
+//!
+//! A model owns its GGUF file (the memory map) and refers to its weights by their place in
+//! the file's data section, so weights are read in place and never copied.
+
+pub mod llama;
+
+use tern_kernels::matmul::QMatrix;
+use tern_kernels::{quant, GgmlType};
+
+use crate::cache::CacheError;
+use crate::gguf::{GgufError, GgufFile};
+
+pub use llama::{Llama, LlamaConfig, State};
+
+/// Why a model cannot be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("architecture `{0}` is not supported (supported: llama)")]
+    UnsupportedArchitecture(String),
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor `{name}` has type {ty}, which cannot be used here")]
+    TensorType { name: String, ty: GgmlType },
+    #[error("hyper-parameter `{key}` is invalid: {why}")]
+    HyperParameter { key: String, why: String },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("a batch of {n} tokens exceeds the session's batch size of {max}")]
+    BatchTooLarge { n: usize, max: usize },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Where a weight matrix sits in the file's data section; checked at load.
+#[derive(Clone, Copy, Debug)]
+struct WeightRef {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    bytes: usize,
+}
+
+impl WeightRef {
+    /// Finds tensor `name` and checks it is a `rows × cols` matrix (ggml dims `[cols, rows]`).
+    fn find(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<WeightRef, ModelError> {
+        let info = file
+            .tensor_info(name)
+            .ok_or_else(|| GgufError::MissingTensor {
+                tensor: name.to_string(),
+            })?;
+        let dims: Vec<u64> = info.dims.iter().copied().filter(|&d| d != 1).collect();
+        let expected: Vec<u64> = [cols as u64, rows as u64]
+            .into_iter()
+            .filter(|&d| d != 1)
+            .collect();
+        if dims != expected {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![cols as u64, rows as u64],
+                found: info.dims.clone(),
+            });
+        }
+        if !cols.is_multiple_of(info.ty.block_len()) {
+            return Err(ModelError::TensorType {
+                name: name.to_string(),
+                ty: info.ty,
+            });
+        }
+        Ok(WeightRef {
+            ty: info.ty,
+            rows,
+            cols,
+            offset: info.offset as usize,
+            bytes: info.bytes as usize,
+        })
+    }
+
+    /// The matrix, borrowed from the file's data section.
+    fn view<'a>(&self, data: &'a [u8]) -> QMatrix<'a> {
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &data[self.offset..self.offset + self.bytes],
+        }
+    }
+}
+
+/// Reads a small vector (a norm's weights) as f32. These are the only weights copied: a few
+/// kilobytes per layer, so the hot loop needs no conversion.
+fn load_vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let w = WeightRef::find(file, name, len, 1)?;
+    let mut out = vec![0.0; len];
+    quant::dequantize(w.ty, &file.tensor_data()[w.offset..w.offset + w.bytes], &mut out);
+    Ok(out)
+}
+
+/// Reads a required unsigned hyper-parameter `{arch}.{key}`.
+fn hparam_usize(file: &GgufFile, arch: &str, key: &str) -> Result<usize, ModelError> {
+    let v = file.get_u32(&format!("{arch}.{key}"))? as usize;
+    if v == 0 {
+        return Err(ModelError::HyperParameter {
+            key: format!("{arch}.{key}"),
+            why: "must be positive".into(),
+        });
+    }
+    Ok(v)
+}

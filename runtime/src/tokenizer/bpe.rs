@@ -1,0 +1,277 @@
+//! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`) as llama.cpp runs it.
+//!
+//! 1. The text between special tokens is split by the regexes llama.cpp lists for the file's
+//!    pre-tokenizer type (`llama-vocab.cpp`, `LLAMA_VOCAB_PRE_TYPE_*`), applied one after the
+//!    other, each to every piece the previous one left, keeping both matches and the text
+//!    between them (the `tokenizers` crate's `Split` with `Isolated` behaviour).
+//! 2. Each piece's bytes are mapped to GPT-2's byte-level alphabet (printable characters
+//!    stand for themselves, the other bytes for code points from U+0100 on).
+//! 3. The `tokenizers` crate's BPE model merges the characters: always the adjacent pair of
+//!    lowest merge rank, leftmost first — the same order as llama.cpp's `llm_tokenizer_bpe`.
+
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    Model as _, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    PreTokenizerWrapper, SplitDelimiterBehavior,
+};
+
+use super::{attr, TokenizerError};
+
+/// What a pre-tokenizer type means: its split regexes and the flags llama.cpp attaches.
+pub(super) struct PreSpec {
+    regexes: &'static [&'static str],
+    /// A piece that is itself a token is taken whole, without merging (Llama 3 style).
+    ignore_merges: bool,
+    /// Default of `add_bos_token` when the file does not say.
+    pub(super) add_bos: bool,
+    /// The vocabulary has no BOS unless the file names one.
+    pub(super) no_bos: bool,
+}
+
+// The regexes, verbatim from llama.cpp (which rewrote `(?i:…)` groups as explicit classes
+// because its fallback engine is std::regex), except GPT-2's: llama.cpp runs that one
+// through a hand-written splitter that also ends with `\s+`, as the original GPT-2 regex does.
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN35: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const CHATGLM4: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const SEED_CODER: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
+const BLOOM: &str = " ?[^(\\s|.,!?\u{2026}\u{3002}\u{ff0c}\u{3001}\u{964}\u{6d4}\u{60c})]+";
+
+const DEFAULT_RES: &[&str] = &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"];
+const FALCON_RES: &[&str] = &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"[0-9][0-9][0-9]"];
+const SMOLLM_RES: &[&str] = &[r"\p{N}", GPT2];
+const DEEPSEEK_LLM_RES: &[&str] = &[
+    "[\r\n]",
+    "\\s?[A-Za-z\u{b5}\u{c0}-\u{d6}\u{d8}-\u{f6}\u{f8}-\u{1ba}\u{1bc}-\u{1bf}\u{1c4}-\u{293}\u{295}-\u{2af}\u{370}-\u{373}\u{376}\u{377}\u{37b}-\u{37d}\u{37f}\u{386}\u{388}-\u{38a}\u{38c}\u{38e}-\u{3a1}\u{3a3}-\u{3f5}\u{3f7}-\u{481}\u{48a}-\u{52f}\u{531}-\u{556}\u{10a0}-\u{10c5}\u{13a0}-\u{13f5}\u{13f8}-\u{13fd}\u{1c90}-\u{1cba}\u{1cbd}-\u{1cbf}\u{1d00}-\u{1d2b}\u{1d6b}-\u{1d77}\u{1d79}-\u{1d9a}\u{1e00}-\u{1f15}\u{1f18}-\u{1f1d}\u{1f20}-\u{1f45}\u{1f48}-\u{1f4d}\u{1f50}-\u{1f57}\u{1f59}\u{1f5b}\u{1f5d}\u{1f5f}-\u{1f7d}\u{1f80}-\u{1fb4}\u{1fb6}-\u{1fbc}\u{1fbe}\u{1fc2}-\u{1fc4}\u{1fc6}-\u{1fcc}\u{1fd0}-\u{1fd3}\u{1fd6}-\u{1fdb}\u{1fe0}-\u{1fec}\u{1ff2}-\u{1ff4}\u{1ff6}-\u{1ffc}\u{2102}\u{2107}\u{210a}-\u{2113}\u{2115}\u{2119}-\u{211d}\u{2124}\u{2126}\u{2128}\u{212a}-\u{212d}\u{212f}-\u{2134}\u{2139}\u{213c}-\u{213f}\u{2145}-\u{2149}\u{214e}\u{2183}\u{2184}\u{2c00}-\u{2c7b}\u{2c7e}-\u{2ce4}\u{2ceb}-\u{2cee}\u{2cf2}\u{2cf3}\u{a640}-\u{a66d}\u{a680}-\u{a69b}\u{a722}-\u{a76f}\u{a771}-\u{a787}\u{a78b}-\u{a78e}\u{ab70}-\u{abbf}\u{fb00}-\u{fb06}\u{fb13}-\u{fb17}\u{ff21}-\u{ff3a}\u{ff41}-\u{ff5a}\u{10400}-\u{1044f}\u{104b0}-\u{104d3}\u{104d8}-\u{104fb}\u{10c80}-\u{10cb2}\u{10cc0}-\u{10cf2}\u{118a0}-\u{118df}\u{1e900}-\u{1e943}]+",
+    "\\s?[!-/:-~\u{ff01}-\u{ff0f}\u{ff1a}-\u{ff5e}\u{2018}-\u{201f}\u{3000}-\u{3002}]+",
+    "\\s+$",
+    "[\u{4e00}-\u{9fa5}\u{800}-\u{4e00}\u{ac00}-\u{d7ff}]+",
+    "\\p{N}+",
+];
+const DEEPSEEK_CODER_RES: &[&str] = &[
+    "[\r\n]",
+    "\\s?\\p{L}+",
+    "\\s?\\p{P}+",
+    "[\u{4e00}-\u{9fa5}\u{800}-\u{4e00}\u{ac00}-\u{d7ff}]+",
+    "\\p{N}",
+];
+const DEEPSEEK3_RES: &[&str] = &[
+    "\\p{N}{1,3}",
+    "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+];
+
+impl PreSpec {
+    /// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre = name`.
+    pub(super) fn for_name(name: &str) -> Result<PreSpec, TokenizerError> {
+        let spec = |regexes, ignore_merges, add_bos, no_bos| PreSpec {
+            regexes,
+            ignore_merges,
+            add_bos,
+            no_bos,
+        };
+        Ok(match name {
+            "default" => spec(DEFAULT_RES, false, false, false),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => spec(&[LLAMA3], true, true, false),
+            "dbrx" | "smaug-bpe" => spec(&[LLAMA3], false, false, false),
+            "deepseek-llm" => spec(DEEPSEEK_LLM_RES, false, false, false),
+            "deepseek-coder" => spec(DEEPSEEK_CODER_RES, false, false, false),
+            "deepseek-v3" => spec(DEEPSEEK3_RES, false, false, false),
+            "falcon" => spec(FALCON_RES, false, false, false),
+            "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling"
+            | "gigachat" | "a.x-4.0" | "mellum" | "exaone4" => spec(&[GPT2], false, false, false),
+            "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => spec(SMOLLM_RES, false, false, false),
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" | "stablelm2"
+            | "hunyuan" | "solar-open" => spec(&[QWEN2], false, false, false),
+            "qwen35" => spec(&[QWEN35], false, false, false),
+            "chatglm-bpe" => spec(&[CHATGLM4], false, false, true),
+            "glm4" | "glm5" => spec(&[CHATGLM4], true, false, true),
+            "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => {
+                spec(&[GPT4O], false, false, false)
+            }
+            "tekken" => spec(&[TEKKEN], true, true, false),
+            "seed-coder" => spec(&[SEED_CODER], false, false, false),
+            "bloom" | "poro-chat" | "gpt3-finnish" => spec(&[BLOOM], false, false, false),
+            "viking" => spec(&[BLOOM, r"\p{N}"], false, false, false),
+            other => return Err(TokenizerError::UnsupportedPre(other.to_string())),
+        })
+    }
+}
+
+/// A byte-level BPE encoder: the split regexes and the merge model.
+pub(super) struct Bpe {
+    split: Sequence,
+    model: BPE,
+}
+
+impl Bpe {
+    pub(super) fn new(
+        texts: &[String],
+        merges: &[(String, String)],
+        spec: &PreSpec,
+    ) -> Result<Bpe, TokenizerError> {
+        let splits = spec
+            .regexes
+            .iter()
+            .map(|re| {
+                Split::new(
+                    SplitPattern::Regex((*re).to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map(PreTokenizerWrapper::Split)
+                .map_err(|e| TokenizerError::Bpe(format!("pre-tokenizer regex {re:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let vocab: Vocab = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        // The `tokenizers` crate refuses merges whose sides or result are not tokens, which
+        // llama.cpp tolerates (it falls back to byte tokens for such a result). Converted
+        // vocabularies never have them; skipping them keeps a file loadable.
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .filter(|(a, b)| {
+                vocab.contains_key(a)
+                    && vocab.contains_key(b)
+                    && vocab.contains_key(&format!("{a}{b}"))
+            })
+            .cloned()
+            .collect();
+        let model = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(spec.ignore_merges)
+            .build()
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        Ok(Bpe {
+            split: Sequence::new(splits),
+            model,
+        })
+    }
+
+    /// Appends the ids of `text` (no special tokens inside) to `out`.
+    pub(super) fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        let mut pre = PreTokenizedString::from(text);
+        self.split
+            .pre_tokenize(&mut pre)
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        let mut word = String::new();
+        for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
+            if piece.is_empty() {
+                continue;
+            }
+            word.clear();
+            word.extend(piece.bytes().map(byte_to_char));
+            let tokens = self
+                .model
+                .tokenize(&word)
+                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+            out.extend(tokens.iter().map(|t| t.id));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes that GPT-2's byte-level alphabet writes as themselves (printable Latin-1).
+const fn printable(b: u8) -> bool {
+    matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
+/// GPT-2's byte-level alphabet: printable bytes stand for themselves, the other 68 bytes
+/// take the code points U+0100, U+0101, … in byte order.
+const BYTE_CHARS: [char; 256] = {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    let mut b = 0usize;
+    while b < 256 {
+        let cp = if printable(b as u8) {
+            b as u32
+        } else {
+            next += 1;
+            next - 1
+        };
+        table[b] = match char::from_u32(cp) {
+            Some(c) => c,
+            None => panic!("byte-level code points are valid chars"),
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The bytes behind U+0100.., the non-printable half of the alphabet.
+const SHIFTED_BYTES: [u8; 68] = {
+    let mut table = [0u8; 68];
+    let mut n = 0usize;
+    let mut b = 0usize;
+    while b < 256 {
+        if !printable(b as u8) {
+            table[n] = b as u8;
+            n += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+fn byte_to_char(b: u8) -> char {
+    BYTE_CHARS[usize::from(b)]
+}
+
+/// The inverse of [`byte_to_char`], for characters of the byte-level alphabet.
+fn char_to_byte(c: char) -> Option<u8> {
+    let cp = u32::from(c);
+    match u8::try_from(cp) {
+        Ok(b) => printable(b).then_some(b),
+        Err(_) => SHIFTED_BYTES.get(cp.checked_sub(256)? as usize).copied(),
+    }
+}
+
+/// A token's piece as llama.cpp's `token_to_piece` (special tokens rendered) gives it for a
+/// byte-level BPE vocabulary: special and user-defined tokens verbatim, normal tokens mapped
+/// back from the byte-level alphabet, unused and undefined tokens empty.
+pub(super) fn piece(text: &str, a: u32) -> Vec<u8> {
+    if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+        return text.as_bytes().to_vec();
+    }
+    if a & attr::NORMAL != 0 {
+        let mut out = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            match char_to_byte(c) {
+                Some(b) => out.push(b),
+                // llama.cpp marks characters outside the alphabet this way.
+                None => {
+                    out.extend_from_slice(b"[UNK_BYTE_0x");
+                    let mut utf8 = [0u8; 4];
+                    for b in c.encode_utf8(&mut utf8).bytes() {
+                        out.extend_from_slice(format!("{b:02x}").as_bytes());
+                    }
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b']');
+                }
+            }
+        }
+        return out;
+    }
+    if a & attr::BYTE != 0 {
+        // `<0xXX>` byte tokens, as some BPE vocabularies carry.
+        if let Some(b) = text
+            .strip_prefix("<0x")
+            .and_then(|h| h.strip_suffix('>'))
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            return vec![b];
+        }
+    }
+    Vec::new()
+}

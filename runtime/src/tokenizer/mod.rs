@@ -1,0 +1,710 @@
+//! The tokenizer stored in a GGUF file, reproducing llama.cpp's token ids exactly.
+//!
+//! Two vocabulary kinds are supported, chosen by `tokenizer.ggml.model`:
+//! - `gpt2`: byte-level BPE (SmolLM, Llama 3, Qwen 2, …). The text is split by the regexes
+//!   llama.cpp uses for the file's `tokenizer.ggml.pre` type, each piece is mapped to GPT-2's
+//!   byte-level alphabet and merged by the `tokenizers` crate's BPE model built from the
+//!   vocabulary and `tokenizer.ggml.merges` ([`bpe`]).
+//! - `llama`: SentencePiece-style, merging the adjacent pair whose result has the highest
+//!   score, with `<0xXX>` byte fallback (Gemma, Llama 2, …) ([`spm`]).
+//!
+//! Before either runs, the text is cut at special tokens the way llama.cpp's
+//! `tokenizer_st_partition` does: control and unknown tokens are recognised only when
+//! `parse_special` is set; user-defined tokens always are.
+//!
+//! Decoding is the inverse: each token's piece is its raw bytes ([`Tokenizer::token_to_bytes`],
+//! llama.cpp's `token_to_piece` with special tokens rendered), and [`Tokenizer::decode`]
+//! concatenates them so that `decode(encode(x)) == x` for any text.
+
+mod bpe;
+mod spm;
+
+use std::collections::HashMap;
+
+use crate::gguf::{GgufError, GgufFile, Value};
+
+/// Why a tokenizer could not be built from a GGUF file, or a text not encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// A metadata key is missing or has the wrong type.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+
+    /// `tokenizer.ggml.model` names a kind of vocabulary Tern does not implement.
+    #[error(
+        "tokenizer.ggml.model = {0:?} is not supported (Tern supports \"gpt2\" and \"llama\")"
+    )]
+    UnsupportedModel(String),
+
+    /// `tokenizer.ggml.pre` names a pre-tokenizer Tern does not implement.
+    #[error("tokenizer.ggml.pre = {0:?}: this pre-tokenizer type is not supported")]
+    UnsupportedPre(String),
+
+    /// A metadata value is present but unusable (the message says which key and why).
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+
+    /// The `tokenizers` crate rejected the vocabulary or failed while encoding.
+    #[error("BPE tokenizer: {0}")]
+    Bpe(String),
+
+    /// A byte had to be encoded through byte fallback but the vocabulary has no token for it.
+    #[error("no byte-fallback token <0x{0:02X}> in the vocabulary")]
+    MissingByteToken(u8),
+}
+
+/// llama.cpp's token attribute bits (`LLAMA_TOKEN_ATTR_*`), derived from
+/// `tokenizer.ggml.token_type` and a few fix-ups by token text.
+mod attr {
+    pub const UNDEFINED: u32 = 0;
+    pub const UNKNOWN: u32 = 1;
+    pub const UNUSED: u32 = 2;
+    pub const NORMAL: u32 = 4;
+    pub const CONTROL: u32 = 8;
+    pub const USER_DEFINED: u32 = 16;
+    pub const BYTE: u32 = 32;
+}
+
+/// The vocabulary-kind specific encoder for text between special tokens.
+enum Model {
+    Bpe(Box<bpe::Bpe>),
+    Spm(spm::Spm),
+}
+
+/// A tokenizer built from GGUF metadata. Cheap to share between threads (`Send + Sync`).
+pub struct Tokenizer {
+    model: Model,
+    /// Token text as stored in the file (byte-level alphabet for `gpt2`, `▁` for spaces in
+    /// `llama` vocabularies).
+    texts: Vec<String>,
+    attrs: Vec<u32>,
+    /// Text → id; for duplicate texts the last id wins, as in llama.cpp.
+    ids: HashMap<String, u32>,
+    /// The raw bytes of each token's piece, precomputed for streaming.
+    pieces: Vec<Vec<u8>>,
+    /// Ids of control, user-defined and unknown tokens, longest text first: the order in
+    /// which llama.cpp cuts them out of the text.
+    specials: Vec<u32>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    eot: Option<u32>,
+    eog: Vec<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    /// SentencePiece only: a space is prepended to text at the start and after special tokens.
+    add_space_prefix: bool,
+}
+
+// The CLI and sessions share one tokenizer across threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tokenizer>();
+};
+
+/// One piece of the input after special tokens have been cut out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fragment {
+    Text { start: usize, end: usize },
+    Token(u32),
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by `g`'s `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        let kind = g.get_str("tokenizer.ggml.model")?;
+        let spm_kind = match kind {
+            "gpt2" => false,
+            "llama" => true,
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+
+        let texts = read_tokens(g)?;
+        let n = texts.len();
+        let mut attrs = read_attrs(g, n)?;
+        let mut ids = HashMap::with_capacity(n);
+        for (i, t) in texts.iter().enumerate() {
+            ids.insert(t.clone(), i as u32);
+        }
+
+        // llama.cpp's defaults per vocabulary kind, which the metadata may override.
+        let mut defaults = Defaults {
+            bos: Some(if spm_kind { 1 } else { 11 }),
+            eos: Some(if spm_kind { 2 } else { 11 }),
+            add_bos: spm_kind,
+        };
+        let model = if spm_kind {
+            Model::Spm(spm::Spm::new(&texts, read_scores(g, n)?, &ids))
+        } else {
+            let pre = match g.get("tokenizer.ggml.pre") {
+                Some(v) => v.as_str().ok_or_else(|| TokenizerError::Invalid {
+                    key: "tokenizer.ggml.pre",
+                    reason: format!("expected a string, found {}", v.type_name()),
+                })?,
+                None => "default",
+            };
+            let spec = bpe::PreSpec::for_name(pre)?;
+            defaults.add_bos = spec.add_bos;
+            if spec.no_bos {
+                defaults.bos = None;
+            }
+            Model::Bpe(Box::new(bpe::Bpe::new(&texts, &read_merges(g)?, &spec)?))
+        };
+
+        let meta = Meta { g, n };
+        let ends = EndTokens::resolve(&meta, &ids, &mut attrs, &defaults)?;
+        let add_bos = meta
+            .flag("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(defaults.add_bos);
+        let add_eos = meta.flag("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        let add_space_prefix = spm_kind
+            && meta
+                .flag("tokenizer.ggml.add_space_prefix")?
+                .unwrap_or(true);
+
+        let mut specials: Vec<u32> = (0..n as u32)
+            .filter(|&i| attrs[i as usize] & SPECIAL != 0)
+            .collect();
+        specials.sort_by_key(|&i| std::cmp::Reverse(texts[i as usize].len()));
+
+        let pieces = (0..n)
+            .map(|i| match &model {
+                Model::Bpe(_) => bpe::piece(&texts[i], attrs[i]),
+                Model::Spm(_) => spm::piece(&texts[i], attrs[i]),
+            })
+            .collect();
+
+        Ok(Tokenizer {
+            model,
+            texts,
+            attrs,
+            ids,
+            pieces,
+            specials,
+            bos: ends.bos,
+            eos: ends.eos,
+            eot: ends.eot,
+            eog: ends.eog,
+            add_bos,
+            add_eos,
+            add_space_prefix,
+        })
+    }
+
+    /// Encodes `text` into token ids exactly as `llama_tokenize` does.
+    ///
+    /// `add_special` adds BOS (and EOS) when the file's `add_bos_token` (`add_eos_token`)
+    /// flags ask for them; `parse_special` makes control tokens written in the text (such
+    /// as `<|im_start|>`) become their ids instead of being tokenized as plain text.
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        if add_special && self.add_bos {
+            if let Some(b) = self.bos {
+                out.push(b);
+            }
+        }
+        let mut prev_special = true;
+        for frag in self.partition(text, parse_special) {
+            match frag {
+                Fragment::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Fragment::Text { start, end } => {
+                    let piece = &text[start..end];
+                    match &self.model {
+                        Model::Bpe(b) => b.encode(piece, &mut out)?,
+                        Model::Spm(s) => {
+                            let prefix = self.add_space_prefix && prev_special;
+                            s.encode(piece, prefix, &self.ids, &mut out)?
+                        }
+                    }
+                    prev_special = false;
+                }
+            }
+        }
+        if add_special && self.add_eos {
+            if let Some(e) = self.eos {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The text of `ids`: their pieces concatenated (special tokens as their text), invalid
+    /// UTF-8 replaced by U+FFFD. For SentencePiece vocabularies that prepend a space when
+    /// encoding, that one space is dropped again, so `decode(encode(x)) == x`.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        let mut prev_special = true;
+        for &id in ids {
+            let piece = self.token_to_bytes(id);
+            let special = self.is_special_fragment(id);
+            let strip = self.add_space_prefix && prev_special && !special;
+            let piece = match piece.split_first() {
+                Some((b' ', rest)) if strip => rest,
+                _ => &piece[..],
+            };
+            bytes.extend_from_slice(piece);
+            prev_special = special;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The raw bytes of token `id`'s piece, as llama.cpp's `token_to_piece` gives them with
+    /// special tokens rendered: may be a partial UTF-8 sequence (a streaming decoder must
+    /// join pieces before converting). Unknown ids and unused tokens give no bytes.
+    pub fn token_to_bytes(&self, id: u32) -> Vec<u8> {
+        self.pieces.get(id as usize).cloned().unwrap_or_default()
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// The beginning-of-sequence token.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The end-of-sequence token.
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// The end-of-turn token (from metadata, or recognised by its text like `<|im_end|>`).
+    pub fn eot(&self) -> Option<u32> {
+        self.eot
+    }
+
+    /// Whether generating `id` ends the reply: EOS, EOT, EOM and the other end tokens
+    /// llama.cpp recognises by text.
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.eog.binary_search(&id).is_ok()
+    }
+
+    /// Whether `encode(.., add_special = true, ..)` starts with BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
+    /// The id of the token whose stored text is `text`, if any.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.ids.get(text).copied()
+    }
+
+    /// Whether `id` is a control, user-defined or unknown token (one that encoding cuts
+    /// out of the text as a whole rather than producing by merges).
+    fn is_special_fragment(&self, id: u32) -> bool {
+        self.attrs
+            .get(id as usize)
+            .is_some_and(|a| a & SPECIAL != 0)
+    }
+
+    /// Cuts `text` at special tokens like llama.cpp's `tokenizer_st_partition`: for each
+    /// special token, longest first, every occurrence inside every remaining text fragment
+    /// becomes a token fragment. Control and unknown tokens take part only when
+    /// `parse_special` is set.
+    fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
+        let mut frags = Vec::new();
+        if text.is_empty() {
+            return frags;
+        }
+        frags.push(Fragment::Text {
+            start: 0,
+            end: text.len(),
+        });
+        for &id in &self.specials {
+            let a = self.attrs[id as usize];
+            if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
+                continue;
+            }
+            let needle = self.texts[id as usize].as_str();
+            let mut next = Vec::with_capacity(frags.len());
+            let mut changed = false;
+            for f in &frags {
+                let Fragment::Text { start, end } = *f else {
+                    next.push(*f);
+                    continue;
+                };
+                let mut pos = start;
+                while let Some(found) = text[pos..end].find(needle) {
+                    let m = pos + found;
+                    if m > pos {
+                        next.push(Fragment::Text { start: pos, end: m });
+                    }
+                    next.push(Fragment::Token(id));
+                    pos = m + needle.len();
+                    changed = true;
+                }
+                if pos < end {
+                    next.push(Fragment::Text { start: pos, end });
+                }
+            }
+            if changed {
+                frags = next;
+            }
+        }
+        frags
+    }
+}
+
+/// Attributes of the tokens that encoding cuts out of the text whole.
+const SPECIAL: u32 = attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN;
+
+/// What llama.cpp assumes for a vocabulary kind when the metadata is silent.
+struct Defaults {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+}
+
+/// Typed access to optional metadata for a vocabulary of `n` tokens.
+struct Meta<'a> {
+    g: &'a GgufFile,
+    n: usize,
+}
+
+impl Meta<'_> {
+    /// A token id; ids outside the vocabulary are ignored, as llama.cpp does (it warns).
+    fn id(&self, key: &'static str) -> Result<Option<u32>, TokenizerError> {
+        let Some(v) = self.g.get(key) else {
+            return Ok(None);
+        };
+        match v.as_u64() {
+            Some(id) => Ok((id < self.n as u64).then_some(id as u32)),
+            None => Err(TokenizerError::Invalid {
+                key,
+                reason: format!("expected a token id, found {}", v.type_name()),
+            }),
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<Option<bool>, TokenizerError> {
+        match self.g.get(key) {
+            None => Ok(None),
+            Some(_) => Ok(Some(self.g.get_bool(key)?)),
+        }
+    }
+}
+
+/// The tokens that start and end sequences, resolved the way llama.cpp does.
+struct EndTokens {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    eot: Option<u32>,
+    /// Sorted ids that end generation.
+    eog: Vec<u32>,
+}
+
+impl EndTokens {
+    /// Reads the ids from metadata; where end-of-turn, end-of-message and fill-in-the-middle
+    /// tokens are not named, finds them by their text and makes them control tokens (as
+    /// llama.cpp does, updating `attrs`); collects every token that ends generation.
+    fn resolve(
+        meta: &Meta<'_>,
+        ids: &HashMap<String, u32>,
+        attrs: &mut [u32],
+        defaults: &Defaults,
+    ) -> Result<EndTokens, TokenizerError> {
+        let in_vocab = |id: &u32| (*id as usize) < meta.n;
+        let bos = meta
+            .id("tokenizer.ggml.bos_token_id")?
+            .or(defaults.bos.filter(in_vocab));
+        let eos = meta
+            .id("tokenizer.ggml.eos_token_id")?
+            .or(defaults.eos.filter(in_vocab));
+
+        let find = |names: &[&str]| names.iter().find_map(|t| ids.get(*t).copied());
+        let mut by_text = Vec::new();
+        let mut named_or_found = |key, names: &[&str]| -> Result<Option<u32>, TokenizerError> {
+            Ok(match meta.id(key)? {
+                Some(id) => Some(id),
+                None => {
+                    let found = find(names);
+                    by_text.extend(found);
+                    found
+                }
+            })
+        };
+        let eot = named_or_found("tokenizer.ggml.eot_token_id", EOT_TEXTS)?;
+        let eom = named_or_found("tokenizer.ggml.eom_token_id", &["<|eom_id|>"])?;
+        let mut eog = Vec::new();
+        for (key, names) in FIM_KEYS {
+            let id = named_or_found(key, names)?;
+            if FIM_EOG_KEYS.contains(key) {
+                eog.extend(id);
+            }
+        }
+        for name in EOG_TEXTS {
+            if let Some(&id) = ids.get(*name) {
+                by_text.push(id);
+                eog.push(id);
+            }
+        }
+        for id in by_text {
+            attrs[id as usize] |= attr::CONTROL;
+        }
+        // gpt-oss renders these as text whatever their declared type.
+        for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+            if let Some(&id) = ids.get(name) {
+                attrs[id as usize] = attr::USER_DEFINED;
+            }
+        }
+        eog.extend([eos, eot, eom].into_iter().flatten());
+        eog.sort_unstable();
+        eog.dedup();
+
+        // Vocabularies where `<|end|>` separates messages rather than ending the reply
+        // (gpt-oss, solar-open), and those where `</s>` is an ordinary token (plamo,
+        // gemma4): llama.cpp takes these out of the end-of-generation set again.
+        let has = |eog: &[u32], t: &str| ids.get(t).is_some_and(|id| eog.contains(id));
+        if let Some(&end) = ids.get("<|end|>") {
+            let call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
+            let other = has(&eog, "<|return|>") || has(&eog, "<|flush|>");
+            if call && other && eog.contains(&end) {
+                eog.retain(|&e| e != end);
+                attrs[end as usize] = attr::USER_DEFINED;
+            }
+        }
+        if let Some(&s_id) = ids.get("</s>") {
+            if has(&eog, "<|tool_response>") || has(&eog, "<|plamo:eos|>") {
+                eog.retain(|&e| e != s_id);
+                attrs[s_id as usize] = attr::NORMAL;
+            }
+        }
+        Ok(EndTokens { bos, eos, eot, eog })
+    }
+}
+
+/// Texts llama.cpp takes as the end-of-turn token when `eot_token_id` is absent, in the
+/// order Tern tries them.
+const EOT_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
+];
+
+/// Texts that end generation wherever they appear in the vocabulary (llama.cpp's list).
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
+
+/// Fill-in-the-middle tokens: metadata key and the texts that stand for it when the key is
+/// absent. llama.cpp makes them control tokens; pad, repo and file-separator also end
+/// generation.
+const FIM_KEYS: &[(&str, &[&str])] = &[
+    (
+        "tokenizer.ggml.fim_pre_token_id",
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<｜fim▁begin｜>",
+            "<PRE>",
+            "▁<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
+    ),
+    (
+        "tokenizer.ggml.fim_suf_token_id",
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<｜fim▁hole｜>",
+            "<SUF>",
+            "▁<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
+    ),
+    (
+        "tokenizer.ggml.fim_mid_token_id",
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<｜fim▁end｜>",
+            "<MID>",
+            "▁<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
+    ),
+    (
+        "tokenizer.ggml.fim_pad_token_id",
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
+    (
+        "tokenizer.ggml.fim_rep_token_id",
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+    ),
+    ("tokenizer.ggml.fim_sep_token_id", &["<|file_sep|>"]),
+];
+
+const FIM_EOG_KEYS: &[&str] = &[
+    "tokenizer.ggml.fim_pad_token_id",
+    "tokenizer.ggml.fim_rep_token_id",
+    "tokenizer.ggml.fim_sep_token_id",
+];
+
+fn read_tokens(g: &GgufFile) -> Result<Vec<String>, TokenizerError> {
+    const KEY: &str = "tokenizer.ggml.tokens";
+    let arr = g.get_array(KEY)?;
+    if arr.is_empty() {
+        return Err(TokenizerError::Invalid {
+            key: KEY,
+            reason: "the vocabulary is empty".into(),
+        });
+    }
+    if u32::try_from(arr.len()).is_err() {
+        return Err(TokenizerError::Invalid {
+            key: KEY,
+            reason: format!("{} tokens do not fit 32-bit ids", arr.len()),
+        });
+    }
+    arr.iter()
+        .enumerate()
+        .map(|(i, v)| match v.as_str().map(c_str) {
+            // llama.cpp renames empty tokens so that they never match text.
+            Some("") => Ok(format!("[EMPTY_{i}]")),
+            Some(s) => Ok(s.to_string()),
+            None => Err(TokenizerError::Invalid {
+                key: KEY,
+                reason: format!("element {i} is a {}, expected a string", v.type_name()),
+            }),
+        })
+        .collect()
+}
+
+fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
+    const KEY: &str = "tokenizer.ggml.token_type";
+    let Some(v) = g.get(KEY) else {
+        return Ok(vec![attr::NORMAL; n]);
+    };
+    let arr = v.as_array().ok_or_else(|| TokenizerError::Invalid {
+        key: KEY,
+        reason: format!("expected an array, found {}", v.type_name()),
+    })?;
+    if arr.len() < n {
+        return Err(TokenizerError::Invalid {
+            key: KEY,
+            reason: format!("{} types for {n} tokens", arr.len()),
+        });
+    }
+    arr[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let t = v.as_i64().ok_or_else(|| TokenizerError::Invalid {
+                key: KEY,
+                reason: format!("element {i} is a {}, expected an integer", v.type_name()),
+            })?;
+            Ok(match t {
+                1 => attr::NORMAL,
+                2 => attr::UNKNOWN,
+                3 => attr::CONTROL,
+                4 => attr::USER_DEFINED,
+                5 => attr::UNUSED,
+                6 => attr::BYTE,
+                _ => attr::UNDEFINED,
+            })
+        })
+        .collect()
+}
+
+fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
+    const KEY: &str = "tokenizer.ggml.scores";
+    let Some(v) = g.get(KEY) else {
+        return Ok(vec![0.0; n]);
+    };
+    let arr = v.as_array().ok_or_else(|| TokenizerError::Invalid {
+        key: KEY,
+        reason: format!("expected an array, found {}", v.type_name()),
+    })?;
+    if arr.len() < n {
+        return Err(TokenizerError::Invalid {
+            key: KEY,
+            reason: format!("{} scores for {n} tokens", arr.len()),
+        });
+    }
+    arr[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_f32().ok_or_else(|| TokenizerError::Invalid {
+                key: KEY,
+                reason: format!("element {i} is a {}, expected a number", v.type_name()),
+            })
+        })
+        .collect()
+}
+
+fn read_merges(g: &GgufFile) -> Result<Vec<(String, String)>, TokenizerError> {
+    const KEY: &str = "tokenizer.ggml.merges";
+    let arr: &[Value] = g.get_array(KEY)?;
+    let mut merges = Vec::with_capacity(arr.len());
+    for (i, v) in arr.iter().enumerate() {
+        let s = v
+            .as_str()
+            .map(c_str)
+            .ok_or_else(|| TokenizerError::Invalid {
+                key: KEY,
+                reason: format!("element {i} is a {}, expected a string", v.type_name()),
+            })?;
+        // As llama.cpp: split at the first space after the first byte (so a left side that
+        // is itself a space still parses). A merge without a space can never apply there;
+        // dropping it keeps the relative order, which is all a rank means.
+        if let Some(p) = s.bytes().skip(1).position(|b| b == b' ') {
+            merges.push((s[..p + 1].to_string(), s[p + 2..].to_string()));
+        }
+    }
+    Ok(merges)
+}
+
+/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
+fn c_str(s: &str) -> &str {
+    s.split('\0').next().unwrap_or(s)
+}

@@ -1,0 +1,100 @@
+//! The `tern` binary end to end: commands that work, and errors that are one clear line.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .output()
+        .expect("tern runs")
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got {err:?}");
+    assert!(lines[0].starts_with("error: "), "{err:?}");
+    assert!(lines[0].contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let out = tern(&["run", "-m", "/nonexistent/model.gguf", "-p", "hi"]);
+    assert_one_line_error(&out, "model");
+}
+
+#[test]
+fn truncated_model_is_a_clear_error() {
+    let path = common::smollm2();
+    let bytes = std::fs::read(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = tern(&["run", "-m", cut.to_str().unwrap(), "-p", "hi"]);
+    assert_one_line_error(&out, "cut.gguf");
+}
+
+#[test]
+fn invalid_utf8_text_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.txt");
+    std::fs::write(&f, b"hello \xff\xfe world").unwrap();
+    let model = common::smollm2();
+    let out = tern(&["tokenize", "-m", model.to_str().unwrap(), "-f", f.to_str().unwrap()]);
+    assert_one_line_error(&out, "UTF-8");
+}
+
+#[test]
+fn tokenize_prints_ids_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.txt");
+    std::fs::write(&f, "Hello world").unwrap();
+    let model = common::smollm2();
+    let out = tern(&["tokenize", "-m", model.to_str().unwrap(), "-f", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ids: Vec<u32> = text.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    // Hand-checked against the vocabulary: "Hello" and " world" are single tokens.
+    assert_eq!(ids.len(), 2, "{text}");
+    assert_eq!(text.lines().count(), 1);
+}
+
+#[test]
+fn greedy_run_streams_text_and_stats() {
+    let model = common::smollm2();
+    let out = tern(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Paris"), "{text}");
+    let stats = String::from_utf8(out.stderr).unwrap();
+    assert!(stats.contains("prompt:") && stats.contains("generated:"), "{stats}");
+}
+
+#[test]
+fn same_seed_same_text() {
+    let model = common::smollm2();
+    let run = |seed: &str| {
+        let out = tern(&[
+            "run", "-m", model.to_str().unwrap(), "-p", "Once upon a time", "-n", "16",
+            "--temp", "0.9", "--seed", seed,
+        ]);
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert_eq!(run("7"), run("7"));
+}

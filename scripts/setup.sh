@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Tern's builds and tests need on a fresh Debian machine, and nothing twice.
+#   scripts/setup.sh          what the runtime needs (a C compiler for crates with C parts)
+#   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
+#                             oracle (built by llama-cpp-sys-2 through bindgen)
+set -euo pipefail
+
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+want() { have "$1" || need+=("$1"); }
+
+want gcc
+want pkg-config
+if [ "${1:-}" = "test" ]; then
+  want cmake
+  want libclang-dev
+  want clang
+  want g++
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
