@@ -8,6 +8,13 @@
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod table;
 pub mod types;
 
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use table::{kernels, KernelSet};
 pub use types::{GgmlType, QK_K};

@@ -2,11 +2,18 @@
 //! f32 activations.
 //!
 //! This is the one entry point for every weight matrix of every model, so that faster
-//! kernels replace its body without touching the models.
+//! kernels replace its body without touching the models. The kernels come from the
+//! [`KernelSet`] chosen at start-up ([`kernels`]): one token (decode) is a dot product per
+//! row; several tokens (prefill) are packed into panels so that each tile of weight rows is
+//! read once for a whole panel of tokens. Rows are split over the current rayon pool, unless
+//! the product is too small to pay for the dispatch.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::quant;
+use crate::table::{kernels, GemmKernels, KernelSet, TypeKernels};
 use crate::GgmlType;
 
 /// A weight matrix as stored by ggml: `rows` rows of `cols` values of type `ty`, each row
@@ -43,14 +50,31 @@ impl<'a> QMatrix<'a> {
         &self.data[r * rb..(r + 1) * rb]
     }
 
+    /// The bytes of rows `r`.
+    fn rows(&self, r: Range<usize>) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r.start * rb..r.end * rb]
+    }
+
     /// Writes row `r` as f32 into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         quant::dequantize(self.ty, self.row(r), &mut out[..self.cols]);
     }
 }
 
-/// Rows handed to one rayon task: enough work to outweigh the cost of a task.
-const ROWS_PER_TASK: usize = 16;
+/// Below this many multiply-adds (rows × cols × tokens) a product runs on the calling
+/// thread: waking the pool and waiting for it costs a few microseconds, as much as a
+/// 576 × 576 matrix-vector product takes (see `benches/benches/kernels.rs`, `dispatch`).
+pub const PAR_MIN_WORK: usize = 200_000;
+
+/// Row tasks per pool thread: more than one lets a thread that was descheduled catch up.
+const TASKS_PER_THREAD: usize = 2;
+
+/// Weight rows per tile call in prefill: their bytes stay in L1 while every panel passes.
+const ROW_BLOCK: usize = 16;
+
+/// Panels per tile call (bounds the stack buffer of results).
+const PANEL_BLOCK: usize = 16;
 
 /// `y[t][r] = Σ_k w[r][k] · x[t][k]` for each of the `n` tokens in `x` (row-major,
 /// `n × w.cols`), writing `y` (row-major, `n × w.rows`).
@@ -59,12 +83,36 @@ const ROWS_PER_TASK: usize = 16;
 /// result matches llama.cpp's to float rounding. `scratch` holds those quantized
 /// activations; pass the same buffer every call to avoid allocating.
 pub fn matmul(w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch: &mut Vec<u8>) {
+    matmul_with(kernels(), w, x, y, scratch);
+}
+
+/// [`matmul`] with the kernels of `ks` rather than the process's (tests, benchmarks).
+pub fn matmul_with(
+    ks: &KernelSet,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut Vec<u8>,
+) {
     let n = x.len() / w.cols;
     assert_eq!(x.len(), n * w.cols, "activations are not whole rows");
     assert_eq!(y.len(), n * w.rows, "output is not n × rows");
+    assert_eq!(w.data.len(), w.rows * w.row_bytes(), "weights are not rows × cols");
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    let k = ks.get(w.ty);
+    match k.gemm {
+        Some(g) if n >= 2 => gemm(k, &g, w, x, y, scratch),
+        _ => rows_dot(k, w, x, y, scratch),
+    }
+}
 
-    let act_ty = w.ty.vec_dot_type();
-    let act_row = act_ty
+/// Decode (or a type without panel kernels): one dot product per row and token.
+fn rows_dot(k: &TypeKernels, w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch: &mut Vec<u8>) {
+    let n = x.len() / w.cols;
+    let act_row = k
+        .act
         .bytes_for(w.cols as u64)
         .expect("cols is a whole number of blocks") as usize;
     scratch.resize(n * act_row, 0);
@@ -72,18 +120,144 @@ pub fn matmul(w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch: &mut Vec<u8>) 
         .chunks_exact(w.cols)
         .zip(scratch.chunks_exact_mut(act_row))
     {
-        quant::quantize(act_ty, xt, qt);
+        (k.quantize)(xt, qt);
+    }
+    let acts: &[u8] = scratch;
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
+    let out = SharedOut::new(y);
+    par_rows(rows, cols * n, 1, |range| {
+        for r in range {
+            let row = &w.data[r * rb..(r + 1) * rb];
+            for (t, a) in acts.chunks_exact(act_row).enumerate() {
+                out.write(t * rows + r, (k.dot)(cols, row, a));
+            }
+        }
+    });
+}
+
+/// Prefill: activations quantized and packed into panels of `g.panel` tokens (the last one
+/// padded with zeros), then every block of weight rows multiplied with every panel.
+fn gemm(
+    k: &TypeKernels,
+    g: &GemmKernels,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut Vec<u8>,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = x.len() / cols;
+    let p = g.panel;
+    let n_panels = n.div_ceil(p);
+    let act_row = k
+        .act
+        .bytes_for(cols as u64)
+        .expect("cols is a whole number of blocks") as usize;
+    let panel_bytes = (g.panel_bytes)(cols);
+    let staging = p * act_row;
+    scratch.resize(n_panels * (panel_bytes + staging), 0);
+    let (panels, stage) = scratch.split_at_mut(n_panels * panel_bytes);
+
+    // Quantize and pack, a panel per task: for long prompts this is worth spreading too.
+    let pack = |(i, (panel, st)): (usize, (&mut [u8], &mut [u8]))| {
+        for (t, qt) in st.chunks_exact_mut(act_row).enumerate() {
+            match x.get((i * p + t) * cols..(i * p + t + 1) * cols) {
+                Some(xt) => (k.quantize)(xt, qt),
+                // A zero activation quantizes to zero bytes in every Q8 format.
+                None => qt.fill(0),
+            }
+        }
+        (g.pack)(cols, st, panel);
+    };
+    if n * cols >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
+        panels
+            .par_chunks_exact_mut(panel_bytes)
+            .zip(stage.par_chunks_exact_mut(staging))
+            .enumerate()
+            .for_each(pack);
+    } else {
+        panels
+            .chunks_exact_mut(panel_bytes)
+            .zip(stage.chunks_exact_mut(staging))
+            .enumerate()
+            .for_each(pack);
     }
 
-    let acts: &[u8] = scratch;
-    for (t, yt) in y.chunks_exact_mut(w.rows).enumerate() {
-        let a = &acts[t * act_row..(t + 1) * act_row];
-        yt.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, out)| {
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = quant::vec_dot(w.ty, w.cols, w.row(c * ROWS_PER_TASK + i), a);
+    let panels: &[u8] = panels;
+    let out = SharedOut::new(y);
+    par_rows(rows, cols * n, ROW_BLOCK, |range| {
+        let mut buf = [0.0f32; ROW_BLOCK * PANEL_BLOCK * 8];
+        let mut r0 = range.start;
+        while r0 < range.end {
+            let nr = ROW_BLOCK.min(range.end - r0);
+            let wr = w.rows(r0..r0 + nr);
+            for p0 in (0..n_panels).step_by(PANEL_BLOCK) {
+                let np = PANEL_BLOCK.min(n_panels - p0);
+                let res = &mut buf[..np * nr * p];
+                (g.tile)(
+                    cols,
+                    wr,
+                    &panels[p0 * panel_bytes..(p0 + np) * panel_bytes],
+                    res,
+                );
+                for (pi, tile) in res.chunks_exact(nr * p).enumerate() {
+                    for (r, vals) in tile.chunks_exact(p).enumerate() {
+                        for (t, &v) in vals.iter().enumerate() {
+                            let tok = (p0 + pi) * p + t;
+                            if tok < n {
+                                out.write(tok * rows + r0 + r, v);
+                            }
+                        }
+                    }
                 }
-            });
+            }
+            r0 += nr;
+        }
+    });
+}
+
+/// Runs `f` over `0..rows`, split into row ranges (multiples of `align`, but the last) over
+/// the current rayon pool, or on the calling thread when `rows × work_per_row` is too
+/// little to pay for a dispatch.
+fn par_rows(rows: usize, work_per_row: usize, align: usize, f: impl Fn(Range<usize>) + Sync) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || rows.saturating_mul(work_per_row) < PAR_MIN_WORK {
+        f(0..rows);
+        return;
+    }
+    let tasks = (threads * TASKS_PER_THREAD).min(rows.div_ceil(align)).max(1);
+    let chunk = rows.div_ceil(tasks).div_ceil(align) * align;
+    let tasks = rows.div_ceil(chunk);
+    (0..tasks)
+        .into_par_iter()
+        .for_each(|i| f(i * chunk..((i + 1) * chunk).min(rows)));
+}
+
+/// The output matrix, shared by row tasks that each write their own rows of every token
+/// (strided in `y[token][row]`, so not expressible as disjoint sub-slices).
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the tasks sharing a `SharedOut` write disjoint indices (their own rows), and the
+// slice it was made from stays mutably borrowed until they have all finished.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(y: &mut [f32]) -> SharedOut {
+        SharedOut {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        }
+    }
+
+    /// Writes `y[i]`. Each index is written by at most one task (rows are split, not shared).
+    #[inline]
+    fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in bounds (checked above); no other task writes this index (see the type),
+        // and nothing reads `y` until every task is done.
+        unsafe { self.ptr.add(i).write(v) }
     }
 }

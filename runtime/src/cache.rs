@@ -312,12 +312,68 @@ impl KvCache {
         Ok(())
     }
 
+    /// The cache's contents and counters as bytes, for session files.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.k.len() + self.v.len() + 64);
+        for v in [
+            self.sinks_filled as u64,
+            self.next_epoch,
+            self.first_epoch,
+            self.seen,
+            self.k.len() as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.k);
+        out.extend_from_slice(&self.v);
+        out
+    }
+
+    /// Restores contents saved by [`KvCache::snapshot`] from a cache of the same shape and
+    /// configuration; anything inconsistent is an error and leaves the cache empty.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.clear();
+        let word = |i: usize| -> Result<u64, String> {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or_else(|| "cache data truncated".to_string())
+        };
+        let (sinks_filled, next, first, seen, klen) =
+            (word(0)?, word(1)?, word(2)?, word(3)?, word(4)?);
+        let body = &bytes[40.min(bytes.len())..];
+        if klen != self.k.len() as u64 || body.len() != 2 * self.k.len() {
+            return Err("cache data of another size".into());
+        }
+        let window = next.checked_sub(first).ok_or("cache epochs out of order")?;
+        if sinks_filled as usize > self.cfg.sinks
+            || window as usize > self.cfg.window
+            || next >= 2 * self.ring as u64
+            || (window > 0 && sinks_filled as usize != self.cfg.sinks)
+        {
+            return Err("cache counters out of range".into());
+        }
+        let (k, v) = body.split_at(self.k.len());
+        self.k.copy_from_slice(k);
+        self.v.copy_from_slice(v);
+        self.sinks_filled = sinks_filled as usize;
+        self.next_epoch = next;
+        self.first_epoch = first;
+        self.seen = seen;
+        Ok(())
+    }
+
     /// Rotates every window key back by `ring` positions and lowers the epochs to match.
     fn rebase(&mut self) {
         let shift = self.ring as u64;
         let half = self.shape.rope_dims / 2;
         let mut back = vec![(0.0f32, 0.0f32); half];
-        ops::rope_angles(shift as u32, self.shape.rope_base, self.shape.rope_dims, &mut back);
+        ops::rope_angles(
+            shift as u32,
+            self.shape.rope_base,
+            self.shape.rope_dims,
+            &mut back,
+        );
         for cs in back.iter_mut() {
             cs.1 = -cs.1; // rotate by -shift
         }
@@ -374,7 +430,14 @@ impl KvCache {
     /// Causal attention of the batch's queries (`n × n_head × head_dim`, before RoPE: rotated
     /// here) over what each token sees, written to `out` (same shape). `scores` needs
     /// `n × n_head × capacity` floats; `qbuf` `n × n_head × head_dim × 2`.
-    pub fn attend(&self, layer: usize, q: &[f32], out: &mut [f32], scores: &mut [f32], qbuf: &mut [f32]) {
+    pub fn attend(
+        &self,
+        layer: usize,
+        q: &[f32],
+        out: &mut [f32],
+        scores: &mut [f32],
+        qbuf: &mut [f32],
+    ) {
         use rayon::prelude::*;
         let sh = &self.shape;
         let hd = sh.head_dim;
@@ -464,7 +527,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         }
         fn vec(&mut self, n: usize) -> Vec<f32> {
@@ -516,7 +582,11 @@ mod tests {
                 x
             };
             let qr = rot(q, held.len() - 1);
-            let keys: Vec<Vec<f32>> = held.iter().enumerate().map(|(p, (k, _))| rot(k, p)).collect();
+            let keys: Vec<Vec<f32>> = held
+                .iter()
+                .enumerate()
+                .map(|(p, (k, _))| rot(k, p))
+                .collect();
             let group = sh.n_head / sh.n_head_kv;
             let mut out = vec![0.0; sh.n_head * hd];
             for h in 0..sh.n_head {

@@ -2,16 +2,19 @@
 //!
 //! The pieces, each in its own module: [`gguf`] reads model files in place from a memory
 //! map; [`model`] holds the architectures and their forward passes; [`cache`] the KV cache;
-//! [`session`] ties a model, a cache and buffers into one conversation; [`tokenizer`] builds
+//! [`session`] ties a model, a cache and buffers into one conversation, [`chat`]
+//! renders it with the model's template and [`snapshot`] saves it; [`tokenizer`] builds
 //! the tokenizer stored in a GGUF file; [`sampler`] picks the next token; [`perplexity`]
 //! scores a text; [`catalog`] knows the models Tern can fetch and fetches them.
 
 pub mod cache;
 pub mod catalog;
+pub mod chat;
 pub mod gguf;
 pub mod model;
 pub mod perplexity;
 pub mod sampler;
 pub mod session;
+pub mod snapshot;
 pub mod stream;
 pub mod tokenizer;

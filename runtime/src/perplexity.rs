@@ -7,8 +7,10 @@
 //! follows each. The log-softmax is taken in f64.
 
 use crate::cache::CacheConfig;
-use crate::model::{Llama, ModelError};
-use crate::session::{Session, DEFAULT_BATCH};
+use std::sync::Arc;
+
+use crate::model::Model;
+use crate::session::{Session, SessionError, DEFAULT_BATCH};
 
 /// The result of a perplexity run.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,14 +70,14 @@ pub enum PerplexityError {
     #[error("ctx must be an even number of at least 4 tokens (got {0})")]
     BadContext(usize),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Session(#[from] SessionError),
 }
 
 /// Perplexity of `tokens` in chunks of `n_ctx`. `bos` replaces the first token of each chunk
 /// when set. `progress` is called after each chunk with (chunks done, chunks in all, the
 /// running perplexity).
 pub fn perplexity(
-    model: &Llama,
+    model: &Arc<Model>,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
@@ -92,7 +94,7 @@ pub fn perplexity(
         });
     }
     let first = n_ctx / 2;
-    let mut session = Session::new(model, CacheConfig::dense(n_ctx))?;
+    let mut session = Session::for_scoring(model.clone(), CacheConfig::dense(n_ctx))?;
     let mut nll = Nll::default();
     let mut chunk_tokens = Vec::with_capacity(n_ctx);
     for c in 0..n_chunks {
@@ -101,8 +103,8 @@ pub fn perplexity(
         if let Some(b) = bos {
             chunk_tokens[0] = b;
         }
-        session.reset();
-        let n_vocab = model.config().n_vocab;
+        session.reset()?;
+        let n_vocab = model.llama().config().n_vocab;
         for (b, batch) in chunk_tokens.chunks(DEFAULT_BATCH).enumerate() {
             let logits = session.feed_all_logits(batch)?;
             for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
@@ -186,7 +188,7 @@ fn token_nll(logits: &[f32], next: u32) -> f64 {
 /// Streams `tokens` through a single session with the given cache and scores every token
 /// after the first. `progress` gets (tokens scored, tokens in all).
 pub fn stream_perplexity(
-    model: &Llama,
+    model: &Arc<Model>,
     tokens: &[u32],
     mode: StreamCache,
     sinks: usize,
@@ -212,13 +214,13 @@ pub fn stream_perplexity(
         },
     };
     let cfg = CacheConfig { kv_type, ..cfg };
-    let mut session = Session::new(model, cfg)?;
-    let n_vocab = model.config().n_vocab;
+    let mut session = Session::for_scoring(model.clone(), cfg)?;
+    let n_vocab = model.llama().config().n_vocab;
     let mut nll = Vec::with_capacity(n - 1);
     if mode == StreamCache::Recompute {
         let span = sinks + window;
         for i in 1..n {
-            session.reset();
+            session.reset()?;
             session.feed(&tokens[i.saturating_sub(span)..i])?;
             let (logits, _) = session.logits_and_history();
             nll.push(token_nll(logits, tokens[i]));

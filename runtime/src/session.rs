@@ -1,62 +1,277 @@
-//! A session: one model, one KV cache, the activation buffers, and the tokens seen so far.
+//! A session: one conversation with a model. It owns the KV cache, the activation buffers,
+//! the sampler and the little of the conversation that rendering the next turn needs.
+//!
+//! Each new message prefills only its own tokens: the cache carries everything before it.
+//! The session keeps no transcript, so memory stays constant however long the dialogue runs:
+//! only the system message and the last exchange are kept, to render the next turn's text
+//! with the model's template and find what is new.
 
-use crate::cache::{CacheConfig, KvCache};
-use crate::model::{Llama, ModelError, State};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{CacheConfig, CacheError, KvCache};
+use crate::chat::{ChatError, Message};
+use crate::model::{Model, ModelError, State};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::snapshot::SnapshotError;
+use crate::stream::Utf8Stream;
+use crate::tokenizer::TokenizerError;
 
 /// Tokens per forward pass when a long prompt is fed.
 pub const DEFAULT_BATCH: usize = 64;
 
-/// The running state of one conversation with a model. Buffers are allocated here, once.
-pub struct Session<'m> {
-    model: &'m Llama,
-    cache: KvCache,
-    state: State,
-    history: Vec<u32>,
+/// Tokens of history kept for the repetition penalty (at least `repeat_last_n`).
+const HISTORY_KEEP: usize = 1024;
+
+/// How a session is set up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionOptions {
+    pub cache: CacheConfig,
+    pub sampler: SamplerConfig,
+    /// A system prompt, fed when the session starts.
+    pub system: Option<String>,
+    /// Keep the whole system prompt in the cache with the sinks, so it is never evicted.
+    pub pin_system: bool,
+    /// Longest reply, in tokens.
+    pub max_reply: usize,
+    /// Strings that end a reply (besides end-of-turn tokens and the template's own).
+    pub stop: Vec<String>,
 }
 
-impl<'m> Session<'m> {
-    /// A session with a cache configured by `cache` (memory allocated here, once).
-    pub fn new(model: &'m Llama, cache: CacheConfig) -> Result<Session<'m>, ModelError> {
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            cache: CacheConfig::default(),
+            sampler: SamplerConfig::default(),
+            system: None,
+            pin_system: true,
+            max_reply: 512,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a session call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the role `{0}` is not one of system, user, assistant")]
+    BadRole(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Why a reply ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-turn token.
+    EndOfTurn,
+    /// A stop string appeared.
+    StopString,
+    /// The reply reached its maximum length.
+    MaxTokens,
+    /// [`Session::cancel_flag`] was raised, or the piece callback asked to stop.
+    Cancelled,
+}
+
+/// A finished reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub tokens: usize,
+    pub stop: StopReason,
+}
+
+/// Counters of a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Tokens fed since the session started (evicted ones included).
+    pub tokens: u64,
+    /// Tokens in the cache now, and at most.
+    pub cache_used: usize,
+    pub cache_capacity: usize,
+    /// Prompt tokens fed, and the seconds it took.
+    pub prompt_tokens: u64,
+    pub prompt_secs: f64,
+    /// Tokens generated, and the seconds it took.
+    pub generated_tokens: u64,
+    pub generated_secs: f64,
+}
+
+impl Stats {
+    pub fn prompt_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_secs.max(1e-9)
+    }
+    pub fn generation_tps(&self) -> f64 {
+        self.generated_tokens as f64 / self.generated_secs.max(1e-9)
+    }
+}
+
+/// One conversation with a model.
+pub struct Session {
+    pub(crate) model: Arc<Model>,
+    pub(crate) opts: SessionOptions,
+    pub(crate) cache: KvCache,
+    state: State,
+    pub(crate) history: Vec<u32>,
+    pub(crate) sampler: Sampler,
+    /// The system message (if any) and the last exchange, to render the next turn.
+    pub(crate) window: Vec<Message>,
+    /// The end of the window's rendered text that is not in the cache yet.
+    pub(crate) unfed_tail: String,
+    /// Logits after the last token fed, when valid.
+    pub(crate) logits_valid: bool,
+    pub(crate) stats: Stats,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// Starts a session: allocates the cache and buffers once, and feeds the system prompt.
+    pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session, SessionError> {
+        let mut cache_cfg = opts.cache.clone();
+        let mut system_tokens = Vec::new();
+        if let Some(system) = &opts.system {
+            let text = model
+                .template()
+                .render(&[Message::new("system", system)], false)?;
+            system_tokens = model.tokenizer().encode(&text, true, true)?;
+            if opts.pin_system {
+                cache_cfg.sinks = cache_cfg.sinks.max(system_tokens.len());
+            }
+        }
+        let mut s = Session::with_cache(model, opts, cache_cfg)?;
+        if let Some(system) = s.opts.system.clone() {
+            s.window.push(Message::new("system", &system));
+            s.feed(&system_tokens)?;
+        }
+        Ok(s)
+    }
+
+    /// A session whose cache is exactly `cache` (no system prompt); for tools and tests.
+    pub(crate) fn with_cache(
+        model: Arc<Model>,
+        opts: SessionOptions,
+        cache: CacheConfig,
+    ) -> Result<Session, SessionError> {
         let capacity = cache.capacity();
+        let kv = model.llama().new_cache(cache, DEFAULT_BATCH)?;
+        let state = State::new(model.llama().config(), DEFAULT_BATCH, capacity);
         Ok(Session {
+            sampler: Sampler::new(opts.sampler),
             model,
-            cache: model.new_cache(cache, DEFAULT_BATCH)?,
-            state: State::new(model.config(), DEFAULT_BATCH, capacity),
-            history: Vec::new(),
+            opts,
+            cache: kv,
+            state,
+            history: Vec::with_capacity(2 * HISTORY_KEEP),
+            window: Vec::new(),
+            unfed_tail: String::new(),
+            logits_valid: false,
+            stats: Stats::default(),
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    pub fn model(&self) -> &'m Llama {
-        self.model
+    /// A bare session over `cache`, for scoring text (perplexity, parity tests).
+    pub fn for_scoring(model: Arc<Model>, cache: CacheConfig) -> Result<Session, SessionError> {
+        Session::with_cache(model, SessionOptions::default(), cache)
     }
 
-    /// Every token fed so far, in order.
-    pub fn history(&self) -> &[u32] {
-        &self.history
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
     }
 
     pub fn cache(&self) -> &KvCache {
         &self.cache
     }
 
-    /// Feeds tokens in batches; afterwards [`Session::logits_mut`] gives the next-token
-    /// logits after the last of them.
-    pub fn feed(&mut self, tokens: &[u32]) -> Result<(), ModelError> {
-        for chunk in tokens.chunks(self.state.batch()) {
-            self.model
-                .forward(chunk, &mut self.cache, &mut self.state, false)?;
-            self.history.extend_from_slice(chunk);
-        }
-        Ok(())
+    /// The most recent tokens fed (at least the sampler's penalty window).
+    pub fn history(&self) -> &[u32] {
+        &self.history
     }
 
-    /// Feeds one batch (at most [`DEFAULT_BATCH`] tokens) and keeps the logits of every one of
-    /// them: row `i` predicts the token after `tokens[i]`.
-    pub fn feed_all_logits(&mut self, tokens: &[u32]) -> Result<&[f32], ModelError> {
-        self.model
-            .forward(tokens, &mut self.cache, &mut self.state, true)?;
+    /// A flag that stops a running feed or generation at the next token when raised, from
+    /// any thread. It is lowered when the stopped call returns.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tokens: self.cache.tokens_seen(),
+            cache_used: self.cache.len(),
+            cache_capacity: self.cache.capacity(),
+            ..self.stats
+        }
+    }
+
+    fn remember(&mut self, tokens: &[u32]) {
         self.history.extend_from_slice(tokens);
+        if self.history.len() > 2 * HISTORY_KEEP {
+            self.history.drain(..self.history.len() - HISTORY_KEEP);
+        }
+    }
+
+    fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::Relaxed)
+    }
+
+    /// Feeds tokens in batches; afterwards the logits after the last one are ready for
+    /// sampling. Returns how many were fed: fewer than given only when cancelled.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<usize, SessionError> {
+        let t0 = Instant::now();
+        let mut fed = 0;
+        for chunk in tokens.chunks(self.state.batch()) {
+            if self.take_cancel() {
+                break;
+            }
+            self.model
+                .llama()
+                .forward(chunk, &mut self.cache, &mut self.state, false)?;
+            self.logits_valid = true;
+            self.remember(chunk);
+            fed += chunk.len();
+        }
+        self.stats.prompt_tokens += fed as u64;
+        self.stats.prompt_secs += t0.elapsed().as_secs_f64();
+        Ok(fed)
+    }
+
+    /// Feeds one batch (at most [`DEFAULT_BATCH`] tokens) and returns the logits of every one
+    /// of them: row `i` predicts the token after `tokens[i]`.
+    pub fn feed_all_logits(&mut self, tokens: &[u32]) -> Result<&[f32], SessionError> {
+        self.model
+            .llama()
+            .forward(tokens, &mut self.cache, &mut self.state, true)?;
+        self.logits_valid = true;
+        self.remember(tokens);
         Ok(self.state.logits())
+    }
+
+    /// Feeds raw text (special-token text like `<|im_start|>` is recognised), outside any
+    /// chat template. Returns the tokens fed.
+    pub fn feed_text(&mut self, text: &str) -> Result<usize, SessionError> {
+        let add_bos = self.cache.tokens_seen() == 0;
+        let tokens = self.model.tokenizer().encode(text, add_bos, true)?;
+        let n = self.feed(&tokens)?;
+        if n < tokens.len() {
+            return Err(SessionError::Cancelled);
+        }
+        Ok(n)
     }
 
     /// The next-token logits after the last token fed, for the sampler to modify in place,
@@ -65,9 +280,223 @@ impl<'m> Session<'m> {
         (self.state.last_logits_mut(), &self.history)
     }
 
-    /// Forgets everything fed so far; the memory stays allocated.
-    pub fn reset(&mut self) {
+    /// Samples the next token from the current logits.
+    pub fn sample(&mut self) -> u32 {
+        let logits = self.state.last_logits_mut();
+        self.sampler.sample(logits, &self.history)
+    }
+
+    /// Forgets the conversation (the system prompt is fed again); memory stays allocated.
+    pub fn reset(&mut self) -> Result<(), SessionError> {
         self.cache.clear();
         self.history.clear();
+        self.window.clear();
+        self.unfed_tail.clear();
+        self.logits_valid = false;
+        self.stats = Stats::default();
+        self.sampler = Sampler::new(self.opts.sampler);
+        if let Some(system) = self.opts.system.clone() {
+            let text = self
+                .model
+                .template()
+                .render(&[Message::new("system", &system)], false)?;
+            let tokens = self.model.tokenizer().encode(&text, true, true)?;
+            self.window.push(Message::new("system", &system));
+            self.feed(&tokens)?;
+        }
+        Ok(())
+    }
+
+    /// The window's rendered text that is already in the cache.
+    fn text_in_cache(&self) -> Result<String, SessionError> {
+        let rendered = self.model.template().render(&self.window, false)?;
+        Ok(rendered
+            .strip_suffix(self.unfed_tail.as_str())
+            .map(str::to_string)
+            .unwrap_or(rendered))
+    }
+
+    /// Keeps the system message and the last exchange: what rendering the next turn needs.
+    fn trim_window(&mut self) {
+        let keep_system = self.window.first().is_some_and(|m| m.role == "system") as usize;
+        let rest = self.window.len() - keep_system;
+        if rest > 2 {
+            self.window.drain(keep_system..keep_system + rest - 2);
+        }
+    }
+
+    /// Feeds the part of `target` (the rendered text after a change) that is not in the
+    /// cache, given the text `in_cache`; records what could not be fed.
+    fn feed_delta(&mut self, in_cache: &str, target: &str) -> Result<(), SessionError> {
+        let delta = target.strip_prefix(in_cache).unwrap_or_else(|| {
+            // The template does not extend the previous text (it rewrote earlier turns):
+            // feed what follows the longest common prefix.
+            &target[common_prefix(in_cache, target)..]
+        });
+        let add_bos = self.cache.tokens_seen() == 0;
+        let tokens = self.model.tokenizer().encode(delta, add_bos, true)?;
+        let fed = self.feed(&tokens)?;
+        if fed < tokens.len() {
+            let text_fed = self.model.tokenizer().decode(&tokens[..fed]);
+            self.unfed_tail = delta[common_prefix(&text_fed, delta)..].to_string();
+            return Err(SessionError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Adds a message of `role` to the conversation and feeds its tokens.
+    pub fn add_message(&mut self, role: &str, content: &str) -> Result<(), SessionError> {
+        if !matches!(role, "system" | "user" | "assistant") {
+            return Err(SessionError::BadRole(role.to_string()));
+        }
+        self.trim_window();
+        let in_cache = self.text_in_cache()?;
+        self.window.push(Message::new(role, content));
+        let target = self.model.template().render(&self.window, false)?;
+        self.unfed_tail.clear();
+        self.feed_delta(&in_cache, &target)
+    }
+
+    /// Generates the assistant's reply to the conversation so far, streaming whole-UTF-8
+    /// pieces to `on_piece`; the callback returns `false` to stop. The reply becomes part of
+    /// the conversation.
+    pub fn generate(
+        &mut self,
+        mut on_piece: impl FnMut(&str) -> bool,
+    ) -> Result<Reply, SessionError> {
+        let in_cache = self.text_in_cache()?;
+        let prompt = self.model.template().render(&self.window, true)?;
+        self.unfed_tail.clear();
+        self.feed_delta(&in_cache, &prompt)?;
+        if !self.logits_valid {
+            // Nothing was ever fed: there is nothing to continue from.
+            return Ok(Reply {
+                text: String::new(),
+                tokens: 0,
+                stop: StopReason::EndOfTurn,
+            });
+        }
+
+        let mut stops = self.model.template().stop_strings();
+        stops.extend(self.opts.stop.iter().cloned());
+        let hold = stops.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
+        let mut utf8 = Utf8Stream::new();
+        let mut reply = String::new(); // what the model wrote, stop string included
+        let mut emitted = 0; // bytes of `reply` handed to the callback
+        let mut generated_text = String::new(); // every token's text, end token included
+        let mut stop = StopReason::MaxTokens;
+        let mut n = 0;
+        let t0 = Instant::now();
+        while n < self.opts.max_reply {
+            if self.take_cancel() {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            let id = self.sample();
+            n += 1;
+            let bytes = self.model.tokenizer().token_to_bytes(id);
+            // Every sampled token enters the cache, so the cache matches the text.
+            self.model
+                .llama()
+                .forward(&[id], &mut self.cache, &mut self.state, false)?;
+            self.remember(&[id]);
+            generated_text.push_str(&String::from_utf8_lossy(&bytes));
+            if self.model.tokenizer().is_end_of_generation(id) {
+                stop = StopReason::EndOfTurn;
+                break;
+            }
+            reply.push_str(&utf8.push(&bytes));
+            if let Some(at) = stops.iter().filter_map(|s| reply.find(s.as_str())).min() {
+                reply.truncate(at);
+                stop = StopReason::StopString;
+                break;
+            }
+            // Hand out what can no longer be the start of a stop string.
+            let safe = floor_char_boundary(&reply, reply.len().saturating_sub(hold));
+            if safe > emitted {
+                let go_on = on_piece(&reply[emitted..safe]);
+                emitted = safe;
+                if !go_on {
+                    stop = StopReason::Cancelled;
+                    break;
+                }
+            }
+        }
+        if stop != StopReason::StopString {
+            reply.push_str(&utf8.finish());
+        }
+        if reply.len() > emitted {
+            on_piece(&reply[emitted..]);
+        }
+        self.stats.generated_tokens += n as u64;
+        self.stats.generated_secs += t0.elapsed().as_secs_f64();
+
+        // The reply joins the conversation; note what of its rendering is not in the cache.
+        let in_cache = format!("{prompt}{generated_text}");
+        self.window.push(Message::new("assistant", &reply));
+        let rendered = self.model.template().render(&self.window, false)?;
+        self.unfed_tail = rendered[common_prefix(&in_cache, &rendered)..].to_string();
+        Ok(Reply {
+            text: reply,
+            tokens: n,
+            stop,
+        })
+    }
+
+    /// Adds a user message and generates the reply.
+    pub fn chat(
+        &mut self,
+        user: &str,
+        on_piece: impl FnMut(&str) -> bool,
+    ) -> Result<Reply, SessionError> {
+        self.add_message("user", user)?;
+        self.generate(on_piece)
+    }
+
+    /// Saves the session to `path` (atomically: a crash mid-save keeps the previous file).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SessionError> {
+        crate::snapshot::save(self, self.state.last_logits(), path.as_ref())?;
+        Ok(())
+    }
+
+    /// Restores a session saved by [`Session::save`] on the same model.
+    pub fn restore(model: Arc<Model>, path: impl AsRef<Path>) -> Result<Session, SessionError> {
+        let mut snap = crate::snapshot::load(&model, path.as_ref())?;
+        let mut s = Session::with_cache(model, snap.opts.clone(), snap.cache_config.clone())?;
+        if let Some(logits) = snap.logits.take() {
+            s.state.last_logits_mut().copy_from_slice(&logits);
+            s.logits_valid = true;
+        }
+        snap.apply(&mut s)?;
+        Ok(s)
+    }
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b`, on a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// The largest character boundary of `s` at or below `i`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_prefix_on_char_boundaries() {
+        assert_eq!(common_prefix("abc", "abd"), 2);
+        assert_eq!(common_prefix("ab", "abc"), 2);
+        assert_eq!(common_prefix("é", "è"), 0);
+        assert_eq!(floor_char_boundary("aé", 2), 1);
     }
 }

@@ -17,7 +17,10 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stderr, got {err:?}");
     assert!(lines[0].starts_with("error: "), "{err:?}");
-    assert!(lines[0].contains(needle), "{err:?} should mention {needle:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
 }
 
 #[test]
@@ -43,7 +46,13 @@ fn invalid_utf8_text_is_a_clear_error() {
     let f = dir.path().join("bad.txt");
     std::fs::write(&f, b"hello \xff\xfe world").unwrap();
     let model = common::smollm2();
-    let out = tern(&["tokenize", "-m", model.to_str().unwrap(), "-f", f.to_str().unwrap()]);
+    let out = tern(&[
+        "tokenize",
+        "-m",
+        model.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, "UTF-8");
 }
 
@@ -53,10 +62,19 @@ fn tokenize_prints_ids_on_one_line() {
     let f = dir.path().join("t.txt");
     std::fs::write(&f, "Hello world").unwrap();
     let model = common::smollm2();
-    let out = tern(&["tokenize", "-m", model.to_str().unwrap(), "-f", f.to_str().unwrap()]);
+    let out = tern(&[
+        "tokenize",
+        "-m",
+        model.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let ids: Vec<u32> = text.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
     // Hand-checked against the vocabulary: "Hello" and " world" are single tokens.
     assert_eq!(ids.len(), 2, "{text}");
     assert_eq!(text.lines().count(), 1);
@@ -78,11 +96,18 @@ fn greedy_run_streams_text_and_stats() {
         "-t",
         "2",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Paris"), "{text}");
     let stats = String::from_utf8(out.stderr).unwrap();
-    assert!(stats.contains("prompt:") && stats.contains("generated:"), "{stats}");
+    assert!(
+        stats.contains("prompt:") && stats.contains("generated:"),
+        "{stats}"
+    );
 }
 
 #[test]
@@ -90,8 +115,17 @@ fn same_seed_same_text() {
     let model = common::smollm2();
     let run = |seed: &str| {
         let out = tern(&[
-            "run", "-m", model.to_str().unwrap(), "-p", "Once upon a time", "-n", "16",
-            "--temp", "0.9", "--seed", seed,
+            "run",
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "16",
+            "--temp",
+            "0.9",
+            "--seed",
+            seed,
         ]);
         assert!(out.status.success());
         out.stdout

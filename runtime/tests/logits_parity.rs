@@ -3,11 +3,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use tern::cache::CacheConfig;
-use tern::gguf::GgufFile;
-use tern::model::Llama;
+
+use tern::model::Model;
 use tern::session::{Session, DEFAULT_BATCH};
-use tern::tokenizer::Tokenizer;
 use tern_oracle::llama::OracleModel;
 
 const N_TOKENS: usize = 600;
@@ -31,16 +31,15 @@ fn argmax(x: &[f32]) -> usize {
 #[test]
 fn smollm2_q4_1_logits_match_llama_cpp() {
     let path = common::smollm2();
-    let file = GgufFile::open(&path).unwrap();
-    let tok = Tokenizer::from_gguf(&file).unwrap();
-    let model = Llama::load(file).unwrap();
+    let model = Arc::new(Model::load(&path).unwrap());
+    let tok = model.tokenizer();
     let text = common::natural_text();
     let mut tokens = tok.encode(&text, true, false).unwrap();
     tokens.truncate(N_TOKENS);
     assert_eq!(tokens.len(), N_TOKENS);
-    let n_vocab = model.config().n_vocab;
+    let n_vocab = model.llama().config().n_vocab;
 
-    let mut session = Session::new(&model, CacheConfig::dense(N_TOKENS)).unwrap();
+    let mut session = Session::for_scoring(model.clone(), CacheConfig::dense(N_TOKENS)).unwrap();
     let mut ours = Vec::with_capacity(N_TOKENS * n_vocab);
     for batch in tokens.chunks(DEFAULT_BATCH) {
         ours.extend_from_slice(session.feed_all_logits(batch).unwrap());

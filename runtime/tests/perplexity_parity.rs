@@ -33,7 +33,11 @@ fn perplexity_matches_llama_cpp() {
         .arg(&text_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ours_ppl = ours["ppl"].as_f64().unwrap();
 

@@ -211,6 +211,13 @@ fn write_spm_fixture(dir: &Path, add_space_prefix: bool) -> PathBuf {
         tokens.push(t.into());
         types.push(ty);
     }
+    // Enough special tokens that encoding takes its prefiltered path, as for Gemma.
+    for i in 0..100 {
+        tokens.push(format!("<unused{i}>"));
+        types.push(3);
+        tokens.push(format!("<tag{i}>"));
+        types.push(4);
+    }
     let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
     let decoder = byte_level_decoder();
     for v in &src[17..] {
@@ -283,6 +290,7 @@ fn sentencepiece_ids_match_llama_cpp() {
         let mut texts = texts();
         texts.push(gpl3());
         texts.push("<start_of_turn>user\nHi<br>there<end_of_turn>\n<start_of_turn>model\n".into());
+        texts.push("<unused7><unused17>x <unused99>y<tag3> <tag42><tag4 <unused1".into());
         texts.extend(fuzz_texts(200));
         tokens += compare(&tok, &oracle, &texts);
         n_texts += texts.len();
@@ -350,6 +358,27 @@ fn every_pre_tokenizer_type_matches_llama_cpp() {
     println!(
         "tokenizer parity (pre-tokenizer types): {} types x {} texts, {tokens} tokens compared",
         PRES.len(),
+        texts.len()
+    );
+}
+
+/// Long runs of one kind of character, where the split regexes backtrack most. (Past about a
+/// million characters in one run the regex engine's backtracking limit is reached and the
+/// split can differ from llama.cpp's; see the tokenizer's module notes.)
+#[test]
+fn long_runs_match_llama_cpp() {
+    let (tok, oracle) = load(&smollm2_path());
+    let n = 100_000;
+    let texts = [
+        " ".repeat(n) + "x",
+        "\n ".repeat(n / 2) + "x",
+        "a1".repeat(n / 2),
+        "ab".repeat(n / 2),
+        "!?".repeat(n / 2),
+    ];
+    let tokens = compare(&tok, &oracle, &texts);
+    println!(
+        "tokenizer parity (long runs): {} texts of {n} characters, {tokens} tokens compared",
         texts.len()
     );
 }

@@ -108,6 +108,9 @@ impl OracleModel {
             cp.n_batch = n_ctx;
             cp.n_seq_max = 1;
             cp.n_threads = threads;
+            if std::env::var("TERN_ORACLE_NOFA").is_ok() {
+                cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            }
             cp.n_threads_batch = threads;
             cp.no_perf = true;
             sys::llama_init_from_model(model.model, cp)

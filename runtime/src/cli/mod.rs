@@ -1,5 +1,6 @@
 //! Command-line parsing and the commands, each in its own file.
 
+mod chat;
 mod inspect;
 mod perplexity;
 mod run;
@@ -9,9 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tern::gguf::GgufFile;
-use tern::model::Llama;
-use tern::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+use tern::model::Model;
 
 /// Tern runs small quantized language models offline.
 #[derive(Parser)]
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with a model in the terminal (or one message per line on stdin).
+    Chat(chat::Args),
     /// Generate text from a prompt, streamed to stdout; stats on stderr.
     Run(run::Args),
     /// Print the token ids of a file's text, space-separated, on one line.
@@ -46,6 +49,7 @@ enum Command {
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Chat(a) => chat::run(a),
         Command::Run(a) => run::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
@@ -59,7 +63,11 @@ pub fn main() -> Result<()> {
         Command::Models => {
             for m in tern::catalog::known_models() {
                 let path = tern::catalog::cache_dir().join(m.file_name);
-                let state = if path.exists() { "cached" } else { "not cached" };
+                let state = if path.exists() {
+                    "cached"
+                } else {
+                    "not cached"
+                };
                 println!("{:<14} {} ({state})", m.name, path.display());
             }
             Ok(())
@@ -106,10 +114,9 @@ impl CacheArgs {
     }
 }
 
-/// A loaded model with its tokenizer, and the thread pool to run it on.
+/// A loaded model, and the thread pool to run it on.
 struct Loaded {
-    model: Llama,
-    tokenizer: Tokenizer,
+    model: Arc<Model>,
     pool: rayon::ThreadPool,
 }
 
@@ -120,19 +127,16 @@ impl ModelArgs {
 
     fn load(&self) -> Result<Loaded> {
         let path = self.path()?;
-        let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
-        let model = Llama::load(file).with_context(|| format!("loading {}", path.display()))?;
-        let threads = self.threads.unwrap_or_else(tern_boards::physical_cores).max(1);
+        let model = Arc::new(Model::load(&path)?);
+        let threads = self
+            .threads
+            .unwrap_or_else(tern_boards::physical_cores)
+            .max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .context("starting the thread pool")?;
-        Ok(Loaded {
-            model,
-            tokenizer,
-            pool,
-        })
+        Ok(Loaded { model, pool })
     }
 }
 

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use tern::sampler::{Sampler, SamplerConfig};
-use tern::session::Session;
+use tern::sampler::SamplerConfig;
+use tern::session::{Session, SessionOptions};
 use tern::stream::Utf8Stream;
 
 #[derive(clap::Args)]
@@ -42,11 +42,11 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let l = a.model.load()?;
-    let prompt = l.tokenizer.encode(&a.prompt, true, true)?;
+    let prompt = l.model.tokenizer().encode(&a.prompt, true, true)?;
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let mut sampler = Sampler::new(SamplerConfig {
+    let sampler = SamplerConfig {
         temperature: a.temp,
         top_k: a.top_k,
         top_p: a.top_p,
@@ -54,8 +54,14 @@ pub fn run(a: Args) -> Result<()> {
         repeat_penalty: a.repeat_penalty,
         seed: a.seed,
         ..SamplerConfig::default()
-    });
-    let mut session = Session::new(&l.model, a.cache.config())?;
+    };
+    sampler.validate()?;
+    let opts = SessionOptions {
+        cache: a.cache.config(),
+        sampler,
+        ..SessionOptions::default()
+    };
+    let mut session = Session::new(l.model.clone(), opts)?;
     let mut text = Utf8Stream::new();
 
     let (prefill_secs, generated, gen_secs) = l.pool.install(|| -> Result<_> {
@@ -66,13 +72,16 @@ pub fn run(a: Args) -> Result<()> {
         let t1 = Instant::now();
         let mut generated = 0;
         while generated < a.n {
-            let (logits, history) = session.logits_and_history();
-            let id = sampler.sample(logits, history);
+            let id = session.sample();
             generated += 1;
-            if l.tokenizer.is_end_of_generation(id) {
+            if l.model.tokenizer().is_end_of_generation(id) {
                 break;
             }
-            write!(out, "{}", text.push(&l.tokenizer.token_to_bytes(id)))?;
+            write!(
+                out,
+                "{}",
+                text.push(&l.model.tokenizer().token_to_bytes(id))
+            )?;
             out.flush()?;
             if generated < a.n {
                 session.feed(&[id])?;

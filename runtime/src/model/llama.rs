@@ -39,7 +39,10 @@ impl LlamaConfig {
             why: why.into(),
         };
         if !n_embd.is_multiple_of(n_head) {
-            return Err(bad("attention.head_count", "does not divide embedding_length"));
+            return Err(bad(
+                "attention.head_count",
+                "does not divide embedding_length",
+            ));
         }
         if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(bad("attention.head_count_kv", "must divide head_count"));
@@ -50,7 +53,10 @@ impl LlamaConfig {
             .map(|v| v as usize)
             .unwrap_or(head_dim);
         if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
-            return Err(bad("rope.dimension_count", "must be even and at most the head size"));
+            return Err(bad(
+                "rope.dimension_count",
+                "must be even and at most the head size",
+            ));
         }
         let token_embd = file.tensor_info("token_embd.weight").ok_or_else(|| {
             crate::gguf::GgufError::MissingTensor {
@@ -249,7 +255,12 @@ impl Llama {
         // Final norm and classifier, for the last token or for all of them.
         let first = if all_logits { 0 } else { n - 1 };
         for t in first..n {
-            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut xb[t * d..(t + 1) * d]);
+            ops::rms_norm(
+                &x[t * d..(t + 1) * d],
+                &self.output_norm,
+                c.rms_eps,
+                &mut xb[t * d..(t + 1) * d],
+            );
         }
         let rows = n - first;
         let logits = &mut st.logits[..rows * c.n_vocab];
@@ -314,6 +325,12 @@ impl State {
     /// Logits of the last forward pass: one row of `n_vocab` per token that asked for them.
     pub fn logits(&self) -> &[f32] {
         &self.logits[..self.n_logits * self.n_vocab]
+    }
+
+    /// Logits of the last token of the last forward pass.
+    pub fn last_logits(&self) -> &[f32] {
+        let start = (self.n_logits.max(1) - 1) * self.n_vocab;
+        &self.logits[start..start + self.n_vocab]
     }
 
     /// Mutable logits of the last token, for samplers that modify them in place.

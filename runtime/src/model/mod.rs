@@ -50,7 +50,12 @@ struct WeightRef {
 
 impl WeightRef {
     /// Finds tensor `name` and checks it is a `rows × cols` matrix (ggml dims `[cols, rows]`).
-    fn find(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<WeightRef, ModelError> {
+    fn find(
+        file: &GgufFile,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<WeightRef, ModelError> {
         let info = file
             .tensor_info(name)
             .ok_or_else(|| GgufError::MissingTensor {
@@ -99,7 +104,11 @@ impl WeightRef {
 fn load_vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
     let w = WeightRef::find(file, name, len, 1)?;
     let mut out = vec![0.0; len];
-    quant::dequantize(w.ty, &file.tensor_data()[w.offset..w.offset + w.bytes], &mut out);
+    quant::dequantize(
+        w.ty,
+        &file.tensor_data()[w.offset..w.offset + w.bytes],
+        &mut out,
+    );
     Ok(out)
 }
 
@@ -113,4 +122,98 @@ fn hparam_usize(file: &GgufFile, arch: &str, key: &str) -> Result<usize, ModelEr
         });
     }
     Ok(v)
+}
+
+/// A model ready to talk: its weights (in the map), its tokenizer and its chat template.
+/// Immutable once loaded, so sessions on several threads can share one (`Arc<Model>`).
+pub struct Model {
+    llama: Llama,
+    tokenizer: crate::tokenizer::Tokenizer,
+    template: crate::chat::ChatTemplate,
+    path: std::path::PathBuf,
+}
+
+/// Why a model cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: GgufError,
+    },
+    #[error("{path}: {source}")]
+    Model {
+        path: std::path::PathBuf,
+        source: ModelError,
+    },
+    #[error("{path}: {source}")]
+    Tokenizer {
+        path: std::path::PathBuf,
+        source: crate::tokenizer::TokenizerError,
+    },
+}
+
+impl Model {
+    /// Maps the GGUF file at `path` and checks it; nothing of the weights is read.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        let file = GgufFile::open(&path).map_err(|source| LoadError::File {
+            path: path.clone(),
+            source,
+        })?;
+        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&file).map_err(|source| {
+            LoadError::Tokenizer {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let template = crate::chat::ChatTemplate::from_gguf(&file, &tokenizer);
+        let llama = Llama::load(file).map_err(|source| LoadError::Model {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Model {
+            llama,
+            tokenizer,
+            template,
+            path,
+        })
+    }
+
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    pub fn tokenizer(&self) -> &crate::tokenizer::Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &crate::chat::ChatTemplate {
+        &self.template
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// A digest of the file's metadata and tensor table: what a saved session checks to
+    /// refuse being restored on another model.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let f = self.llama.file();
+        let mut h = Sha256::new();
+        h.update(f.file_size().to_le_bytes());
+        for t in f.tensors() {
+            h.update(t.name.as_bytes());
+            h.update((t.ty as u32).to_le_bytes());
+            for d in &t.dims {
+                h.update(d.to_le_bytes());
+            }
+            h.update(t.offset.to_le_bytes());
+        }
+        for (k, _) in f.metadata() {
+            h.update(k.as_bytes());
+        }
+        h.finalize().into()
+    }
 }

@@ -4,9 +4,9 @@
 //! - `gpt2`: byte-level BPE (SmolLM, Llama 3, Qwen 2, …). The text is split by the regexes
 //!   llama.cpp uses for the file's `tokenizer.ggml.pre` type, each piece is mapped to GPT-2's
 //!   byte-level alphabet and merged by the `tokenizers` crate's BPE model built from the
-//!   vocabulary and `tokenizer.ggml.merges` ([`bpe`]).
+//!   vocabulary and `tokenizer.ggml.merges` (module `bpe`).
 //! - `llama`: SentencePiece-style, merging the adjacent pair whose result has the highest
-//!   score, with `<0xXX>` byte fallback (Gemma, Llama 2, …) ([`spm`]).
+//!   score, with `<0xXX>` byte fallback (Gemma, Llama 2, …) (module `spm`).
 //!
 //! Before either runs, the text is cut at special tokens the way llama.cpp's
 //! `tokenizer_st_partition` does: control and unknown tokens are recognised only when
@@ -319,12 +319,20 @@ impl Tokenizer {
             start: 0,
             end: text.len(),
         });
+        // Large vocabularies have thousands of special tokens; most cannot occur at all.
+        let windows = (self.specials.len() > 64).then(|| Windows::of(text.as_bytes()));
         for &id in &self.specials {
             let a = self.attrs[id as usize];
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
             let needle = self.texts[id as usize].as_str();
+            if windows
+                .as_ref()
+                .is_some_and(|w| !w.may_contain(needle.as_bytes()))
+            {
+                continue;
+            }
             let mut next = Vec::with_capacity(frags.len());
             let mut changed = false;
             for f in &frags {
@@ -351,6 +359,45 @@ impl Tokenizer {
             }
         }
         frags
+    }
+}
+
+/// The 4-byte windows of a text, hashed into a bitset sized to the text. A needle whose
+/// first or last four bytes are not among them cannot occur in the text, so its search can
+/// be skipped; a set bit only means "maybe", so no occurrence is ever missed.
+struct Windows {
+    bits: Vec<u64>,
+    shift: u32,
+}
+
+impl Windows {
+    fn of(text: &[u8]) -> Windows {
+        let n_bits = (text.len() * 16)
+            .next_power_of_two()
+            .clamp(1 << 12, 1 << 24);
+        let mut w = Windows {
+            bits: vec![0; n_bits / 64],
+            shift: 32 - n_bits.trailing_zeros(),
+        };
+        for win in text.windows(4) {
+            let h = w.slot(win);
+            w.bits[h / 64] |= 1 << (h % 64);
+        }
+        w
+    }
+
+    fn slot(&self, win: &[u8]) -> usize {
+        let v = u32::from_le_bytes([win[0], win[1], win[2], win[3]]);
+        (v.wrapping_mul(0x9E37_79B1) >> self.shift) as usize
+    }
+
+    fn has(&self, win: &[u8]) -> bool {
+        let h = self.slot(win);
+        self.bits[h / 64] & (1 << (h % 64)) != 0
+    }
+
+    fn may_contain(&self, needle: &[u8]) -> bool {
+        needle.len() < 4 || (self.has(&needle[..4]) && self.has(&needle[needle.len() - 4..]))
     }
 }
 

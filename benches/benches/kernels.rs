@@ -1,0 +1,111 @@
+//! Kernel throughput: the matrix product of each weight type with SIMD kernels, at
+//! SmolLM2-135M's shapes, for one token (decode: GB/s of weights streamed is the figure to
+//! hold against `bandwidth`) and for a 64-token panel run (prefill: GFLOP/s).
+//!
+//! `cargo bench -p tern-benches --bench kernels` (add `-- q4_1` to filter). The kernel set is
+//! the one detected (`TERN_KERNELS=scalar` for the reference); threads are rayon's default
+//! (`RAYON_NUM_THREADS=1` for one). Also measured: the cost of one parallel dispatch, which
+//! sets `matmul::PAR_MIN_WORK`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use tern_kernels::matmul::{matmul, QMatrix};
+use tern_kernels::GgmlType::{self, *};
+
+/// (rows, cols): q/o projections, the feed-forward up and down, the classifier.
+const SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
+
+/// Shapes for the k-quants, whose rows are whole 256-value super-blocks.
+const K_SHAPES: [(usize, usize); 3] = [(576, 1536), (1536, 768), (8192, 1536)];
+
+const TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, F16, F32];
+
+/// Deterministic weights with finite `f16` scales (the values do not change the timing).
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut w: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    let offsets: &[usize] = match ty {
+        Q4_0 | Q5_0 | Q8_0 | F16 => &[0],
+        Q4_1 | Q4_K => &[0, 2],
+        Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == F32 {
+        for v in w.chunks_exact_mut(4) {
+            v.copy_from_slice(&0.01f32.to_le_bytes());
+        }
+    }
+    for blk in w.chunks_exact_mut(ty.block_bytes()) {
+        for &o in offsets {
+            blk[o..o + 2].copy_from_slice(&scale);
+        }
+    }
+    w
+}
+
+fn bench_type(c: &mut Criterion, ty: GgmlType) {
+    let shapes: &[(usize, usize)] = if ty.block_len() == 256 {
+        &K_SHAPES
+    } else {
+        &SHAPES
+    };
+    let mut g = c.benchmark_group(format!("{}/{}", tern_kernels::kernels().name(), ty));
+    g.sample_size(20);
+    for &(rows, cols) in shapes {
+        let data = weights(ty, rows, cols);
+        let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+        for n in [1usize, 64] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i % 17) as f32 - 8.0) * 0.1)
+                .collect();
+            let mut y = vec![0.0f32; n * rows];
+            let mut scratch = Vec::new();
+            // Decode streams the weights once per token; prefill is counted in flops.
+            if n == 1 {
+                g.throughput(Throughput::Bytes(data.len() as u64));
+            } else {
+                g.throughput(Throughput::Elements((2 * rows * cols * n) as u64));
+            }
+            let id = BenchmarkId::new(
+                if n == 1 { "matvec" } else { "matmul64" },
+                format!("{rows}x{cols}"),
+            );
+            g.bench_function(id, |b| {
+                b.iter(|| matmul(&w, black_box(&x), &mut y, &mut scratch));
+            });
+        }
+    }
+    g.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    for ty in TYPES {
+        bench_type(c, ty);
+    }
+}
+
+/// What one parallel dispatch over the pool costs, with nothing to do: the break-even point
+/// for splitting a product over threads.
+fn dispatch(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    c.bench_function(&format!("dispatch/rayon_{threads}_threads"), |b| {
+        b.iter(|| {
+            use rayon::prelude::*;
+            (0..2 * threads).into_par_iter().for_each(|i| {
+                black_box(i);
+            });
+        })
+    });
+}
+
+criterion_group!(benches, dispatch, kernels);
+criterion_main!(benches);

@@ -1,0 +1,150 @@
+//! The kernel table: for each weight type, how it is multiplied on this CPU.
+//!
+//! A [`KernelSet`] is chosen once per process from the CPU's features ([`kernels`]) and maps
+//! every weight type to its activation quantizer, its dot product (decode) and, where there is
+//! one, its panel kernels (prefill). Types without a SIMD kernel, and CPUs without a SIMD set
+//! (armv7, x86 without AVX2), use the scalar reference of [`crate::quant`].
+//!
+//! `TERN_KERNELS=scalar` forces the reference everywhere (tests, benchmarks); a set's name
+//! (`avx2`, `neon`, `dotprod`, `i8mm`) asks for that set when the CPU has it.
+
+use std::sync::OnceLock;
+
+use crate::quant;
+use crate::GgmlType;
+
+/// Quantizes activations (whole blocks) to the activation type, in ggml's block layout,
+/// bit-exact with [`quant::quantize`].
+pub type QuantizeFn = fn(&[f32], &mut [u8]);
+/// `quant::vec_dot` for one weight type: `(n, weights, activations) -> dot`.
+pub type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// Prefill kernels: the activations of [`GemmKernels::panel`] tokens are packed together, and
+/// each tile of weight rows is read once for all of them.
+#[derive(Clone, Copy)]
+pub struct GemmKernels {
+    /// Tokens per panel.
+    pub panel: usize,
+    /// Bytes of one packed panel of `cols` columns.
+    pub panel_bytes: fn(cols: usize) -> usize,
+    /// Packs `panel` tokens of quantized activations (ggml blocks, `cols` values each, one
+    /// token after the other) into one panel.
+    pub pack: fn(cols: usize, acts: &[u8], panel: &mut [u8]),
+    /// `out[(p * rows + r) * panel + t] = row r · token t of panel p`, for every row of `w`
+    /// (`rows` whole rows of `cols` values) and every panel in `panels`.
+    pub tile: fn(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]),
+}
+
+/// How one weight type is multiplied.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    /// The activation type (`ty.vec_dot_type()`).
+    pub act: GgmlType,
+    pub quantize: QuantizeFn,
+    pub dot: DotFn,
+    pub gemm: Option<GemmKernels>,
+}
+
+/// One kernel for each weight type, for one CPU feature level.
+#[derive(Clone)]
+pub struct KernelSet {
+    name: &'static str,
+    table: [TypeKernels; GgmlType::ALL.len()],
+}
+
+macro_rules! scalar_entry {
+    ($ty:ident) => {
+        TypeKernels {
+            act: GgmlType::$ty.vec_dot_type(),
+            quantize: |src, dst| quant::quantize(GgmlType::$ty.vec_dot_type(), src, dst),
+            dot: |n, w, a| quant::vec_dot(GgmlType::$ty, n, w, a),
+            gemm: None,
+        }
+    };
+}
+
+fn index(ty: GgmlType) -> usize {
+    GgmlType::ALL
+        .iter()
+        .position(|&t| t == ty)
+        .expect("every type is in GgmlType::ALL")
+}
+
+impl KernelSet {
+    /// The scalar reference for every type.
+    pub fn scalar() -> KernelSet {
+        let table = GgmlType::ALL.map(|ty| {
+            use GgmlType::*;
+            match ty {
+                F32 => scalar_entry!(F32),
+                F16 => scalar_entry!(F16),
+                BF16 => scalar_entry!(BF16),
+                Q4_0 => scalar_entry!(Q4_0),
+                Q4_1 => scalar_entry!(Q4_1),
+                Q5_0 => scalar_entry!(Q5_0),
+                Q5_1 => scalar_entry!(Q5_1),
+                Q8_0 => scalar_entry!(Q8_0),
+                Q8_1 => scalar_entry!(Q8_1),
+                Q2_K => scalar_entry!(Q2_K),
+                Q3_K => scalar_entry!(Q3_K),
+                Q4_K => scalar_entry!(Q4_K),
+                Q5_K => scalar_entry!(Q5_K),
+                Q6_K => scalar_entry!(Q6_K),
+                Q8_K => scalar_entry!(Q8_K),
+            }
+        });
+        KernelSet {
+            name: "scalar",
+            table,
+        }
+    }
+
+    /// A set named `name` whose entries start as `base`'s; used by the per-ISA modules.
+    pub(crate) fn derived(base: KernelSet, name: &'static str) -> KernelSet {
+        KernelSet { name, ..base }
+    }
+
+    /// Replaces the kernels of weight type `ty`.
+    pub(crate) fn set(&mut self, ty: GgmlType, k: TypeKernels) {
+        debug_assert_eq!(k.act, ty.vec_dot_type(), "{ty}");
+        self.table[index(ty)] = k;
+    }
+
+    /// The kernel set's name: `scalar`, `avx2`, `neon`, `dotprod` or `i8mm`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The kernels of weight type `ty`.
+    pub fn get(&self, ty: GgmlType) -> &TypeKernels {
+        &self.table[index(ty)]
+    }
+
+    /// Every set this CPU can run, the scalar reference first and the best last.
+    pub fn available() -> Vec<KernelSet> {
+        let mut sets = vec![KernelSet::scalar()];
+        #[cfg(target_arch = "x86_64")]
+        sets.extend(crate::x86::sets());
+        #[cfg(target_arch = "aarch64")]
+        sets.extend(crate::arm::sets());
+        sets
+    }
+
+    /// The set to use: the best this CPU runs, unless `TERN_KERNELS` names another one it
+    /// runs (`scalar` always).
+    pub fn detect() -> KernelSet {
+        let mut sets = KernelSet::available();
+        if let Ok(want) = std::env::var("TERN_KERNELS") {
+            if let Some(i) = sets.iter().position(|s| s.name == want.trim()) {
+                return sets.swap_remove(i);
+            }
+        }
+        sets.pop().expect("the scalar set is always available")
+    }
+}
+
+/// The kernel set of this process, detected on first use.
+pub fn kernels() -> &'static KernelSet {
+    static SET: OnceLock<KernelSet> = OnceLock::new();
+    SET.get_or_init(KernelSet::detect)
+}

@@ -1,0 +1,222 @@
+//! Dot products of one weight row with one activation row (decode), in ggml's block
+//! layouts. The integer sums of each block are exact; the float accumulation runs in eight
+//! lanes, so results differ from the reference by float rounding only.
+//!
+//! # Safety
+//! Every function needs AVX2, FMA and F16C, and `w`/`a` holding exactly `n` values of the
+//! weight and activation types (the wrappers in `x86/mod.rs` check it).
+
+use core::arch::x86_64::*;
+
+use super::{bits_to_bytes, dot_i8, dot_u8, f16_at, hsum, load128, load256, nibbles, q4k_scales};
+use crate::QK_K;
+
+/// Q4_0 × Q8_0: `d_w d_a Σ (q - 8) q8` per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n / 32 {
+        let (x, y) = (w.add(18 * i), a.add(34 * i));
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let q = _mm256_sub_epi8(nibbles(x.add(2)), _mm256_set1_epi8(8));
+        let p = _mm256_cvtepi32_ps(dot_i8(q, load256(y.add(2))));
+        acc[i & 1] = _mm256_fmadd_ps(d, p, acc[i & 1]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q4_1 × Q8_1: `d_w d_a Σ q q8 + m_w s_a` per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut mins = 0.0f32;
+    for i in 0..n / 32 {
+        let (x, y) = (w.add(20 * i), a.add(36 * i));
+        // d and m of the weights, d and s of the activations, in one conversion each.
+        let xs = _mm_cvtph_ps(_mm_cvtsi32_si128(x.cast::<i32>().read_unaligned()));
+        let ys = _mm_cvtph_ps(_mm_cvtsi32_si128(y.cast::<i32>().read_unaligned()));
+        let ds = _mm_mul_ps(xs, ys);
+        mins += _mm_cvtss_f32(_mm_movehdup_ps(ds));
+        let d = _mm256_broadcastss_ps(ds);
+        let p = _mm256_cvtepi32_ps(dot_u8(nibbles(x.add(4)), load256(y.add(4))));
+        acc[i & 1] = _mm256_fmadd_ps(d, p, acc[i & 1]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1])) + mins
+}
+
+/// Q5_0 × Q8_0: `d_w d_a Σ (q - 16) q8` per block, `q` with its fifth bit from `qh`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n / 32 {
+        let (x, y) = (w.add(22 * i), a.add(34 * i));
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        // q - 16 = the nibble with 0xF0 or-ed in where the fifth bit is clear.
+        let clear = _mm256_andnot_si256(bits_to_bytes(x.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
+        let q = _mm256_or_si256(nibbles(x.add(6)), clear);
+        let p = _mm256_cvtepi32_ps(dot_i8(q, load256(y.add(2))));
+        acc[i & 1] = _mm256_fmadd_ps(d, p, acc[i & 1]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q8_0 × Q8_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n / 32 {
+        let (x, y) = (w.add(34 * i), a.add(34 * i));
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let p = _mm256_cvtepi32_ps(dot_i8(load256(x.add(2)), load256(y.add(2))));
+        acc[i & 1] = _mm256_fmadd_ps(d, p, acc[i & 1]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q4_K × Q8_K: `d_w d_a Σ_j sc_j Σ q q8 - dmin_w d_a Σ_j m_j bsum_j` per super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let low = _mm256_set1_epi8(0x0F);
+    for i in 0..n / QK_K {
+        let (x, y) = (w.add(144 * i), a.add(292 * i));
+        let yd = y.cast::<f32>().read_unaligned();
+        let d = yd * f16_at(x);
+        let dmin = yd * f16_at(x.add(2));
+        let (sc, m) = q4k_scales(core::slice::from_raw_parts(x.add(4), 12));
+
+        // Mins: the eight mins times the sums of each 32 activations (pairs of bsums).
+        let bs = load256(y.add(4 + QK_K));
+        let bs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        let m16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr().cast()));
+        let pm = _mm_madd_epi16(m16, bs);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m);
+
+        let mut sumi = _mm256_setzero_si256();
+        let (q, q8) = (x.add(16), y.add(4));
+        for j in 0..4 {
+            let q4 = load256(q.add(32 * j));
+            let lo = _mm256_and_si256(q4, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
+            let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
+            let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
+            let pl = _mm256_madd_epi16(pl, _mm256_set1_epi16(sc[2 * j] as i16));
+            let ph = _mm256_madd_epi16(ph, _mm256_set1_epi16(sc[2 * j + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum(acc) - _mm_cvtss_f32(m)
+}
+
+/// The 128 six-bit quants (0..64, before the -32) of one half of a Q6_K block, in value
+/// order: four vectors of 32.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q6k_half(ql: *const u8, qh: *const u8) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let three = _mm256_set1_epi8(3);
+    let (l0, l1, h) = (load256(ql), load256(ql.add(32)), load256(qh));
+    let hi = |s: i32| {
+        let v = match s {
+            0 => h,
+            2 => _mm256_srli_epi16(h, 2),
+            4 => _mm256_srli_epi16(h, 4),
+            _ => _mm256_srli_epi16(h, 6),
+        };
+        _mm256_slli_epi16(_mm256_and_si256(v, three), 4)
+    };
+    [
+        _mm256_or_si256(_mm256_and_si256(l0, low), hi(0)),
+        _mm256_or_si256(_mm256_and_si256(l1, low), hi(2)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), hi(4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low), hi(6)),
+    ]
+}
+
+/// Q6_K × Q8_K: `d_w d_a Σ_j sc_j Σ (q - 32) q8`, the -32 taken through Q8_K's `bsums`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK_K {
+        let (x, y) = (w.add(210 * i), a.add(292 * i));
+        let d = y.cast::<f32>().read_unaligned() * f16_at(x.add(208));
+        let scales = load128(x.add(192)); // 16 signed scales
+        let sc = x.add(192).cast::<i8>();
+        // Σ_j sc_j bsum_j, for the -32.
+        let bs = load256(y.add(4 + QK_K));
+        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bs);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let q = q6k_half(x.add(64 * half), x.add(128 + 32 * half));
+            for (k, &qk) in q.iter().enumerate() {
+                let j = 8 * half + 2 * k; // sub-blocks j (low 128 bits) and j + 1 (high)
+                let p = _mm256_maddubs_epi16(qk, load256(y.add(4 + 128 * half + 32 * k)));
+                let s = _mm256_set_m128i(
+                    _mm_set1_epi16(sc.add(j + 1).read() as i16),
+                    _mm_set1_epi16(sc.add(j).read() as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+/// F16 × F16, in `f32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let main = n / 32 * 32;
+    for i in (0..main).step_by(32) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let o = 2 * (i + 8 * k);
+            let xv = _mm256_cvtph_ps(load128(x.add(o)));
+            let yv = _mm256_cvtph_ps(load128(y.add(o)));
+            *acc = _mm256_fmadd_ps(xv, yv, *acc);
+        }
+    }
+    let mut sum = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    for i in main..n {
+        sum += f16_at(x.add(2 * i)) * f16_at(y.add(2 * i));
+    }
+    sum
+}
+
+/// F32 × F32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let main = n / 32 * 32;
+    for i in (0..main).step_by(32) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let xv = _mm256_loadu_ps(x.add(i + 8 * k));
+            let yv = _mm256_loadu_ps(y.add(i + 8 * k));
+            *acc = _mm256_fmadd_ps(xv, yv, *acc);
+        }
+    }
+    let mut sum = hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    for i in main..n {
+        sum += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+    }
+    sum
+}

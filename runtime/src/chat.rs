@@ -1,0 +1,220 @@
+//! Chat templates: a conversation rendered to the text a model was trained on.
+//!
+//! The template stored in the GGUF file (`tokenizer.chat_template`, Jinja) is rendered with
+//! `minijinja`, configured as Hugging Face renders chat templates (`trim_blocks`,
+//! `lstrip_blocks`, Python string methods, `raise_exception`). A file without a template chats
+//! through [`ChatTemplate::Plain`], a documented fallback.
+
+use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
+use serde::Serialize;
+
+use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
+/// Why a conversation cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("the chat template failed: {0}")]
+    Template(String),
+}
+
+/// How a model's conversations are written out.
+#[derive(Clone, Debug)]
+pub enum ChatTemplate {
+    /// The Jinja template from the model file, with the special tokens it may refer to.
+    Jinja {
+        source: String,
+        bos_token: String,
+        eos_token: String,
+    },
+    /// For files without a template (base models): a system text, then one line per turn,
+    /// `User: …` and `Assistant: …`, separated by blank lines; the generation prompt is
+    /// `Assistant:`. Replies stop at the next `\nUser:`.
+    Plain,
+}
+
+impl ChatTemplate {
+    /// The file's template, or [`ChatTemplate::Plain`] when it has none.
+    pub fn from_gguf(g: &GgufFile, tok: &Tokenizer) -> ChatTemplate {
+        match g.get_str("tokenizer.chat_template") {
+            Ok(source) if !source.trim().is_empty() => {
+                let piece = |id: Option<u32>| {
+                    id.map(|i| String::from_utf8_lossy(&tok.token_to_bytes(i)).into_owned())
+                        .unwrap_or_default()
+                };
+                ChatTemplate::Jinja {
+                    source: source.to_string(),
+                    bos_token: piece(tok.bos()),
+                    eos_token: piece(tok.eos()),
+                }
+            }
+            _ => ChatTemplate::Plain,
+        }
+    }
+
+    /// True for the plain fallback.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, ChatTemplate::Plain)
+    }
+
+    /// Strings that end a reply besides the end-of-generation tokens.
+    pub fn stop_strings(&self) -> Vec<String> {
+        match self {
+            ChatTemplate::Plain => vec!["\nUser:".to_string()],
+            ChatTemplate::Jinja { .. } => Vec::new(),
+        }
+    }
+
+    /// The conversation as text; with `add_generation_prompt`, followed by what opens the
+    /// assistant's next reply.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        match self {
+            ChatTemplate::Plain => Ok(render_plain(messages, add_generation_prompt)),
+            ChatTemplate::Jinja {
+                source,
+                bos_token,
+                eos_token,
+            } => {
+                let mut env = Environment::new();
+                env.set_trim_blocks(true);
+                env.set_lstrip_blocks(true);
+                env.set_unknown_method_callback(
+                    minijinja_contrib::pycompat::unknown_method_callback,
+                );
+                env.add_function(
+                    "raise_exception",
+                    |msg: String| -> Result<String, JinjaError> {
+                        Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+                    },
+                );
+                env.render_str(
+                    source,
+                    context! {
+                        messages => messages,
+                        add_generation_prompt => add_generation_prompt,
+                        bos_token => bos_token,
+                        eos_token => eos_token,
+                    },
+                )
+                .map_err(|e| ChatError::Template(format!("{e:#}")))
+            }
+        }
+    }
+}
+
+fn render_plain(messages: &[Message], add_generation_prompt: bool) -> String {
+    let mut out = String::new();
+    for m in messages {
+        match m.role.as_str() {
+            "system" => out.push_str(&m.content),
+            "user" => {
+                out.push_str("User: ");
+                out.push_str(&m.content);
+            }
+            _ => {
+                out.push_str("Assistant: ");
+                out.push_str(&m.content);
+            }
+        }
+        out.push_str("\n\n");
+    }
+    if add_generation_prompt {
+        out.push_str("Assistant:");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-135M-Instruct's template, as stored in its GGUF file.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn smollm2() -> ChatTemplate {
+        ChatTemplate::Jinja {
+            source: SMOLLM2.to_string(),
+            bos_token: "<|im_start|>".into(),
+            eos_token: "<|im_end|>".into(),
+        }
+    }
+
+    // Expected texts written by hand from the template above.
+    #[test]
+    fn chatml_with_system_and_generation_prompt() {
+        let msgs = [
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello!"),
+            Message::new("user", "Name a colour."),
+        ];
+        let want = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+                    <|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n\
+                    <|im_start|>assistant\n";
+        assert_eq!(smollm2().render(&msgs, true).unwrap(), want);
+        let without = &want[..want.len() - "<|im_start|>assistant\n".len()];
+        assert_eq!(smollm2().render(&msgs, false).unwrap(), without);
+    }
+
+    #[test]
+    fn chatml_default_system_prompt() {
+        let msgs = [Message::new("user", "Hi")];
+        assert_eq!(
+            smollm2().render(&msgs, true).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn template_errors_are_errors() {
+        let t = ChatTemplate::Jinja {
+            source: "{{ raise_exception('no system role') }}".into(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+        };
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("no system role"), "{e}");
+        let bad = ChatTemplate::Jinja {
+            source: "{% for %}".into(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+        };
+        assert!(bad.render(&[], false).is_err());
+    }
+
+    #[test]
+    fn plain_fallback() {
+        let msgs = [
+            Message::new("system", "You are Tern."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "Bye"),
+        ];
+        assert_eq!(
+            ChatTemplate::Plain.render(&msgs, true).unwrap(),
+            "You are Tern.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: Bye\n\nAssistant:"
+        );
+    }
+}
