@@ -95,6 +95,17 @@ impl OracleModel {
         n_ctx: usize,
         n_threads: usize,
     ) -> Result<Self, OracleError> {
+        Self::load_with(path, n_ctx, n_threads, None)
+    }
+
+    /// As [`OracleModel::load`], with flash attention forced on or off (`None`: llama.cpp's
+    /// default, "auto"). Comparing the two measures llama.cpp's own numerical noise.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        n_ctx: usize,
+        n_threads: usize,
+        flash_attn: Option<bool>,
+    ) -> Result<Self, OracleError> {
         let model = load_model(path.as_ref(), false)?;
         let n_ctx = u32::try_from(n_ctx)
             .ok()
@@ -108,9 +119,11 @@ impl OracleModel {
             cp.n_batch = n_ctx;
             cp.n_seq_max = 1;
             cp.n_threads = threads;
-            if std::env::var("TERN_ORACLE_NOFA").is_ok() {
-                cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
-            }
+            cp.flash_attn_type = match flash_attn {
+                None => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+                Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            };
             cp.n_threads_batch = threads;
             cp.no_perf = true;
             sys::llama_init_from_model(model.model, cp)

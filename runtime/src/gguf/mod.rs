@@ -267,6 +267,12 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// The header: magic, metadata and tensor infos, everything before the data section.
+    pub fn header_bytes(&self) -> &[u8] {
+        let end = usize::try_from(self.data_offset).unwrap_or(usize::MAX);
+        self.map.get(..end).unwrap_or(&self.map[..])
+    }
+
     /// The tensor called `name`, borrowing its data from the map.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, GgufError> {
         match self.tensor_index.get(name) {

@@ -15,6 +15,12 @@
 //! Decoding is the inverse: each token's piece is its raw bytes ([`Tokenizer::token_to_bytes`],
 //! llama.cpp's `token_to_piece` with special tokens rendered), and [`Tokenizer::decode`]
 //! concatenates them so that `decode(encode(x)) == x` for any text.
+//!
+//! Known differences from llama.cpp, all outside ordinary text: a single run of more than
+//! about a million characters that the split regex must backtrack over (such as a million
+//! spaces) can be split differently, because the regex engine stops at its backtracking
+//! limit; and the per-model strip attributes llama.cpp sets by model name (`<mask>` of some
+//! BERT models, the special tokens of Phi-3) are not applied.
 
 mod bpe;
 mod spm;

@@ -1,0 +1,166 @@
+//! `smmla` (i8mm) panel kernels for the 32-value formats. One `smmla` multiplies a 2 × 8
+//! block of weights (two rows) by an 8 × 2 block of activations (two tokens): 32
+//! multiply-adds, the four results in one vector. Weights are unpacked once per row pair
+//! to that interleaved layout; the panels of 4 tokens are packed to it by [`pack_q8_0`].
+//!
+//! Panel layout per 32-value block (192 bytes): for each 8-value chunk `c` (4) and token
+//! pair `tp` (tokens 0-1, 2-3): 8 quants of the first token then 8 of the second; then the
+//! activation scales arranged as the `smmla` results are, `[d0, d1, d0, d1, d2, d3, d2, d3]`,
+//! then Q8_1's `s` the same way (zeros for Q8_0).
+//!
+//! # Safety
+//! The `tile_*` functions need NEON and i8mm, and the sizes the wrappers check.
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use super::{f16_le, Unpacked, KV, PANEL, R};
+use crate::GgmlType::{self, *};
+
+const BLOCK: usize = 128 + 32 + 32;
+
+pub(super) fn panel_bytes(cols: usize) -> usize {
+    cols / 32 * BLOCK
+}
+
+fn pack(cols: usize, acts: &[u8], panel: &mut [u8], block: usize, qs: usize) {
+    let row = cols / 32 * block;
+    for (b, pb) in panel.chunks_exact_mut(BLOCK).enumerate() {
+        for t in 0..PANEL {
+            let blk = &acts[t * row + b * block..t * row + (b + 1) * block];
+            let (tp, second) = (t / 2, t % 2);
+            for c in 0..4 {
+                let o = 32 * c + 16 * tp + 8 * second;
+                pb[o..o + 8].copy_from_slice(&blk[qs + 8 * c..qs + 8 * c + 8]);
+            }
+            let d = f16_le(blk);
+            let s = if qs == 4 { f16_le(&blk[2..]) } else { 0.0 };
+            // Token t sits at lanes `second` and `second + 2` of its pair's vector.
+            for lane in [second, second + 2] {
+                let o = 128 + 16 * tp + 4 * lane;
+                pb[o..o + 4].copy_from_slice(&d.to_le_bytes());
+                pb[o + 32..o + 36].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+}
+
+pub(super) fn pack_q8_0(cols: usize, acts: &[u8], panel: &mut [u8]) {
+    pack(cols, acts, panel, 34, 2);
+}
+
+pub(super) fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
+    pack(cols, acts, panel, 36, 4);
+}
+
+/// `acc += a · bᵀ` for the 2 × 8 signed matrices `a` (weights) and `b` (activations).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // SAFETY (of the asm): register-only arithmetic, available with i8mm.
+    asm!(
+        "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+#[target_feature(enable = "neon,i8mm")]
+pub(super) unsafe fn tile_q4_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+    tile(Q4_0, cols, w, p, out)
+}
+
+#[target_feature(enable = "neon,i8mm")]
+pub(super) unsafe fn tile_q4_1(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+    tile(Q4_1, cols, w, p, out)
+}
+
+#[target_feature(enable = "neon,i8mm")]
+pub(super) unsafe fn tile_q5_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+    tile(Q5_0, cols, w, p, out)
+}
+
+#[target_feature(enable = "neon,i8mm")]
+pub(super) unsafe fn tile_q8_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+    tile(Q8_0, cols, w, p, out)
+}
+
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn tile(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    let bb = ty.block_bytes();
+    let nb = cols / 32;
+    let rb = nb * bb;
+    let rows = w.len() / rb;
+    let pb = nb * BLOCK;
+    let np = panels.len() / pb;
+    let mut u = Unpacked::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = (rows - r0).min(R);
+        for b0 in (0..nb).step_by(KV / 32) {
+            let nbc = (nb - b0).min(KV / 32);
+            // Rows are taken in pairs; a last odd row is paired with itself.
+            for r in 0..nr.next_multiple_of(2) {
+                let src = r0 + r.min(nr - 1);
+                u.legacy(ty, w.as_ptr().add(src * rb + b0 * bb), nbc, r);
+            }
+            for p in 0..np {
+                let pan = panels.as_ptr().add(p * pb + b0 * BLOCK);
+                let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
+                for pair in 0..nr.div_ceil(2) {
+                    let (ra, rb2) = (2 * pair, 2 * pair + 1);
+                    // acc[tp]: [ra·t, ra·t', rb·t, rb·t'] for the tokens of pair tp.
+                    let mut acc = [vdupq_n_f32(0.0); 2];
+                    if b0 > 0 {
+                        for (tp, acc) in acc.iter_mut().enumerate() {
+                            let row = |r: usize| o.add(PANEL * r.min(nr - 1) + 2 * tp);
+                            let v = [*row(ra), *row(ra).add(1), *row(rb2), *row(rb2).add(1)];
+                            *acc = vld1q_f32(v.as_ptr());
+                        }
+                    }
+                    for b in 0..nbc {
+                        let blk = pan.add(b * BLOCK);
+                        let qa = u.q[ra].as_ptr().add(32 * b);
+                        let qb = u.q[rb2].as_ptr().add(32 * b);
+                        let z = |o: usize| {
+                            let a = vreinterpretq_s64_s8(vld1q_s8(qa.add(o)));
+                            let b = vreinterpretq_s64_s8(vld1q_s8(qb.add(o)));
+                            [vzip1q_s64(a, b), vzip2q_s64(a, b)].map(vreinterpretq_s8_s64)
+                        };
+                        let [c0, c1] = z(0);
+                        let [c2, c3] = z(16);
+                        let dw = [u.d[ra][b], u.d[ra][b], u.d[rb2][b], u.d[rb2][b]];
+                        let dw = vld1q_f32(dw.as_ptr());
+                        for (tp, acc) in acc.iter_mut().enumerate() {
+                            let act = |c: usize| vld1q_s8(blk.add(32 * c + 16 * tp).cast());
+                            let mut s = vdupq_n_s32(0);
+                            for (c, wc) in [c0, c1, c2, c3].into_iter().enumerate() {
+                                s = smmla(s, wc, act(c));
+                            }
+                            let da = vld1q_f32(blk.add(128 + 16 * tp).cast());
+                            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(s), vmulq_f32(dw, da));
+                            if ty == Q4_1 {
+                                let m = [u.m[ra][b], u.m[ra][b], u.m[rb2][b], u.m[rb2][b]];
+                                let sv = vld1q_f32(blk.add(160 + 16 * tp).cast());
+                                *acc = vfmaq_f32(*acc, vld1q_f32(m.as_ptr()), sv);
+                            }
+                        }
+                    }
+                    for (tp, acc) in acc.iter().enumerate() {
+                        let mut v = [0.0f32; 4];
+                        vst1q_f32(v.as_mut_ptr(), *acc);
+                        *o.add(PANEL * ra + 2 * tp) = v[0];
+                        *o.add(PANEL * ra + 2 * tp + 1) = v[1];
+                        if rb2 < nr {
+                            *o.add(PANEL * rb2 + 2 * tp) = v[2];
+                            *o.add(PANEL * rb2 + 2 * tp + 1) = v[3];
+                        }
+                    }
+                }
+            }
+        }
+        r0 += nr;
+    }
+}

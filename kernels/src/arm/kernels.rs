@@ -1,0 +1,281 @@
+//! The NEON and dotprod kernels, written once: `arm_kernels!(module, features, dot16,
+//! gdot4)` compiles them with `features` enabled around the two integer-dot primitives.
+//!
+//! - `dot_*`: one weight row times one activation row in ggml's blocks (decode), lanes along
+//!   the row: exact integer block sums, float accumulation in four lanes.
+//! - `tile_*`: weight rows times packed panels of 4 tokens (prefill), one token per lane;
+//!   each row's blocks are unpacked once to signed bytes and serve every panel.
+//!
+//! # Safety
+//! Every function needs the module's features, and the sizes the wrappers in `arm/mod.rs`
+//! check.
+
+macro_rules! arm_kernels {
+    ($m:ident, $feat:literal, $dot16:ident, $gdot4:ident) => {
+        pub(super) mod $m {
+            use super::{
+                f16_at, legacy_quants, q4k_scales, q6k_half, nibbles, Unpacked, KV, PANEL,
+                Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK, R, $dot16, $gdot4,
+            };
+            use crate::GgmlType::{self, *};
+            use crate::QK_K;
+            use core::arch::aarch64::*;
+
+            /// Sum of the 32 products of one block, in four `i32` lanes.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn block_dot(q: [int8x16_t; 2], y: *const u8) -> int32x4_t {
+                let s = $dot16(vdupq_n_s32(0), q[0], vld1q_s8(y.cast()));
+                $dot16(s, q[1], vld1q_s8(y.add(16).cast()))
+            }
+
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn legacy_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+                let (wb, ab, qa) = match ty {
+                    Q4_1 => (20, 36, 4),
+                    _ => (ty.block_bytes(), 34, 2),
+                };
+                let (w, a) = (w.as_ptr(), a.as_ptr());
+                let mut acc = vdupq_n_f32(0.0);
+                let mut mins = 0.0f32;
+                for i in 0..n / 32 {
+                    let (x, y) = (w.add(wb * i), a.add(ab * i));
+                    let s = block_dot(legacy_quants(ty, x), y.add(qa));
+                    let d = vdupq_n_f32(f16_at(x) * f16_at(y));
+                    acc = vfmaq_f32(acc, vcvtq_f32_s32(s), d);
+                    if ty == Q4_1 {
+                        mins += f16_at(x.add(2)) * f16_at(y.add(2));
+                    }
+                }
+                vaddvq_f32(acc) + mins
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                legacy_dot(Q4_0, n, w, a)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                legacy_dot(Q4_1, n, w, a)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                legacy_dot(Q5_0, n, w, a)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                legacy_dot(Q8_0, n, w, a)
+            }
+
+            /// Q4_K × Q8_K: `d Σ_j sc_j Σ q q8 - dmin Σ_j m_j bsum_j`.
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                let (w, a) = (w.as_ptr(), a.as_ptr());
+                let mut sum = 0.0f32;
+                for i in 0..n / QK_K {
+                    let (x, y) = (w.add(144 * i), a.add(292 * i));
+                    let yd = y.cast::<f32>().read_unaligned();
+                    let (sc, m) = q4k_scales(x.add(4));
+                    let bs = |j: usize| y.add(260 + 2 * j).cast::<i16>().read_unaligned() as i32;
+                    let mut summs = 0i32;
+                    let mut isum = 0i32;
+                    for j in 0..4 {
+                        let [l0, h0] = nibbles(x.add(16 + 32 * j));
+                        let [l1, h1] = nibbles(x.add(32 + 32 * j));
+                        let q8 = y.add(4 + 64 * j);
+                        let lo = [l0, l1].map(vreinterpretq_s8_u8);
+                        let hi = [h0, h1].map(vreinterpretq_s8_u8);
+                        isum += vaddvq_s32(block_dot(lo, q8)) * sc[2 * j] as i32;
+                        isum += vaddvq_s32(block_dot(hi, q8.add(32))) * sc[2 * j + 1] as i32;
+                    }
+                    for j in 0..8 {
+                        summs += m[j] as i32 * (bs(2 * j) + bs(2 * j + 1));
+                    }
+                    let d = f16_at(x) * yd;
+                    let dmin = f16_at(x.add(2)) * yd;
+                    sum += d * isum as f32 - dmin * summs as f32;
+                }
+                sum
+            }
+
+            /// Q6_K × Q8_K: `d Σ_j sc_j Σ (q - 32) q8`.
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                let (w, a) = (w.as_ptr(), a.as_ptr());
+                let mut sum = 0.0f32;
+                for i in 0..n / QK_K {
+                    let (x, y) = (w.add(210 * i), a.add(292 * i));
+                    let mut isum = 0i32;
+                    for half in 0..2 {
+                        let q = q6k_half(x.add(64 * half), x.add(128 + 32 * half));
+                        for (k, qk) in q.into_iter().enumerate() {
+                            let j = 8 * half + k;
+                            let y16 = vld1q_s8(y.add(4 + 16 * j).cast());
+                            let s = vaddvq_s32($dot16(vdupq_n_s32(0), qk, y16));
+                            isum += s * x.add(192 + j).cast::<i8>().read() as i32;
+                        }
+                    }
+                    sum += (f16_at(x.add(208)) * y.cast::<f32>().read_unaligned()) * isum as f32;
+                }
+                sum
+            }
+
+            /// Rows of a 32-value format times panels of Q8_0 or Q8_1 activations.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn tile_legacy(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let bb = ty.block_bytes();
+                let nb = cols / 32;
+                let rb = nb * bb;
+                let rows = w.len() / rb;
+                let pb = nb * Q8_PANEL_BLOCK;
+                let np = panels.len() / pb;
+                let mut u = Unpacked::new();
+                let mut r0 = 0;
+                while r0 < rows {
+                    let nr = (rows - r0).min(R);
+                    for b0 in (0..nb).step_by(KV / 32) {
+                        let nbc = (nb - b0).min(KV / 32);
+                        for r in 0..nr {
+                            u.legacy(ty, w.as_ptr().add((r0 + r) * rb + b0 * bb), nbc, r);
+                        }
+                        for p in 0..np {
+                            let pan = panels.as_ptr().add(p * pb + b0 * Q8_PANEL_BLOCK);
+                            let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
+                            let mut acc = [vdupq_n_f32(0.0); R];
+                            if b0 > 0 {
+                                for r in 0..nr {
+                                    acc[r] = vld1q_f32(o.add(PANEL * r));
+                                }
+                            }
+                            for b in 0..nbc {
+                                let pb = pan.add(b * Q8_PANEL_BLOCK);
+                                let a: [int8x16_t; 8] =
+                                    core::array::from_fn(|g| vld1q_s8(pb.add(16 * g).cast()));
+                                let da = vld1q_f32(pb.add(128).cast());
+                                for r in 0..nr {
+                                    let q = u.q[r].as_ptr().add(32 * b);
+                                    let s = $gdot4(vdupq_n_s32(0), [a[0], a[1], a[2], a[3]], vld1q_s8(q));
+                                    let s = $gdot4(s, [a[4], a[5], a[6], a[7]], vld1q_s8(q.add(16)));
+                                    let d = vmulq_n_f32(da, u.d[r][b]);
+                                    acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(s), d);
+                                    if ty == Q4_1 {
+                                        let sv = vld1q_f32(pb.add(144).cast());
+                                        acc[r] = vfmaq_f32(acc[r], sv, vdupq_n_f32(u.m[r][b]));
+                                    }
+                                }
+                            }
+                            for r in 0..nr {
+                                vst1q_f32(o.add(PANEL * r), acc[r]);
+                            }
+                        }
+                    }
+                    r0 += nr;
+                }
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q4_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_legacy(Q4_0, cols, w, p, out)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q4_1(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_legacy(Q4_1, cols, w, p, out)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q5_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_legacy(Q5_0, cols, w, p, out)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q8_0(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_legacy(Q8_0, cols, w, p, out)
+            }
+
+            /// Rows of Q4_K or Q6_K times panels of Q8_K activations.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn tile_kquant(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let bb = ty.block_bytes();
+                let nb = cols / QK_K;
+                let rb = nb * bb;
+                let rows = w.len() / rb;
+                let pb = nb * Q8K_PANEL_BLOCK;
+                let np = panels.len() / pb;
+                let mut u = Unpacked::new();
+                let mut r0 = 0;
+                while r0 < rows {
+                    let nr = (rows - r0).min(R);
+                    for b0 in (0..nb).step_by(KV / QK_K) {
+                        let nbc = (nb - b0).min(KV / QK_K);
+                        for r in 0..nr {
+                            u.kquant(ty, w.as_ptr().add((r0 + r) * rb + b0 * bb), nbc, r);
+                        }
+                        for p in 0..np {
+                            let pan = panels.as_ptr().add(p * pb + b0 * Q8K_PANEL_BLOCK);
+                            let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
+                            let mut acc = [vdupq_n_f32(0.0); R];
+                            if b0 > 0 {
+                                for r in 0..nr {
+                                    acc[r] = vld1q_f32(o.add(PANEL * r));
+                                }
+                            }
+                            for b in 0..nbc {
+                                let pb = pan.add(b * Q8K_PANEL_BLOCK);
+                                let da = vld1q_f32(pb.add(1024).cast());
+                                for r in 0..nr {
+                                    let q = u.q[r].as_ptr().add(QK_K * b);
+                                    let mut isum = vdupq_n_s32(0);
+                                    let ag = |g: usize| vld1q_s8(pb.add(16 * g).cast());
+                                    if ty == Q4_K {
+                                        let mut msum = vdupq_n_s32(0);
+                                        for j in 0..8 {
+                                            let g = 8 * j;
+                                            let s = $gdot4(vdupq_n_s32(0), [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)], vld1q_s8(q.add(32 * j)));
+                                            let s = $gdot4(s, [ag(g + 4), ag(g + 5), ag(g + 6), ag(g + 7)], vld1q_s8(q.add(32 * j + 16)));
+                                            isum = vmlaq_n_s32(isum, s, u.sc[r][b][j]);
+                                            let sums = vld1q_s32(pb.add(1040 + 16 * j).cast());
+                                            msum = vmlaq_n_s32(msum, sums, u.mins[r][b][j]);
+                                        }
+                                        let d = vmulq_n_f32(da, u.d[r][b]);
+                                        let dmin = vmulq_n_f32(da, u.m[r][b]);
+                                        acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(isum), d);
+                                        acc[r] = vfmsq_f32(acc[r], vcvtq_f32_s32(msum), dmin);
+                                    } else {
+                                        for j in 0..16 {
+                                            let g = 4 * j;
+                                            let s = $gdot4(vdupq_n_s32(0), [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)], vld1q_s8(q.add(16 * j)));
+                                            isum = vmlaq_n_s32(isum, s, u.sc[r][b][j]);
+                                        }
+                                        let d = vmulq_n_f32(da, u.d[r][b]);
+                                        acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(isum), d);
+                                    }
+                                }
+                            }
+                            for r in 0..nr {
+                                vst1q_f32(o.add(PANEL * r), acc[r]);
+                            }
+                        }
+                    }
+                    r0 += nr;
+                }
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q4_k(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_kquant(Q4_K, cols, w, p, out)
+            }
+
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn tile_q6_k(cols: usize, w: &[u8], p: &[u8], out: &mut [f32]) {
+                tile_kquant(Q6_K, cols, w, p, out)
+            }
+        }
+    };
+}

@@ -1,0 +1,563 @@
+//! aarch64 kernels: NEON (every aarch64 CPU, Raspberry Pi 4 class), `sdot` (dotprod) and
+//! `smmla` (i8mm) where the CPU has them. The dotprod and i8mm instructions are written with
+//! `asm!`, since their intrinsics are not stable Rust.
+//!
+//! `kernels.rs` holds the dot products (decode) and panel kernels (prefill) once, as a macro
+//! instantiated for NEON (`neon`) and for dotprod (`dotprod`), which differ only in their
+//! two integer-dot primitives. `i8mm.rs` holds the `smmla` panel kernels of the 32-value
+//! formats. The activation quantizers are the scalar reference: activations are small.
+//!
+//! Panels hold [`PANEL`] tokens. Weights are unpacked to signed bytes (`q - 8` for Q4_0 …),
+//! so the integer dots need no offsets.
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use crate::quant;
+use crate::table::{GemmKernels, KernelSet, TypeKernels};
+use crate::GgmlType::{self, *};
+use crate::QK_K;
+
+#[macro_use]
+mod kernels;
+mod i8mm;
+
+/// Tokens per panel: one per `i32` lane of a 128-bit vector.
+pub(crate) const PANEL: usize = 4;
+
+/// The aarch64 kernel sets this CPU runs, best last.
+pub(crate) fn sets() -> Vec<KernelSet> {
+    let mut sets = Vec::new();
+    if !std::arch::is_aarch64_feature_detected!("neon") {
+        return sets;
+    }
+    sets.push(build("neon", false));
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        let dp = build("dotprod", true);
+        sets.push(dp.clone());
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            let mut mm = KernelSet::derived(dp, "i8mm");
+            for (ty, tile, pack) in [
+                (Q4_0, w::mm_q4_0 as TileFn, i8mm::pack_q8_0 as PackFn),
+                (Q4_1, w::mm_q4_1, i8mm::pack_q8_1),
+                (Q5_0, w::mm_q5_0, i8mm::pack_q8_0),
+                (Q8_0, w::mm_q8_0, i8mm::pack_q8_0),
+            ] {
+                let mut k = *mm.get(ty);
+                k.gemm = Some(GemmKernels {
+                    panel: PANEL,
+                    panel_bytes: i8mm::panel_bytes,
+                    pack,
+                    tile,
+                });
+                mm.set(ty, k);
+            }
+            sets.push(mm);
+        }
+    }
+    sets
+}
+
+type TileFn = fn(usize, &[u8], &[u8], &mut [f32]);
+type PackFn = fn(usize, &[u8], &mut [u8]);
+
+fn build(name: &'static str, dotprod: bool) -> KernelSet {
+    let mut ks = KernelSet::derived(KernelSet::scalar(), name);
+    let scalar = KernelSet::scalar();
+    macro_rules! pick {
+        ($n:ident, $d:ident) => {
+            if dotprod {
+                w::$d as TileFn
+            } else {
+                w::$n as TileFn
+            }
+        };
+    }
+    macro_rules! pick_dot {
+        ($n:ident, $d:ident) => {
+            if dotprod {
+                w::$d as fn(usize, &[u8], &[u8]) -> f32
+            } else {
+                w::$n as fn(usize, &[u8], &[u8]) -> f32
+            }
+        };
+    }
+    let entry = |ty: GgmlType, dot, gemm| TypeKernels {
+        act: ty.vec_dot_type(),
+        quantize: scalar.get(ty).quantize,
+        dot,
+        gemm,
+    };
+    let g = |tile, pack: PackFn, panel_bytes: fn(usize) -> usize| {
+        Some(GemmKernels {
+            panel: PANEL,
+            panel_bytes,
+            pack,
+            tile,
+        })
+    };
+    let (q8, q81, q8k, f) = (
+        pack_q8_0 as PackFn,
+        pack_q8_1 as PackFn,
+        pack_q8_k as PackFn,
+        pack_f32 as PackFn,
+    );
+    let (pb8, pbk, pbf) = (
+        panel_bytes_q8 as fn(usize) -> usize,
+        panel_bytes_q8_k as fn(usize) -> usize,
+        panel_bytes_f32 as fn(usize) -> usize,
+    );
+    ks.set(
+        Q4_0,
+        entry(Q4_0, pick_dot!(n_dot_q4_0, d_dot_q4_0), g(pick!(n_tile_q4_0, d_tile_q4_0), q8, pb8)),
+    );
+    ks.set(
+        Q4_1,
+        entry(Q4_1, pick_dot!(n_dot_q4_1, d_dot_q4_1), g(pick!(n_tile_q4_1, d_tile_q4_1), q81, pb8)),
+    );
+    ks.set(
+        Q5_0,
+        entry(Q5_0, pick_dot!(n_dot_q5_0, d_dot_q5_0), g(pick!(n_tile_q5_0, d_tile_q5_0), q8, pb8)),
+    );
+    ks.set(
+        Q8_0,
+        entry(Q8_0, pick_dot!(n_dot_q8_0, d_dot_q8_0), g(pick!(n_tile_q8_0, d_tile_q8_0), q8, pb8)),
+    );
+    ks.set(
+        Q4_K,
+        entry(Q4_K, pick_dot!(n_dot_q4_k, d_dot_q4_k), g(pick!(n_tile_q4_k, d_tile_q4_k), q8k, pbk)),
+    );
+    ks.set(
+        Q6_K,
+        entry(Q6_K, pick_dot!(n_dot_q6_k, d_dot_q6_k), g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk)),
+    );
+    ks.set(F32, entry(F32, w::dot_f32, g(w::tile_f32, f, pbf)));
+    ks
+}
+
+// Panel layouts, per block of the activation type:
+// - Q8_0/Q8_1 (32 values, 160 bytes): quants `[group 8][token 4][4]`, `d` as 4 `f32`, then
+//   Q8_1's `s` as 4 `f32` (zeros for Q8_0).
+// - Q8_K (256 values, 1168 bytes): quants `[group 64][token 4][4]`, `d` as 4 `f32`, then the
+//   sums of each 32 quants (`bsum_2j + bsum_2j+1`) as `[j 8][token 4]` `i32`.
+// - F32: the 4 tokens' values one token after the other.
+
+const Q8_PANEL_BLOCK: usize = 128 + 16 + 16;
+const Q8K_PANEL_BLOCK: usize = 1024 + 16 + 128;
+
+fn panel_bytes_q8(cols: usize) -> usize {
+    cols / 32 * Q8_PANEL_BLOCK
+}
+
+fn panel_bytes_q8_k(cols: usize) -> usize {
+    cols / QK_K * Q8K_PANEL_BLOCK
+}
+
+fn panel_bytes_f32(cols: usize) -> usize {
+    cols * PANEL * 4
+}
+
+fn f16_le(b: &[u8]) -> f32 {
+    quant::f16_to_f32(half::f16::from_le_bytes([b[0], b[1]]))
+}
+
+fn pack_q8(cols: usize, acts: &[u8], panel: &mut [u8], block: usize, qs: usize) {
+    let row = cols / 32 * block;
+    for (b, pb) in panel.chunks_exact_mut(Q8_PANEL_BLOCK).enumerate() {
+        for t in 0..PANEL {
+            let blk = &acts[t * row + b * block..t * row + (b + 1) * block];
+            for g in 0..8 {
+                let o = g * 16 + t * 4;
+                pb[o..o + 4].copy_from_slice(&blk[qs + 4 * g..qs + 4 * g + 4]);
+            }
+            pb[128 + 4 * t..132 + 4 * t].copy_from_slice(&f16_le(blk).to_le_bytes());
+            let s = if qs == 4 { f16_le(&blk[2..]) } else { 0.0 };
+            pb[144 + 4 * t..148 + 4 * t].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+}
+
+fn pack_q8_0(cols: usize, acts: &[u8], panel: &mut [u8]) {
+    pack_q8(cols, acts, panel, 34, 2);
+}
+
+fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
+    pack_q8(cols, acts, panel, 36, 4);
+}
+
+fn pack_q8_k(cols: usize, acts: &[u8], panel: &mut [u8]) {
+    let row = cols / QK_K * 292;
+    for (b, pb) in panel.chunks_exact_mut(Q8K_PANEL_BLOCK).enumerate() {
+        for t in 0..PANEL {
+            let blk = &acts[t * row + b * 292..t * row + (b + 1) * 292];
+            for g in 0..64 {
+                let o = g * 16 + t * 4;
+                pb[o..o + 4].copy_from_slice(&blk[4 + 4 * g..8 + 4 * g]);
+            }
+            pb[1024 + 4 * t..1028 + 4 * t].copy_from_slice(&blk[..4]);
+            for j in 0..8 {
+                let bs = |i: usize| i16::from_le_bytes([blk[260 + 2 * i], blk[261 + 2 * i]]) as i32;
+                let o = 1040 + 16 * j + 4 * t;
+                pb[o..o + 4].copy_from_slice(&(bs(2 * j) + bs(2 * j + 1)).to_le_bytes());
+            }
+        }
+    }
+}
+
+fn pack_f32(_cols: usize, acts: &[u8], panel: &mut [u8]) {
+    panel.copy_from_slice(acts);
+}
+
+/// The `f16` at `p` as `f32`, exactly, for every finite value (scales are never NaN).
+#[inline]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = p.cast::<u16>().read_unaligned() as u32;
+    let mag = (h & 0x7FFF) << 13;
+    let v = if h & 0x7C00 == 0x7C00 {
+        f32::from_bits(mag | 0x7F80_0000)
+    } else {
+        // Rebias the exponent by multiplying: also right for subnormal f16s.
+        f32::from_bits(mag) * f32::from_bits(0x7780_0000) // 2^112
+    };
+    f32::from_bits(v.to_bits() | (h & 0x8000) << 16)
+}
+
+/// 16 packed nibbles as 32 values: `[low nibbles, high nibbles]`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
+    let x = vld1q_u8(p);
+    [vandq_u8(x, vdupq_n_u8(0x0F)), vshrq_n_u8(x, 4)]
+}
+
+/// The 32 bits at `p` as 32 bytes, `0x10` where the bit is set (Q5's fifth bits).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn fifth_bits(p: *const u8) -> [uint8x16_t; 2] {
+    let b = p.cast::<[u8; 4]>().read_unaligned();
+    let bit = vld1q_u8([1u8, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128].as_ptr());
+    let spread = |lo: u8, hi: u8| {
+        let v = vcombine_u8(vdup_n_u8(lo), vdup_n_u8(hi));
+        vandq_u8(vtstq_u8(v, bit), vdupq_n_u8(0x10))
+    };
+    [spread(b[0], b[1]), spread(b[2], b[3])]
+}
+
+/// A 32-value block's quants as signed bytes, and where the block's quants start.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn legacy_quants(ty: GgmlType, x: *const u8) -> [int8x16_t; 2] {
+    match ty {
+        Q4_0 => nibbles(x.add(2)).map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(8))),
+        Q4_1 => nibbles(x.add(4)).map(vreinterpretq_s8_u8),
+        Q5_0 => {
+            let [l, h] = nibbles(x.add(6));
+            let [bl, bh] = fifth_bits(x.add(2));
+            [vorrq_u8(l, bl), vorrq_u8(h, bh)]
+                .map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(16)))
+        }
+        _ => [vld1q_s8(x.add(2).cast()), vld1q_s8(x.add(18).cast())],
+    }
+}
+
+/// The 128 quants of one half of a Q6_K block, `q - 32`, in value order.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q6k_half(ql: *const u8, qh: *const u8) -> [int8x16_t; 8] {
+    let m4 = vdupq_n_u8(0x0F);
+    let m2 = vdupq_n_u8(3);
+    let mut out = [vdupq_n_s8(0); 8];
+    for i in 0..2 {
+        let l0 = vld1q_u8(ql.add(16 * i));
+        let l1 = vld1q_u8(ql.add(32 + 16 * i));
+        let h = vld1q_u8(qh.add(16 * i));
+        let hi = |v: uint8x16_t| vshlq_n_u8(vandq_u8(v, m2), 4);
+        let v = [
+            vorrq_u8(vandq_u8(l0, m4), hi(h)),
+            vorrq_u8(vandq_u8(l1, m4), hi(vshrq_n_u8(h, 2))),
+            vorrq_u8(vshrq_n_u8(l0, 4), hi(vshrq_n_u8(h, 4))),
+            vorrq_u8(vshrq_n_u8(l1, 4), hi(vshrq_n_u8(h, 6))),
+        ];
+        for (k, v) in v.into_iter().enumerate() {
+            out[2 * k + i] = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(32));
+        }
+    }
+    out
+}
+
+/// The six-bit scales and mins of a Q4_K block (see `quant::kquants::scale_min_k4`).
+#[inline]
+unsafe fn q4k_scales(p: *const u8) -> ([u8; 8], [u8; 8]) {
+    let s = p.cast::<[u8; 12]>().read_unaligned();
+    let mut sc = [0; 8];
+    let mut m = [0; 8];
+    for j in 0..8 {
+        (sc[j], m[j]) = quant::kquants::scale_min_k4(j, &s);
+    }
+    (sc, m)
+}
+
+// The two integer-dot primitives of each level.
+
+/// NEON: `acc[i] += Σ_{k<4} a[4i+k] b[4i+k]`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot16_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    let hi = vmull_high_s8(a, b);
+    vpadalq_s16(acc, vpaddq_s16(lo, hi))
+}
+
+/// dotprod: the same with one `sdot`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot16_dotprod(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // SAFETY (of the asm): register-only arithmetic, available with dotprod.
+    asm!(
+        "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+        acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// NEON: lane `t` of `acc` += `Σ_k a_g[4t+k] w[4g+k]` for the groups `g` 0..4: four
+/// activation vectors (one group of 4 quants of each of 4 tokens) against 16 weights.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn gdot4_neon(acc: int32x4_t, a: [int8x16_t; 4], w: int8x16_t) -> int32x4_t {
+    let w32 = vreinterpretq_s32_s8(w);
+    let lanes = [
+        vdupq_laneq_s32::<0>(w32),
+        vdupq_laneq_s32::<1>(w32),
+        vdupq_laneq_s32::<2>(w32),
+        vdupq_laneq_s32::<3>(w32),
+    ];
+    let mut acc = acc;
+    for (a, l) in a.into_iter().zip(lanes) {
+        acc = dot16_neon(acc, a, vreinterpretq_s8_s32(l));
+    }
+    acc
+}
+
+/// dotprod: the same with four indexed `sdot`s.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gdot4_dotprod(mut acc: int32x4_t, a: [int8x16_t; 4], w: int8x16_t) -> int32x4_t {
+    // SAFETY (of the asm): register-only arithmetic, available with dotprod.
+    asm!(
+        "sdot {acc:v}.4s, {a0:v}.16b, {w:v}.4b[0]",
+        "sdot {acc:v}.4s, {a1:v}.16b, {w:v}.4b[1]",
+        "sdot {acc:v}.4s, {a2:v}.16b, {w:v}.4b[2]",
+        "sdot {acc:v}.4s, {a3:v}.16b, {w:v}.4b[3]",
+        acc = inout(vreg) acc,
+        a0 = in(vreg) a[0], a1 = in(vreg) a[1], a2 = in(vreg) a[2], a3 = in(vreg) a[3],
+        w = in(vreg) w,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// Unpacked weights of up to [`R`] rows and [`KV`] values: signed quants in value order and
+/// per-block scales.
+struct Unpacked {
+    q: [[i8; KV]; R],
+    d: [[f32; KV / 32]; R],
+    /// Q4_1: `m` per block; Q4_K: `dmin` per super-block.
+    m: [[f32; KV / 32]; R],
+    /// K-quants: sub-block scales (Q4_K: 8, Q6_K: 16), and Q4_K's 8 mins.
+    sc: [[[i32; 16]; KV / QK_K]; R],
+    mins: [[[i32; 8]; KV / QK_K]; R],
+}
+
+/// Weight rows multiplied together.
+const R: usize = 4;
+/// Weight values unpacked at a time, per row.
+const KV: usize = 1024;
+
+impl Unpacked {
+    fn new() -> Box<Unpacked> {
+        Box::new(Unpacked {
+            q: [[0; KV]; R],
+            d: [[0.0; KV / 32]; R],
+            m: [[0.0; KV / 32]; R],
+            sc: [[[0; 16]; KV / QK_K]; R],
+            mins: [[[0; 8]; KV / QK_K]; R],
+        })
+    }
+
+    /// Unpacks `nb` 32-value blocks of type `ty` at `x` into row `r`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn legacy(&mut self, ty: GgmlType, x: *const u8, nb: usize, r: usize) {
+        let bb = ty.block_bytes();
+        for b in 0..nb {
+            let x = x.add(b * bb);
+            self.d[r][b] = f16_at(x);
+            if ty == Q4_1 {
+                self.m[r][b] = f16_at(x.add(2));
+            }
+            let [lo, hi] = legacy_quants(ty, x);
+            vst1q_s8(self.q[r].as_mut_ptr().add(32 * b), lo);
+            vst1q_s8(self.q[r].as_mut_ptr().add(32 * b + 16), hi);
+        }
+    }
+
+    /// Unpacks `nb` super-blocks of Q4_K or Q6_K at `x` into row `r`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn kquant(&mut self, ty: GgmlType, x: *const u8, nb: usize, r: usize) {
+        for b in 0..nb {
+            let q = self.q[r].as_mut_ptr().add(QK_K * b);
+            if ty == Q4_K {
+                let x = x.add(144 * b);
+                self.d[r][b] = f16_at(x);
+                self.m[r][b] = f16_at(x.add(2));
+                let (sc, m) = q4k_scales(x.add(4));
+                for j in 0..8 {
+                    self.sc[r][b][j] = sc[j] as i32;
+                    self.mins[r][b][j] = m[j] as i32;
+                }
+                for j in 0..4 {
+                    for h in 0..2 {
+                        let [lo, hi] = nibbles(x.add(16 + 32 * j + 16 * h));
+                        vst1q_s8(q.add(64 * j + 16 * h), vreinterpretq_s8_u8(lo));
+                        vst1q_s8(q.add(64 * j + 32 + 16 * h), vreinterpretq_s8_u8(hi));
+                    }
+                }
+            } else {
+                let x = x.add(210 * b);
+                self.d[r][b] = f16_at(x.add(208));
+                for j in 0..16 {
+                    self.sc[r][b][j] = x.add(192 + j).cast::<i8>().read() as i32;
+                }
+                for half in 0..2 {
+                    let v = q6k_half(x.add(64 * half), x.add(128 + 32 * half));
+                    for (i, v) in v.into_iter().enumerate() {
+                        vst1q_s8(q.add(128 * half + 16 * i), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+arm_kernels!(neon, "neon", dot16_neon, gdot4_neon);
+arm_kernels!(dotprod, "neon,dotprod", dot16_dotprod, gdot4_dotprod);
+
+/// F32 × F32.
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let main = n / 16 * 16;
+    for i in (0..main).step_by(16) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let xv = vld1q_f32(x.add(i + 4 * k));
+            *acc = vfmaq_f32(*acc, xv, vld1q_f32(y.add(i + 4 * k)));
+        }
+    }
+    let mut sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    for i in main..n {
+        sum += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+    }
+    sum
+}
+
+/// F32 weights: rows 2 at a time against the panel's 4 tokens, lanes along the row.
+#[target_feature(enable = "neon")]
+unsafe fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    let rb = cols * 4;
+    let rows = w.len() / rb;
+    let pb = panel_bytes_f32(cols);
+    let np = panels.len() / pb;
+    for p in 0..np {
+        let a = panels.as_ptr().add(p * pb).cast::<f32>();
+        for r in 0..rows {
+            let x = w.as_ptr().add(r * rb).cast::<f32>();
+            let mut acc = [vdupq_n_f32(0.0); PANEL];
+            let main = cols / 4 * 4;
+            for k in (0..main).step_by(4) {
+                let xv = vld1q_f32(x.add(k));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    *acc = vfmaq_f32(*acc, xv, vld1q_f32(a.add(t * cols + k)));
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                let mut s = vaddvq_f32(*acc);
+                for k in main..cols {
+                    s += x.add(k).read_unaligned() * a.add(t * cols + k).read_unaligned();
+                }
+                out[(p * rows + r) * PANEL + t] = s;
+            }
+        }
+    }
+}
+
+/// Safe entry points. Each checks the sizes its kernel relies on; the CPU features were
+/// checked by [`sets`], the only code that hands these out.
+mod w {
+    use super::*;
+
+    macro_rules! wrap_dot {
+        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
+            pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                assert!(
+                    n % $bl == 0 && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: the features are present (see `sets`); sizes checked above.
+                unsafe { $inner(n, w, a) }
+            }
+        )*};
+    }
+    wrap_dot! {
+        n_dot_q4_0: neon::dot_q4_0, 32, 18, 34;
+        n_dot_q4_1: neon::dot_q4_1, 32, 20, 36;
+        n_dot_q5_0: neon::dot_q5_0, 32, 22, 34;
+        n_dot_q8_0: neon::dot_q8_0, 32, 34, 34;
+        n_dot_q4_k: neon::dot_q4_k, 256, 144, 292;
+        n_dot_q6_k: neon::dot_q6_k, 256, 210, 292;
+        d_dot_q4_0: dotprod::dot_q4_0, 32, 18, 34;
+        d_dot_q4_1: dotprod::dot_q4_1, 32, 20, 36;
+        d_dot_q5_0: dotprod::dot_q5_0, 32, 22, 34;
+        d_dot_q8_0: dotprod::dot_q8_0, 32, 34, 34;
+        d_dot_q4_k: dotprod::dot_q4_k, 256, 144, 292;
+        d_dot_q6_k: dotprod::dot_q6_k, 256, 210, 292;
+        dot_f32: super::dot_f32, 1, 4, 4;
+    }
+
+    macro_rules! wrap_tile {
+        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $pb:path;)*) => {$(
+            pub(super) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let (rb, pb) = (cols / $bl * $wb, $pb(cols));
+                assert!(
+                    cols % $bl == 0 && rb > 0 && w.len() % rb == 0 && panels.len() % pb == 0
+                        && out.len() == w.len() / rb * panels.len() / pb * PANEL,
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: the features are present (see `sets`); sizes checked above.
+                unsafe { $inner(cols, w, panels, out) }
+            }
+        )*};
+    }
+    wrap_tile! {
+        n_tile_q4_0: neon::tile_q4_0, 32, 18, panel_bytes_q8;
+        n_tile_q4_1: neon::tile_q4_1, 32, 20, panel_bytes_q8;
+        n_tile_q5_0: neon::tile_q5_0, 32, 22, panel_bytes_q8;
+        n_tile_q8_0: neon::tile_q8_0, 32, 34, panel_bytes_q8;
+        n_tile_q4_k: neon::tile_q4_k, 256, 144, panel_bytes_q8_k;
+        n_tile_q6_k: neon::tile_q6_k, 256, 210, panel_bytes_q8_k;
+        d_tile_q4_0: dotprod::tile_q4_0, 32, 18, panel_bytes_q8;
+        d_tile_q4_1: dotprod::tile_q4_1, 32, 20, panel_bytes_q8;
+        d_tile_q5_0: dotprod::tile_q5_0, 32, 22, panel_bytes_q8;
+        d_tile_q8_0: dotprod::tile_q8_0, 32, 34, panel_bytes_q8;
+        d_tile_q4_k: dotprod::tile_q4_k, 256, 144, panel_bytes_q8_k;
+        d_tile_q6_k: dotprod::tile_q6_k, 256, 210, panel_bytes_q8_k;
+        tile_f32: super::tile_f32, 1, 4, panel_bytes_f32;
+        mm_q4_0: i8mm::tile_q4_0, 32, 18, i8mm::panel_bytes;
+        mm_q4_1: i8mm::tile_q4_1, 32, 20, i8mm::panel_bytes;
+        mm_q5_0: i8mm::tile_q5_0, 32, 22, i8mm::panel_bytes;
+        mm_q8_0: i8mm::tile_q8_0, 32, 34, i8mm::panel_bytes;
+    }
+}
