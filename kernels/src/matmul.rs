@@ -70,6 +70,9 @@ pub const PAR_MIN_WORK: usize = 200_000;
 /// Row tasks per pool thread: more than one lets a thread that was descheduled catch up.
 const TASKS_PER_THREAD: usize = 2;
 
+/// Weight rows per call of a decode kernel.
+const DOT_ROWS: usize = 16;
+
 /// Weight rows per tile call in prefill: their bytes stay in L1 while every panel passes.
 const ROW_BLOCK: usize = 16;
 
@@ -97,7 +100,11 @@ pub fn matmul_with(
     let n = x.len() / w.cols;
     assert_eq!(x.len(), n * w.cols, "activations are not whole rows");
     assert_eq!(y.len(), n * w.rows, "output is not n × rows");
-    assert_eq!(w.data.len(), w.rows * w.row_bytes(), "weights are not rows × cols");
+    assert_eq!(
+        w.data.len(),
+        w.rows * w.row_bytes(),
+        "weights are not rows × cols"
+    );
     if n == 0 || w.rows == 0 {
         return;
     }
@@ -125,11 +132,24 @@ fn rows_dot(k: &TypeKernels, w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch:
     let acts: &[u8] = scratch;
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
     let out = SharedOut::new(y);
-    par_rows(rows, cols * n, 1, |range| {
-        for r in range {
-            let row = &w.data[r * rb..(r + 1) * rb];
+    par_rows(rows, cols * n, DOT_ROWS, |range| {
+        let mut buf = [0.0f32; DOT_ROWS];
+        for r0 in range.clone().step_by(DOT_ROWS) {
+            let r1 = (r0 + DOT_ROWS).min(range.end);
+            let wr = w.rows(r0..r1);
             for (t, a) in acts.chunks_exact(act_row).enumerate() {
-                out.write(t * rows + r, (k.dot)(cols, row, a));
+                let res = &mut buf[..r1 - r0];
+                match k.dot_rows {
+                    Some(f) => f(cols, wr, a, res),
+                    None => {
+                        for (o, row) in res.iter_mut().zip(wr.chunks_exact(rb)) {
+                            *o = (k.dot)(cols, row, a);
+                        }
+                    }
+                }
+                for (i, &v) in res.iter().enumerate() {
+                    out.write(t * rows + r0 + i, v);
+                }
             }
         }
     });
@@ -225,7 +245,9 @@ fn par_rows(rows: usize, work_per_row: usize, align: usize, f: impl Fn(Range<usi
         f(0..rows);
         return;
     }
-    let tasks = (threads * TASKS_PER_THREAD).min(rows.div_ceil(align)).max(1);
+    let tasks = (threads * TASKS_PER_THREAD)
+        .min(rows.div_ceil(align))
+        .max(1);
     let chunk = rows.div_ceil(tasks).div_ceil(align) * align;
     let tasks = rows.div_ceil(chunk);
     (0..tasks)

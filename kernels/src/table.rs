@@ -19,6 +19,11 @@ pub type QuantizeFn = fn(&[f32], &mut [u8]);
 /// `quant::vec_dot` for one weight type: `(n, weights, activations) -> dot`.
 pub type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 
+/// Several rows times one activation row (decode): `out[r] = dot(row r of w, act)` for the
+/// `out.len()` rows in `w`, `(cols, w, act, out)`. Rows are interleaved for parallelism in
+/// the core and share the activation loads.
+pub type DotRowsFn = fn(usize, &[u8], &[u8], &mut [f32]);
+
 /// Prefill kernels: the activations of [`GemmKernels::panel`] tokens are packed together, and
 /// each tile of weight rows is read once for all of them.
 #[derive(Clone, Copy)]
@@ -42,6 +47,8 @@ pub struct TypeKernels {
     pub act: GgmlType,
     pub quantize: QuantizeFn,
     pub dot: DotFn,
+    /// Faster than `dot` row by row, where there is one.
+    pub dot_rows: Option<DotRowsFn>,
     pub gemm: Option<GemmKernels>,
 }
 
@@ -58,6 +65,7 @@ macro_rules! scalar_entry {
             act: GgmlType::$ty.vec_dot_type(),
             quantize: |src, dst| quant::quantize(GgmlType::$ty.vec_dot_type(), src, dst),
             dot: |n, w, a| quant::vec_dot(GgmlType::$ty, n, w, a),
+            dot_rows: None,
             gemm: None,
         }
     };

@@ -510,13 +510,37 @@ impl KvCache {
         let row = &buf[r * self.row_bytes..(r + 1) * self.row_bytes];
         let bl = self.ty.block_len();
         let start = off / bl * self.ty.block_bytes();
-        let bytes = out.len() / bl * self.ty.block_bytes();
-        quant::dequantize(self.ty, &row[start..start + bytes], out);
+        let bytes = &row[start..start + out.len() / bl * self.ty.block_bytes()];
+        // f16 is the default: convert a whole head at once (F16C / NEON where the CPU has
+        // it, through `half`).
+        if self.ty == GgmlType::F16 {
+            if let Ok(h) = bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+                use half::slice::HalfFloatSliceExt;
+                h.convert_to_f32_slice(out);
+                return;
+            }
+        }
+        quant::dequantize(self.ty, bytes, out);
     }
 }
 
+/// A dot product with eight independent sums, so the compiler can keep them in vector
+/// registers (a single running sum would force one addition at a time).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -120,23 +120,6 @@ pub fn perplexity(
     Ok(nll.finish(n_chunks))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uniform_logits_give_vocab_size() {
-        let mut nll = Nll::default();
-        for t in 0..10 {
-            nll.add_logits(&[0.5; 8], t % 8);
-        }
-        let p = nll.finish(1);
-        assert!((p.ppl - 8.0).abs() < 1e-9);
-        assert_eq!(p.error, 0.0);
-        assert_eq!(p.tokens, 10);
-    }
-}
-
 /// How a long text is streamed through one session (the paper's Table 1 baselines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamCache {
@@ -240,4 +223,21 @@ pub fn stream_perplexity(
         }
     }
     Ok(StreamScore { nll })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_logits_give_vocab_size() {
+        let mut nll = Nll::default();
+        for t in 0..10 {
+            nll.add_logits(&[0.5; 8], t % 8);
+        }
+        let p = nll.finish(1);
+        assert!((p.ppl - 8.0).abs() < 1e-9);
+        assert!(p.error < 1e-6);
+        assert_eq!(p.tokens, 10);
+    }
 }

@@ -127,7 +127,7 @@ unsafe fn tile(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f3
                         let z = |o: usize| {
                             let a = vreinterpretq_s64_s8(vld1q_s8(qa.add(o)));
                             let b = vreinterpretq_s64_s8(vld1q_s8(qb.add(o)));
-                            [vzip1q_s64(a, b), vzip2q_s64(a, b)].map(vreinterpretq_s8_s64)
+                            [vzip1q_s64(a, b), vzip2q_s64(a, b)].map(|v| vreinterpretq_s8_s64(v))
                         };
                         let [c0, c1] = z(0);
                         let [c2, c3] = z(16);

@@ -14,8 +14,8 @@ macro_rules! arm_kernels {
     ($m:ident, $feat:literal, $dot16:ident, $gdot4:ident) => {
         pub(super) mod $m {
             use super::{
-                f16_at, legacy_quants, q4k_scales, q6k_half, nibbles, Unpacked, KV, PANEL,
-                Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK, R, $dot16, $gdot4,
+                f16_at, legacy_quants, nibbles, q4k_scales, q6k_half, $dot16, $gdot4, Unpacked, KV,
+                PANEL, Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK, R,
             };
             use crate::GgmlType::{self, *};
             use crate::QK_K;
@@ -87,8 +87,8 @@ macro_rules! arm_kernels {
                         let [l0, h0] = nibbles(x.add(16 + 32 * j));
                         let [l1, h1] = nibbles(x.add(32 + 32 * j));
                         let q8 = y.add(4 + 64 * j);
-                        let lo = [l0, l1].map(vreinterpretq_s8_u8);
-                        let hi = [h0, h1].map(vreinterpretq_s8_u8);
+                        let lo = [l0, l1].map(|v| vreinterpretq_s8_u8(v));
+                        let hi = [h0, h1].map(|v| vreinterpretq_s8_u8(v));
                         isum += vaddvq_s32(block_dot(lo, q8)) * sc[2 * j] as i32;
                         isum += vaddvq_s32(block_dot(hi, q8.add(32))) * sc[2 * j + 1] as i32;
                     }
@@ -127,7 +127,13 @@ macro_rules! arm_kernels {
             /// Rows of a 32-value format times panels of Q8_0 or Q8_1 activations.
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn tile_legacy(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+            unsafe fn tile_legacy(
+                ty: GgmlType,
+                cols: usize,
+                w: &[u8],
+                panels: &[u8],
+                out: &mut [f32],
+            ) {
                 let bb = ty.block_bytes();
                 let nb = cols / 32;
                 let rb = nb * bb;
@@ -159,8 +165,13 @@ macro_rules! arm_kernels {
                                 let da = vld1q_f32(pb.add(128).cast());
                                 for r in 0..nr {
                                     let q = u.q[r].as_ptr().add(32 * b);
-                                    let s = $gdot4(vdupq_n_s32(0), [a[0], a[1], a[2], a[3]], vld1q_s8(q));
-                                    let s = $gdot4(s, [a[4], a[5], a[6], a[7]], vld1q_s8(q.add(16)));
+                                    let s = $gdot4(
+                                        vdupq_n_s32(0),
+                                        [a[0], a[1], a[2], a[3]],
+                                        vld1q_s8(q),
+                                    );
+                                    let s =
+                                        $gdot4(s, [a[4], a[5], a[6], a[7]], vld1q_s8(q.add(16)));
                                     let d = vmulq_n_f32(da, u.d[r][b]);
                                     acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(s), d);
                                     if ty == Q4_1 {
@@ -201,7 +212,13 @@ macro_rules! arm_kernels {
             /// Rows of Q4_K or Q6_K times panels of Q8_K activations.
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn tile_kquant(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+            unsafe fn tile_kquant(
+                ty: GgmlType,
+                cols: usize,
+                w: &[u8],
+                panels: &[u8],
+                out: &mut [f32],
+            ) {
                 let bb = ty.block_bytes();
                 let nb = cols / QK_K;
                 let rb = nb * bb;
@@ -237,8 +254,16 @@ macro_rules! arm_kernels {
                                         let mut msum = vdupq_n_s32(0);
                                         for j in 0..8 {
                                             let g = 8 * j;
-                                            let s = $gdot4(vdupq_n_s32(0), [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)], vld1q_s8(q.add(32 * j)));
-                                            let s = $gdot4(s, [ag(g + 4), ag(g + 5), ag(g + 6), ag(g + 7)], vld1q_s8(q.add(32 * j + 16)));
+                                            let s = $gdot4(
+                                                vdupq_n_s32(0),
+                                                [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)],
+                                                vld1q_s8(q.add(32 * j)),
+                                            );
+                                            let s = $gdot4(
+                                                s,
+                                                [ag(g + 4), ag(g + 5), ag(g + 6), ag(g + 7)],
+                                                vld1q_s8(q.add(32 * j + 16)),
+                                            );
                                             isum = vmlaq_n_s32(isum, s, u.sc[r][b][j]);
                                             let sums = vld1q_s32(pb.add(1040 + 16 * j).cast());
                                             msum = vmlaq_n_s32(msum, sums, u.mins[r][b][j]);
@@ -250,7 +275,11 @@ macro_rules! arm_kernels {
                                     } else {
                                         for j in 0..16 {
                                             let g = 4 * j;
-                                            let s = $gdot4(vdupq_n_s32(0), [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)], vld1q_s8(q.add(16 * j)));
+                                            let s = $gdot4(
+                                                vdupq_n_s32(0),
+                                                [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)],
+                                                vld1q_s8(q.add(16 * j)),
+                                            );
                                             isum = vmlaq_n_s32(isum, s, u.sc[r][b][j]);
                                         }
                                         let d = vmulq_n_f32(da, u.d[r][b]);

@@ -86,6 +86,7 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
         act: ty.vec_dot_type(),
         quantize: scalar.get(ty).quantize,
         dot,
+        dot_rows: None,
         gemm,
     };
     let g = |tile, pack: PackFn, panel_bytes: fn(usize) -> usize| {
@@ -109,27 +110,51 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
     );
     ks.set(
         Q4_0,
-        entry(Q4_0, pick_dot!(n_dot_q4_0, d_dot_q4_0), g(pick!(n_tile_q4_0, d_tile_q4_0), q8, pb8)),
+        entry(
+            Q4_0,
+            pick_dot!(n_dot_q4_0, d_dot_q4_0),
+            g(pick!(n_tile_q4_0, d_tile_q4_0), q8, pb8),
+        ),
     );
     ks.set(
         Q4_1,
-        entry(Q4_1, pick_dot!(n_dot_q4_1, d_dot_q4_1), g(pick!(n_tile_q4_1, d_tile_q4_1), q81, pb8)),
+        entry(
+            Q4_1,
+            pick_dot!(n_dot_q4_1, d_dot_q4_1),
+            g(pick!(n_tile_q4_1, d_tile_q4_1), q81, pb8),
+        ),
     );
     ks.set(
         Q5_0,
-        entry(Q5_0, pick_dot!(n_dot_q5_0, d_dot_q5_0), g(pick!(n_tile_q5_0, d_tile_q5_0), q8, pb8)),
+        entry(
+            Q5_0,
+            pick_dot!(n_dot_q5_0, d_dot_q5_0),
+            g(pick!(n_tile_q5_0, d_tile_q5_0), q8, pb8),
+        ),
     );
     ks.set(
         Q8_0,
-        entry(Q8_0, pick_dot!(n_dot_q8_0, d_dot_q8_0), g(pick!(n_tile_q8_0, d_tile_q8_0), q8, pb8)),
+        entry(
+            Q8_0,
+            pick_dot!(n_dot_q8_0, d_dot_q8_0),
+            g(pick!(n_tile_q8_0, d_tile_q8_0), q8, pb8),
+        ),
     );
     ks.set(
         Q4_K,
-        entry(Q4_K, pick_dot!(n_dot_q4_k, d_dot_q4_k), g(pick!(n_tile_q4_k, d_tile_q4_k), q8k, pbk)),
+        entry(
+            Q4_K,
+            pick_dot!(n_dot_q4_k, d_dot_q4_k),
+            g(pick!(n_tile_q4_k, d_tile_q4_k), q8k, pbk),
+        ),
     );
     ks.set(
         Q6_K,
-        entry(Q6_K, pick_dot!(n_dot_q6_k, d_dot_q6_k), g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk)),
+        entry(
+            Q6_K,
+            pick_dot!(n_dot_q6_k, d_dot_q6_k),
+            g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk),
+        ),
     );
     ks.set(F32, entry(F32, w::dot_f32, g(w::tile_f32, f, pbf)));
     ks
@@ -249,7 +274,7 @@ unsafe fn fifth_bits(p: *const u8) -> [uint8x16_t; 2] {
 unsafe fn legacy_quants(ty: GgmlType, x: *const u8) -> [int8x16_t; 2] {
     match ty {
         Q4_0 => nibbles(x.add(2)).map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(8))),
-        Q4_1 => nibbles(x.add(4)).map(vreinterpretq_s8_u8),
+        Q4_1 => nibbles(x.add(4)).map(|v| vreinterpretq_s8_u8(v)),
         Q5_0 => {
             let [l, h] = nibbles(x.add(6));
             let [bl, bh] = fifth_bits(x.add(2));
@@ -457,7 +482,10 @@ unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
             *acc = vfmaq_f32(*acc, xv, vld1q_f32(y.add(i + 4 * k)));
         }
     }
-    let mut sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    let mut sum = vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ));
     for i in main..n {
         sum += x.add(i).read_unaligned() * y.add(i).read_unaligned();
     }
@@ -503,7 +531,7 @@ mod w {
         ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
             pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 assert!(
-                    n % $bl == 0 && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
+                    n.is_multiple_of($bl) && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
                     "{}: sizes", stringify!($name)
                 );
                 // SAFETY: the features are present (see `sets`); sizes checked above.
@@ -532,7 +560,7 @@ mod w {
             pub(super) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
                 let (rb, pb) = (cols / $bl * $wb, $pb(cols));
                 assert!(
-                    cols % $bl == 0 && rb > 0 && w.len() % rb == 0 && panels.len() % pb == 0
+                    cols.is_multiple_of($bl) && rb > 0 && w.len().is_multiple_of(rb) && panels.len().is_multiple_of(pb)
                         && out.len() == w.len() / rb * panels.len() / pb * PANEL,
                     "{}: sizes", stringify!($name)
                 );

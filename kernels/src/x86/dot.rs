@@ -220,3 +220,104 @@ pub(super) unsafe fn f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     sum
 }
+
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q8_0: u8 = 3;
+
+/// Several rows of a 32-value format times one activation row: rows four at a time, so
+/// that four independent accumulations run side by side and share each activation block.
+///
+/// # Safety
+/// As the module; `w` holds `out.len()` rows of `cols` values, `a` one activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rows_legacy<const K: u8>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let wb = match K {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        _ => 34,
+    };
+    let rb = cols / 32 * wb;
+    let mut r = 0;
+    while r + 4 <= out.len() {
+        legacy_rows::<K, 4>(cols, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut out[r..r + 4]);
+        r += 4;
+    }
+    while r < out.len() {
+        legacy_rows::<K, 1>(cols, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut out[r..r + 1]);
+        r += 1;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_rows<const K: u8, const NR: usize>(
+    cols: usize,
+    w: *const u8,
+    rb: usize,
+    a: *const u8,
+    out: &mut [f32],
+) {
+    let (wb, ab) = match K {
+        Q4_0 => (18, 34),
+        Q4_1 => (20, 36),
+        Q5_0 => (22, 34),
+        _ => (34, 34),
+    };
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut acc_m = [_mm_setzero_ps(); NR];
+    for i in 0..cols / 32 {
+        let y = a.add(ab * i);
+        if K == Q4_1 {
+            // [d, s] of the activations against [d, m] of each row.
+            let ys = _mm_cvtph_ps(_mm_cvtsi32_si128(y.cast::<i32>().read_unaligned()));
+            let ya = load256(y.add(4));
+            for r in 0..NR {
+                let x = w.add(r * rb + wb * i);
+                let xs = _mm_cvtph_ps(_mm_cvtsi32_si128(x.cast::<i32>().read_unaligned()));
+                let ds = _mm_mul_ps(xs, ys);
+                acc_m[r] = _mm_add_ps(acc_m[r], ds);
+                let p = _mm256_cvtepi32_ps(dot_u8(nibbles(x.add(4)), ya));
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), p, acc[r]);
+            }
+        } else {
+            let dy = f16_at(y);
+            let ya = load256(y.add(2));
+            // |y| once; the activations' signs go onto each row's quants.
+            let ay = _mm256_sign_epi8(ya, ya);
+            for r in 0..NR {
+                let x = w.add(r * rb + wb * i);
+                let q = match K {
+                    Q4_0 => _mm256_sub_epi8(nibbles(x.add(2)), _mm256_set1_epi8(8)),
+                    Q5_0 => {
+                        let clear = _mm256_andnot_si256(
+                            bits_to_bytes(x.add(2)),
+                            _mm256_set1_epi8(0xF0u8 as i8),
+                        );
+                        _mm256_or_si256(nibbles(x.add(6)), clear)
+                    }
+                    _ => load256(x.add(2)),
+                };
+                let p = if K == Q8_0 {
+                    // Weights may be -128, whose sign cannot move; activations never are.
+                    dot_i8(q, ya)
+                } else {
+                    let sx = _mm256_sign_epi8(q, ya);
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ay, sx), _mm256_set1_epi16(1))
+                };
+                let d = _mm256_set1_ps(f16_at(x) * dy);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);
+            }
+        }
+    }
+    for r in 0..NR {
+        let m = if K == Q4_1 {
+            _mm_cvtss_f32(_mm_movehdup_ps(acc_m[r]))
+        } else {
+            0.0
+        };
+        out[r] = hsum(acc[r]) + m;
+    }
+}

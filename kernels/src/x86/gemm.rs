@@ -20,6 +20,9 @@
 //! `x86/mod.rs` check: whole rows in `w`, whole panels in `panels`, and `out` holding
 //! `rows × panels × PANEL` values.
 
+// Register tiles are indexed by row, token and group together; index loops say it best.
+#![allow(clippy::needless_range_loop)]
+
 use core::arch::x86_64::*;
 
 use super::dot::q6k_half;
@@ -413,7 +416,8 @@ unsafe fn unpack_q6_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
             u.sc[r][b][j] = sc[j] as i16;
         }
         for p in 0..8 {
-            u.pairs[r][b][p] = (sc[2 * p] as i16 as u16 as u32) | (sc[2 * p + 1] as i16 as u16 as u32) << 16;
+            u.pairs[r][b][p] =
+                (sc[2 * p] as i16 as u16 as u32) | (sc[2 * p + 1] as i16 as u16 as u32) << 16;
         }
         let q = u.q[r].as_mut_ptr().add(QK_K * b);
         for half in 0..2 {

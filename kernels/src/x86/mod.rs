@@ -30,6 +30,7 @@ pub(crate) fn sets() -> Vec<KernelSet> {
         act: ty.vec_dot_type(),
         quantize,
         dot,
+        dot_rows: None,
         gemm,
     };
     let g8 = |tile| {
@@ -86,6 +87,16 @@ pub(crate) fn sets() -> Vec<KernelSet> {
             gf(gemm::pack_f16, w::tile_f16),
         ),
     );
+    for (ty, f) in [
+        (Q4_0, w::rows_q4_0 as crate::table::DotRowsFn),
+        (Q4_1, w::rows_q4_1),
+        (Q5_0, w::rows_q5_0),
+        (Q8_0, w::rows_q8_0),
+    ] {
+        let mut k = *ks.get(ty);
+        k.dot_rows = Some(f);
+        ks.set(ty, k);
+    }
     // Q8_K pairs with itself; its quantizer serves the k-quants that keep scalar dots.
     for ty in [Q2_K, Q3_K, Q5_K] {
         let mut k = *ks.get(ty);
@@ -110,9 +121,9 @@ mod w {
         )*};
     }
     wrap! {
-        quantize_q8_0: quantize::q8_0, |n: usize, b: usize| n % 32 == 0 && b == n / 32 * 34;
-        quantize_q8_1: quantize::q8_1, |n: usize, b: usize| n % 32 == 0 && b == n / 32 * 36;
-        quantize_q8_k: quantize::q8_k, |n: usize, b: usize| n % 256 == 0 && b == n / 256 * 292;
+        quantize_q8_0: quantize::q8_0, |n: usize, b: usize| n.is_multiple_of(32) && b == n / 32 * 34;
+        quantize_q8_1: quantize::q8_1, |n: usize, b: usize| n.is_multiple_of(32) && b == n / 32 * 36;
+        quantize_q8_k: quantize::q8_k, |n: usize, b: usize| n.is_multiple_of(256) && b == n / 256 * 292;
         quantize_f16: quantize::f16, |n: usize, b: usize| b == 2 * n;
     }
 
@@ -120,7 +131,7 @@ mod w {
         ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
             pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 assert!(
-                    n % $bl == 0 && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
+                    n.is_multiple_of($bl) && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
                     "{}: sizes", stringify!($name)
                 );
                 // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
@@ -139,12 +150,33 @@ mod w {
         dot_f32: dot::f32, 1, 4, 4;
     }
 
+    macro_rules! wrap_rows {
+        ($($name:ident: $k:path, $wb:expr, $ab:expr;)*) => {$(
+            pub(super) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+                assert!(
+                    cols.is_multiple_of(32)
+                        && w.len() == out.len() * cols / 32 * $wb
+                        && a.len() == cols / 32 * $ab,
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
+                unsafe { dot::rows_legacy::<{ $k }>(cols, w, a, out) }
+            }
+        )*};
+    }
+    wrap_rows! {
+        rows_q4_0: dot::Q4_0, 18, 34;
+        rows_q4_1: dot::Q4_1, 20, 36;
+        rows_q5_0: dot::Q5_0, 22, 34;
+        rows_q8_0: dot::Q8_0, 34, 34;
+    }
+
     macro_rules! wrap_tile {
         ($($name:ident: $inner:path, $bl:expr, $wb:expr, $pb:path;)*) => {$(
             pub(super) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
                 let (rb, pb) = (cols / $bl * $wb, $pb(cols));
                 assert!(
-                    cols % $bl == 0 && rb > 0 && w.len() % rb == 0 && panels.len() % pb == 0
+                    cols.is_multiple_of($bl) && rb > 0 && w.len().is_multiple_of(rb) && panels.len().is_multiple_of(pb)
                         && out.len() == w.len() / rb * panels.len() / pb * gemm::PANEL,
                     "{}: sizes", stringify!($name)
                 );

@@ -122,7 +122,10 @@ pub(super) unsafe fn q8_k(src: &[f32], dst: &mut [u8]) {
         let sign = _mm256_set1_ps(-0.0);
         let mut m = _mm256_setzero_ps();
         for i in (0..QK_K).step_by(8) {
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x.as_ptr().add(i))));
+            m = _mm256_max_ps(
+                m,
+                _mm256_andnot_ps(sign, _mm256_loadu_ps(x.as_ptr().add(i))),
+            );
         }
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));

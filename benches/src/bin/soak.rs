@@ -1,0 +1,108 @@
+//! Unbounded generation: SmolLM2-135M generates a long stream (200 000 tokens by default)
+//! through a 4 + 508 attention-sink cache. Every 1 000 tokens it records the resident memory
+//! (`VmRSS` of /proc/self/status) and the decode speed over the last 1 000 tokens.
+//!
+//! `cargo run --release -p tern-benches --bin soak [-- --tokens 200000 --threads 2]`
+//! writes docs/soak.json and prints the figures the README quotes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tern::cache::CacheConfig;
+use tern::model::Model;
+use tern::sampler::SamplerConfig;
+use tern::session::{Session, SessionOptions};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let total = arg("--tokens", 200_000);
+    let threads = arg("--threads", tern_boards::physical_cores());
+    const EVERY: usize = 1_000;
+    let path = tern::catalog::resolve_model("smollm2-135m")?;
+    let model = Arc::new(Model::load(&path)?);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let opts = SessionOptions {
+        cache: CacheConfig {
+            sinks: 4,
+            window: 508,
+            ..CacheConfig::default()
+        },
+        // Sampling keeps the stream from settling into a short loop.
+        sampler: SamplerConfig {
+            temperature: 1.0,
+            seed: 1,
+            ..SamplerConfig::default()
+        },
+        ..SessionOptions::default()
+    };
+    let mut rows = Vec::new();
+    pool.install(|| -> Result<()> {
+        let mut s = Session::new(model.clone(), opts)?;
+        s.feed_text("Once upon a time, in a harbour town by the cold northern sea,")?;
+        let mut t = Instant::now();
+        let mut cpu = tern_benches::cpu_secs().unwrap_or(0.0);
+        for i in 1..=total {
+            let id = s.sample();
+            s.feed(&[id])?;
+            if i % EVERY == 0 {
+                let tps = EVERY as f64 / t.elapsed().as_secs_f64();
+                let now_cpu = tern_benches::cpu_secs().unwrap_or(0.0);
+                let cpu_ms = (now_cpu - cpu) * 1000.0 / EVERY as f64;
+                let rss = tern_benches::rss_kib().unwrap_or(0);
+                eprintln!(
+                    "{i:>8} tokens  {tps:7.1} tokens/s  {cpu_ms:6.2} CPU ms/token  RSS {rss} KiB  cache {}",
+                    s.cache().len()
+                );
+                rows.push((i, tps, rss, cpu_ms));
+                t = Instant::now();
+                cpu = now_cpu;
+            }
+        }
+        Ok(())
+    })?;
+
+    let at = |n: usize| rows.iter().find(|r| r.0 == n).copied();
+    let (base_rss, max_rss) = match at(EVERY) {
+        Some(first) => (
+            first.2,
+            rows.iter().map(|r| r.2).max().unwrap_or(first.2),
+        ),
+        None => (0, 0),
+    };
+    let early = at(2_000.min(total)).map_or(0.0, |r| r.1);
+    let late = rows.last().map_or(0.0, |r| r.1);
+    let summary = serde_json::json!({
+        "tokens": total,
+        "threads": threads,
+        "cache": "4 + 508, f16",
+        "rss_kib_at_1000": base_rss,
+        "rss_kib_max_after_1000": max_rss,
+        "rss_growth_kib": max_rss.saturating_sub(base_rss),
+        "tps_at_2000": early,
+        "tps_at_end": late,
+        "tps_ratio_end_over_2000": late / early.max(1e-9),
+        "cpu_ms_per_token_at_2000": at(2_000.min(total)).map_or(0.0, |r| r.3),
+        "cpu_ms_per_token_at_end": rows.last().map_or(0.0, |r| r.3),
+        "rows (tokens, tokens/s, RSS KiB, CPU ms/token)": rows.iter().map(|r| serde_json::json!([r.0, r.1, r.2, r.3])).collect::<Vec<_>>(),
+    });
+    let dir = tern_benches::docs_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&summary)?)?;
+    println!(
+        "{total} tokens, 4+508 cache, {threads} threads: RSS {base_rss} KiB at 1000 tokens, \
+         at most {max_rss} KiB after (growth {} KiB); decode {early:.1} tokens/s at 2000, \
+         {late:.1} at {total} (ratio {:.3})",
+        max_rss.saturating_sub(base_rss),
+        late / early.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Models: loaded once (memory-mapped), immutable, shared by every session made from them,
+//! each with the thread pool its sessions run on.
+
+use std::ffi::c_char;
+use std::sync::{Arc, Mutex};
+
+use tern::model::Model;
+
+use crate::error::{guard, out_arg, str_arg, Error, TernStatus};
+use crate::handle::{self, Kind};
+use crate::log::{log_with, TERN_LOG_DEBUG, TERN_LOG_INFO};
+
+/// Settings for `tern_model_load` (opaque; made by `tern_model_params_new`).
+pub struct TernModelParams {
+    _private: [u8; 0],
+}
+
+/// A loaded model (opaque). Several sessions, on several threads, may use one model.
+pub struct TernModel {
+    _private: [u8; 0],
+}
+
+/// Most threads a model's pool may have: far more than any phone or board has cores, and
+/// few enough that a wrong number fails here rather than in the OS.
+const MAX_THREADS: u32 = 256;
+
+#[derive(Clone, Debug)]
+pub(crate) struct ModelSettings {
+    /// Threads of the pool; 0 means the number of physical cores.
+    threads: u32,
+    board: String,
+}
+
+impl Default for ModelSettings {
+    fn default() -> ModelSettings {
+        ModelSettings {
+            threads: 0,
+            board: "auto".to_string(),
+        }
+    }
+}
+
+pub(crate) struct ModelParams(Mutex<ModelSettings>);
+
+impl Kind for ModelParams {
+    type C = TernModelParams;
+    const NAME: &'static str = "model parameters";
+}
+
+impl ModelParams {
+    fn settings(&self) -> std::sync::MutexGuard<'_, ModelSettings> {
+        // Settings are plain values, whole even if a panic interrupted a setter.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a `TernModel` handle holds.
+pub(crate) struct ModelHandle {
+    pub model: Arc<Model>,
+    /// Every call that runs the model runs inside this pool.
+    pub pool: rayon::ThreadPool,
+}
+
+impl Kind for ModelHandle {
+    type C = TernModel;
+    const NAME: &'static str = "model";
+}
+
+/// Makes model parameters with the defaults: threads 0 (one per physical core) and board
+/// "auto". Free them with `tern_model_params_free` (they may be freed right after loading).
+#[no_mangle]
+pub extern "C" fn tern_model_params_new(out: *mut *mut TernModelParams) -> TernStatus {
+    guard("tern_model_params_new", || {
+        out_arg(out, "out")?;
+        let h = handle::insert(ModelParams(Mutex::new(ModelSettings::default())))?;
+        // SAFETY: `out` is non-null and, by the caller's contract, points to writable memory.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+/// Frees model parameters. NULL is accepted and ignored.
+#[no_mangle]
+pub extern "C" fn tern_model_params_free(params: *mut TernModelParams) -> TernStatus {
+    guard("tern_model_params_free", || {
+        handle::remove::<ModelParams>(params, "params").map(drop)
+    })
+}
+
+/// Sets the number of threads that run the model's matrix products (shared by all its
+/// sessions); 0, the default, means one per physical core.
+#[no_mangle]
+pub extern "C" fn tern_model_params_set_threads(
+    params: *mut TernModelParams,
+    threads: u32,
+) -> TernStatus {
+    guard("tern_model_params_set_threads", || {
+        let p = handle::get::<ModelParams>(params, "params")?;
+        if threads > MAX_THREADS {
+            return Err(Error::invalid(format!(
+                "threads = {threads}: at most {MAX_THREADS} (0 for one per physical core)"
+            )));
+        }
+        p.settings().threads = threads;
+        Ok(())
+    })
+}
+
+/// Sets the board profile: "auto" (the default) detects the machine. Other names are
+/// reserved for the board profiles to come; any non-empty name is accepted and stored for now.
+///
+/// # Safety
+/// `board` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_params_set_board(
+    params: *mut TernModelParams,
+    board: *const c_char,
+) -> TernStatus {
+    guard("tern_model_params_set_board", || {
+        let p = handle::get::<ModelParams>(params, "params")?;
+        // SAFETY: forwarded contract.
+        let board = unsafe { str_arg(board, "board") }?;
+        if board.trim().is_empty() {
+            return Err(Error::invalid("board is empty (use \"auto\")"));
+        }
+        p.settings().board = board.to_string();
+        Ok(())
+    })
+}
+
+/// Loads the GGUF model at `path` (UTF-8), memory-mapped: the weights are read in place,
+/// never copied. `params` may be NULL for the defaults. On success `*out` is the model; on
+/// failure it is set to NULL. A missing or unreadable file gives `TERN_ERR_IO`; a corrupt,
+/// truncated or unsupported one `TERN_ERR_MODEL`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or points to writable memory.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_load(
+    path: *const c_char,
+    params: *const TernModelParams,
+    out: *mut *mut TernModel,
+) -> TernStatus {
+    guard("tern_model_load", || {
+        out_arg(out, "out")?;
+        // SAFETY: `out` is non-null and writable by the caller's contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: forwarded contract.
+        let path = unsafe { str_arg(path, "path") }?;
+        let settings = if params.is_null() {
+            ModelSettings::default()
+        } else {
+            handle::get::<ModelParams>(params, "params")?
+                .settings()
+                .clone()
+        };
+        let threads = match settings.threads {
+            0 => tern_boards::physical_cores().max(1),
+            n => n as usize,
+        };
+        let model = Model::load(path)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tern-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    TernStatus::TERN_ERR_RUNTIME,
+                    format!("starting {threads} threads: {e}"),
+                )
+            })?;
+        let c = model.llama().config();
+        log_with(TERN_LOG_INFO, || {
+            format!(
+                "loaded {path}: {} layers, {} tokens of vocabulary, trained on {} tokens of \
+                 context; {threads} threads",
+                c.n_layer, c.n_vocab, c.n_ctx_train
+            )
+        });
+        log_with(TERN_LOG_DEBUG, || {
+            format!("model {path}: board profile \"{}\"", settings.board)
+        });
+        let h = handle::insert(ModelHandle {
+            model: Arc::new(model),
+            pool,
+        })?;
+        // SAFETY: as above.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+/// Frees a model handle. Sessions made from it keep it alive: its memory is released when
+/// the model and all its sessions are freed. NULL is accepted and ignored; a handle freed
+/// twice gives `TERN_ERR_INVALID_HANDLE`.
+#[no_mangle]
+pub extern "C" fn tern_model_free(model: *mut TernModel) -> TernStatus {
+    guard("tern_model_free", || {
+        handle::remove::<ModelHandle>(model, "model").map(drop)
+    })
+}

@@ -1,0 +1,25 @@
+//! `tern boards`: the board Tern detects (or is told with `--board`), the settings it chooses
+//! and why, and the kernel set this CPU will actually run within the board's ceiling.
+
+use anyhow::Result;
+
+pub fn run(board: Option<&str>) -> Result<()> {
+    let b = tern_boards::select(board)?;
+    print!("{b}");
+
+    let sets = tern_kernels::KernelSet::available();
+    let names: Vec<&str> = sets.iter().map(|s| s.name()).collect();
+    let ceiling = b.settings.kernel.value;
+    println!(
+        "{:<10} {:<12} the best of this CPU's kernel sets ({}) within the board's ceiling ({ceiling})",
+        "runs",
+        ceiling.pick(&names),
+        names.join(", ")
+    );
+    println!(
+        "{:<10} {} (--board NAME; auto detects)",
+        "boards",
+        tern_boards::names().join(", ")
+    );
+    Ok(())
+}
