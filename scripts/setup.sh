@@ -3,6 +3,8 @@
 #   scripts/setup.sh          what the runtime needs (a C compiler for crates with C parts)
 #   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
 #                             oracle (built by llama-cpp-sys-2 through bindgen)
+#   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
+#                             and a font for the plots
 set -euo pipefail
 
 need=()
@@ -11,11 +13,15 @@ want() { have "$1" || need+=("$1"); }
 
 want gcc
 want pkg-config
-if [ "${1:-}" = "test" ]; then
+if [ "${1:-}" = "test" ] || [ "${1:-}" = "bench" ]; then
   want cmake
   want libclang-dev
   want clang
   want g++
+fi
+if [ "${1:-}" = "bench" ]; then
+  want bible-kjv
+  want fonts-dejavu-core
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

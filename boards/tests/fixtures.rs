@@ -130,6 +130,11 @@ fn x86_hybrid_uses_the_p_cores_only() {
     assert_eq!(b.name(), "x86-64-avx2");
     assert_eq!(b.settings.threads.value, 2);
     assert!(b.settings.threads.why.contains("E-cores"));
+    // In a container limited to 4 GiB with 1 GiB in use: 80% of the 3 GiB left, not of the
+    // host's 12.4 GiB available.
+    assert_eq!(b.facts.cgroup_limit, Some(4 * GIB));
+    assert_eq!(b.settings.memory_budget.value, 3 * GIB * 4 / 5);
+    assert!(b.settings.memory_budget.why.contains("cgroup"));
 }
 
 #[test]
