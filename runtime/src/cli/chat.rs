@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     sampler.validate()?;
     let opts = SessionOptions {
-        cache: a.cache.config(),
+        cache: a.cache.config(&l)?,
         sampler,
         system: a.system.clone(),
         pin_system: !a.no_pin,

@@ -1,5 +1,6 @@
 //! Command-line parsing and the commands, each in its own file.
 
+mod boards;
 mod chat;
 mod inspect;
 mod perplexity;
@@ -44,6 +45,12 @@ enum Command {
     },
     /// List the known models and where they are cached.
     Models,
+    /// Show the detected board (or --board NAME), the settings Tern picks and why.
+    Boards {
+        /// A board profile name, or auto.
+        #[arg(long, default_value = "auto")]
+        board: String,
+    },
 }
 
 pub fn main() -> Result<()> {
@@ -60,6 +67,7 @@ pub fn main() -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Command::Boards { board } => boards::run(Some(&board)),
         Command::Models => {
             for m in tern::catalog::known_models() {
                 let path = tern::catalog::cache_dir().join(m.file_name);
@@ -81,42 +89,81 @@ struct ModelArgs {
     /// A GGUF file, or a known model name (pulled on first use).
     #[arg(short = 'm', long = "model", default_value = tern::catalog::DEFAULT_MODEL)]
     model: String,
-    /// Threads for the matrix products (default: the number of physical cores).
+    /// Threads for the matrix products (default: the board's, e.g. the big cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// The board profile that picks threads, cache and memory budget (auto: detect).
+    #[arg(long, default_value = "auto")]
+    board: String,
 }
 
 /// The KV cache options: the StreamingLLM attention-sink cache.
 #[derive(clap::Args)]
 struct CacheArgs {
-    /// Tokens at the start kept for ever (attention sinks).
-    #[arg(long, default_value_t = 4)]
-    sinks: usize,
-    /// Most recent tokens kept after the sinks.
-    #[arg(long, default_value_t = 1020)]
-    window: usize,
-    /// Element type of the cached keys and values: f32, f16 or q8_0.
-    #[arg(long = "kv-type", default_value = "f16")]
-    kv_type: tern::cache::KvType,
+    /// Tokens at the start kept for ever (attention sinks; default: the board's).
+    #[arg(long)]
+    sinks: Option<usize>,
+    /// Most recent tokens kept after the sinks (default: the board's, e.g. 1020 on a Pi 4).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Element type of the cached keys and values: f32, f16 or q8_0 (default: the board's).
+    #[arg(long = "kv-type")]
+    kv_type: Option<tern::cache::KvType>,
     /// Tokens evicted at once when the window is full (1: per token).
     #[arg(long = "evict-chunk", default_value_t = 1)]
     evict_chunk: usize,
 }
 
 impl CacheArgs {
-    fn config(&self) -> tern::cache::CacheConfig {
-        tern::cache::CacheConfig {
-            sinks: self.sinks,
-            window: self.window,
-            kv_type: self.kv_type,
-            evict_chunk: self.evict_chunk,
+    /// The cache asked for, with the board's defaults where nothing was asked, shrunk by the
+    /// memory guard if the model and the cache would not fit the board's budget.
+    fn config(&self, l: &Loaded) -> Result<tern::cache::CacheConfig> {
+        let kv = &l.board.settings.kv.value;
+        let mut kv_type = match self.kv_type {
+            Some(t) => t,
+            None => kv.kv_type.name().parse().map_err(anyhow::Error::msg)?,
+        };
+        let c = l.model.llama().config();
+        if kv_type == tern::cache::KvType::Q8_0 && !c.head_dim.is_multiple_of(32) {
+            kv_type = tern::cache::KvType::F16;
         }
+        let mut cfg = tern::cache::CacheConfig {
+            sinks: self.sinks.unwrap_or(kv.sinks),
+            window: self.window.unwrap_or(kv.window),
+            kv_type,
+            evict_chunk: self.evict_chunk,
+        };
+        let bytes_per_value = match kv_type {
+            tern::cache::KvType::F32 => 4.0,
+            tern::cache::KvType::F16 => 2.0,
+            tern::cache::KvType::Q8_0 => 34.0 / 32.0,
+        };
+        let need = tern_boards::MemoryNeed {
+            model_bytes: l.model.llama().file().file_size(),
+            other_bytes: 0,
+            kv_bytes_per_token: (bytes_per_value * (2 * c.n_layer * c.kv_dim()) as f64) as u64,
+            sinks: cfg.sinks,
+            window: cfg.window,
+            batch: tern::session::DEFAULT_BATCH,
+        };
+        match l.board.guard(&need)? {
+            tern_boards::MemoryFit::Fits { .. } => {}
+            tern_boards::MemoryFit::Shrunk {
+                window, message, ..
+            } => {
+                eprintln!("note: {message}");
+                cfg.window = window;
+                cfg.evict_chunk = cfg.evict_chunk.min(window);
+            }
+        }
+        Ok(cfg)
     }
 }
 
-/// A loaded model, and the thread pool to run it on.
+/// A loaded model, the board it runs on, and the thread pool to run it on.
 struct Loaded {
     model: Arc<Model>,
+    board: tern_boards::Board,
     pool: rayon::ThreadPool,
 }
 
@@ -127,16 +174,17 @@ impl ModelArgs {
 
     fn load(&self) -> Result<Loaded> {
         let path = self.path()?;
+        let board = tern_boards::select(Some(&self.board))?;
         let model = Arc::new(Model::load(&path)?);
         let threads = self
             .threads
-            .unwrap_or_else(tern_boards::physical_cores)
+            .unwrap_or(board.settings.threads.value)
             .max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .context("starting the thread pool")?;
-        Ok(Loaded { model, pool })
+        Ok(Loaded { model, board, pool })
     }
 }
 

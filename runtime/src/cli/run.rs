@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     sampler.validate()?;
     let opts = SessionOptions {
-        cache: a.cache.config(),
+        cache: a.cache.config(&l)?,
         sampler,
         ..SessionOptions::default()
     };
