@@ -80,6 +80,10 @@ typedef enum {
    * unusable afterwards; free it.
    */
   TERN_ERR_INTERNAL = 11,
+  /**
+   * The model and the smallest useful KV cache do not fit the board's memory budget.
+   */
+  TERN_ERR_OUT_OF_MEMORY = 12,
 } TernStatus;
 
 /**
@@ -259,7 +263,7 @@ const char *tern_status_name(int32_t status);
 TernStatus tern_set_log_callback(TernLogCallback callback, void *user_data, TernLogLevel min_level);
 
 /**
- * Makes model parameters with the defaults: threads 0 (one per physical core) and board
+ * Makes model parameters with the defaults: threads 0 (the board's choice) and board
  * "auto". Free them with `tern_model_params_free` (they may be freed right after loading).
  */
 TernStatus tern_model_params_new(TernModelParams **out);
@@ -271,13 +275,15 @@ TernStatus tern_model_params_free(TernModelParams *params);
 
 /**
  * Sets the number of threads that run the model's matrix products (shared by all its
- * sessions); 0, the default, means one per physical core.
+ * sessions); 0, the default, lets the board decide (its fast cores, one thread each).
  */
 TernStatus tern_model_params_set_threads(TernModelParams *params, uint32_t threads);
 
 /**
- * Sets the board profile: "auto" (the default) detects the machine. Other names are
- * reserved for the board profiles to come; any non-empty name is accepted and stored for now.
+ * Sets the board profile, which picks the default thread count, the default KV cache of
+ * sessions and the memory budget they must fit: "auto" (the default) detects the machine;
+ * otherwise a profile name as `tern boards` lists them ("rpi4", "android-arm64", …). An
+ * unknown name gives `TERN_ERR_INVALID_ARGUMENT`, with the known names in the message.
  *
  * # Safety
  * `board` is NULL or a NUL-terminated string.
@@ -303,8 +309,9 @@ TernStatus tern_model_load(const char *path, const TernModelParams *params, Tern
 TernStatus tern_model_free(TernModel *model);
 
 /**
- * Makes session parameters with the defaults: 4 sinks and a window of 1020 tokens, an f16
- * KV cache evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
+ * Makes session parameters with the defaults: the KV cache of the model's board (sinks,
+ * window and element type, as `tern boards` shows them; the window shrunk if the board's
+ * memory budget requires), evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
  * top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64 tokens), seed 0; no
  * system prompt (pinned in the cache when set); replies of at most 512 tokens; no extra stop
  * strings. Free them with `tern_session_params_free`.
@@ -317,18 +324,21 @@ TernStatus tern_session_params_new(TernSessionParams **out);
 TernStatus tern_session_params_free(TernSessionParams *params);
 
 /**
- * Tokens at the start of the conversation kept in the cache for ever (attention sinks).
+ * Tokens at the start of the conversation kept in the cache for ever (attention sinks;
+ * default: the board's).
  */
 TernStatus tern_session_params_set_sinks(TernSessionParams *params, uint32_t sinks);
 
 /**
- * Most recent tokens kept in the cache after the sinks (at least 1). `sinks + window` may
- * not exceed the context length the model was trained with (checked by `tern_session_new`).
+ * Most recent tokens kept in the cache after the sinks (at least 1; default: the board's).
+ * `sinks + window` may not exceed the context length the model was trained with, and the
+ * model and cache must fit the board's memory budget (both checked by `tern_session_new`).
  */
 TernStatus tern_session_params_set_window(TernSessionParams *params, uint32_t window);
 
 /**
- * The element type of cached keys and values: `TERN_KV_F32`, `TERN_KV_F16` or `TERN_KV_Q8_0`.
+ * The element type of cached keys and values: `TERN_KV_F32`, `TERN_KV_F16` or `TERN_KV_Q8_0`
+ * (default: the board's).
  */
 TernStatus tern_session_params_set_kv_type(TernSessionParams *params, TernKvType kv_type);
 
@@ -414,7 +424,9 @@ TernStatus tern_session_params_clear_stops(TernSessionParams *params);
  * Starts a session on `model` with `params` (NULL for the defaults). A system prompt in the
  * parameters is fed now. On failure `*out` is set to NULL; parameters the model cannot honour
  * (a cache larger than its context, a chunk larger than the window) give
- * `TERN_ERR_INVALID_ARGUMENT`. The parameters may be freed right after.
+ * `TERN_ERR_INVALID_ARGUMENT`; a model and cache beyond the board's memory budget, even with
+ * the window shrunk (which is logged as a warning), `TERN_ERR_OUT_OF_MEMORY`. The parameters
+ * may be freed right after.
  */
 TernStatus tern_session_new(const TernModel *model,
                             const TernSessionParams *params,

@@ -47,6 +47,8 @@ pub enum TernStatus {
     /// A bug in Tern was caught at the boundary (a Rust panic). The handle involved may be
     /// unusable afterwards; free it.
     TERN_ERR_INTERNAL = 11,
+    /// The model and the smallest useful KV cache do not fit the board's memory budget.
+    TERN_ERR_OUT_OF_MEMORY = 12,
 }
 
 impl TernStatus {
@@ -66,6 +68,7 @@ impl TernStatus {
             TERN_ERR_SESSION_FILE => c"TERN_ERR_SESSION_FILE",
             TERN_ERR_RUNTIME => c"TERN_ERR_RUNTIME",
             TERN_ERR_INTERNAL => c"TERN_ERR_INTERNAL",
+            TERN_ERR_OUT_OF_MEMORY => c"TERN_ERR_OUT_OF_MEMORY",
         }
     }
 
@@ -85,6 +88,7 @@ impl TernStatus {
             TERN_ERR_SESSION_FILE,
             TERN_ERR_RUNTIME,
             TERN_ERR_INTERNAL,
+            TERN_ERR_OUT_OF_MEMORY,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -284,11 +288,11 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for v in 0..12 {
+        for v in 0..13 {
             let s = TernStatus::from_i32(v).unwrap();
             assert_eq!(s as i32, v);
             assert!(s.name().to_str().unwrap().starts_with("TERN_"));
         }
-        assert_eq!(TernStatus::from_i32(12), None);
+        assert_eq!(TernStatus::from_i32(13), None);
     }
 }

@@ -26,7 +26,7 @@ const MAX_THREADS: u32 = 256;
 
 #[derive(Clone, Debug)]
 pub(crate) struct ModelSettings {
-    /// Threads of the pool; 0 means the number of physical cores.
+    /// Threads of the pool; 0 means the board's choice.
     threads: u32,
     board: String,
 }
@@ -59,6 +59,8 @@ pub(crate) struct ModelHandle {
     pub model: Arc<Model>,
     /// Every call that runs the model runs inside this pool.
     pub pool: rayon::ThreadPool,
+    /// The board: default KV cache and memory budget of the sessions.
+    pub board: tern_boards::Board,
 }
 
 impl Kind for ModelHandle {
@@ -66,7 +68,7 @@ impl Kind for ModelHandle {
     const NAME: &'static str = "model";
 }
 
-/// Makes model parameters with the defaults: threads 0 (one per physical core) and board
+/// Makes model parameters with the defaults: threads 0 (the board's choice) and board
 /// "auto". Free them with `tern_model_params_free` (they may be freed right after loading).
 #[no_mangle]
 pub extern "C" fn tern_model_params_new(out: *mut *mut TernModelParams) -> TernStatus {
@@ -88,7 +90,7 @@ pub extern "C" fn tern_model_params_free(params: *mut TernModelParams) -> TernSt
 }
 
 /// Sets the number of threads that run the model's matrix products (shared by all its
-/// sessions); 0, the default, means one per physical core.
+/// sessions); 0, the default, lets the board decide (its fast cores, one thread each).
 #[no_mangle]
 pub extern "C" fn tern_model_params_set_threads(
     params: *mut TernModelParams,
@@ -106,8 +108,10 @@ pub extern "C" fn tern_model_params_set_threads(
     })
 }
 
-/// Sets the board profile: "auto" (the default) detects the machine. Other names are
-/// reserved for the board profiles to come; any non-empty name is accepted and stored for now.
+/// Sets the board profile, which picks the default thread count, the default KV cache of
+/// sessions and the memory budget they must fit: "auto" (the default) detects the machine;
+/// otherwise a profile name as `tern boards` lists them ("rpi4", "android-arm64", …). An
+/// unknown name gives `TERN_ERR_INVALID_ARGUMENT`, with the known names in the message.
 ///
 /// # Safety
 /// `board` is NULL or a NUL-terminated string.
@@ -120,8 +124,11 @@ pub unsafe extern "C" fn tern_model_params_set_board(
         let p = handle::get::<ModelParams>(params, "params")?;
         // SAFETY: forwarded contract.
         let board = unsafe { str_arg(board, "board") }?;
-        if board.trim().is_empty() {
-            return Err(Error::invalid("board is empty (use \"auto\")"));
+        if board != "auto" && tern_boards::profile(board).is_err() {
+            return Err(Error::invalid(format!(
+                "unknown board `{board}` (known: auto, {})",
+                tern_boards::names().join(", ")
+            )));
         }
         p.settings().board = board.to_string();
         Ok(())
@@ -154,8 +161,10 @@ pub unsafe extern "C" fn tern_model_load(
                 .settings()
                 .clone()
         };
+        let board = tern_boards::select(Some(&settings.board))
+            .map_err(|e| Error::invalid(e.to_string()))?;
         let threads = match settings.threads {
-            0 => tern_boards::physical_cores().max(1),
+            0 => board.settings.threads.value.max(1),
             n => n as usize,
         };
         let model = Model::load(path)?;
@@ -173,16 +182,18 @@ pub unsafe extern "C" fn tern_model_load(
         log_with(TERN_LOG_INFO, || {
             format!(
                 "loaded {path}: {} layers, {} tokens of vocabulary, trained on {} tokens of \
-                 context; {threads} threads",
-                c.n_layer, c.n_vocab, c.n_ctx_train
+                 context; {threads} threads; board {}",
+                c.n_layer,
+                c.n_vocab,
+                c.n_ctx_train,
+                board.profile.name
             )
         });
-        log_with(TERN_LOG_DEBUG, || {
-            format!("model {path}: board profile \"{}\"", settings.board)
-        });
+        log_with(TERN_LOG_DEBUG, || format!("{board}"));
         let h = handle::insert(ModelHandle {
             model: Arc::new(model),
             pool,
+            board,
         })?;
         // SAFETY: as above.
         unsafe { *out = h };

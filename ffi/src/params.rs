@@ -25,7 +25,17 @@ pub const TERN_KV_F16: TernKvType = 1;
 /// 8-bit blocks (ggml's Q8_0): about 1.06 bytes per value.
 pub const TERN_KV_Q8_0: TernKvType = 2;
 
-pub(crate) struct SessionParams(Mutex<SessionOptions>);
+/// The options of a session to be. The cache settings an app leaves unset come from the
+/// model's board when the session is made.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SessionSettings {
+    pub opts: SessionOptions,
+    pub sinks: Option<usize>,
+    pub window: Option<usize>,
+    pub kv_type: Option<KvType>,
+}
+
+pub(crate) struct SessionParams(Mutex<SessionSettings>);
 
 impl Kind for SessionParams {
     type C = TernSessionParams;
@@ -33,7 +43,7 @@ impl Kind for SessionParams {
 }
 
 impl SessionParams {
-    pub fn options(&self) -> SessionOptions {
+    pub fn settings(&self) -> SessionSettings {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -42,16 +52,19 @@ impl SessionParams {
 fn set(
     name: &str,
     params: *mut TernSessionParams,
-    f: impl FnOnce(&mut SessionOptions) -> Result<(), Error>,
+    f: impl FnOnce(&mut SessionSettings) -> Result<(), Error>,
 ) -> TernStatus {
     guard(name, || {
         let p = handle::get::<SessionParams>(params, "params")?;
-        let mut opts = p.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settings = p.0.lock().unwrap_or_else(|e| e.into_inner());
         // Work on a copy, so that a rejected value leaves the settings as they were.
-        let mut new = opts.clone();
+        let mut new = settings.clone();
         f(&mut new)?;
-        new.sampler.validate().map_err(|e| Error::invalid(e.to_string()))?;
-        *opts = new;
+        new.opts
+            .sampler
+            .validate()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        *settings = new;
         Ok(())
     })
 }
@@ -64,8 +77,9 @@ fn positive(name: &str, v: u32) -> Result<usize, Error> {
     }
 }
 
-/// Makes session parameters with the defaults: 4 sinks and a window of 1020 tokens, an f16
-/// KV cache evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
+/// Makes session parameters with the defaults: the KV cache of the model's board (sinks,
+/// window and element type, as `tern boards` shows them; the window shrunk if the board's
+/// memory budget requires), evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
 /// top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64 tokens), seed 0; no
 /// system prompt (pinned in the cache when set); replies of at most 512 tokens; no extra stop
 /// strings. Free them with `tern_session_params_free`.
@@ -73,7 +87,7 @@ fn positive(name: &str, v: u32) -> Result<usize, Error> {
 pub extern "C" fn tern_session_params_new(out: *mut *mut TernSessionParams) -> TernStatus {
     guard("tern_session_params_new", || {
         out_arg(out, "out")?;
-        let h = handle::insert(SessionParams(Mutex::new(SessionOptions::default())))?;
+        let h = handle::insert(SessionParams(Mutex::new(SessionSettings::default())))?;
         // SAFETY: `out` is non-null and writable by the caller's contract.
         unsafe { *out = h };
         Ok(())
@@ -88,39 +102,42 @@ pub extern "C" fn tern_session_params_free(params: *mut TernSessionParams) -> Te
     })
 }
 
-/// Tokens at the start of the conversation kept in the cache for ever (attention sinks).
+/// Tokens at the start of the conversation kept in the cache for ever (attention sinks;
+/// default: the board's).
 #[no_mangle]
 pub extern "C" fn tern_session_params_set_sinks(
     params: *mut TernSessionParams,
     sinks: u32,
 ) -> TernStatus {
     set("tern_session_params_set_sinks", params, |o| {
-        o.cache.sinks = sinks as usize;
+        o.sinks = Some(sinks as usize);
         Ok(())
     })
 }
 
-/// Most recent tokens kept in the cache after the sinks (at least 1). `sinks + window` may
-/// not exceed the context length the model was trained with (checked by `tern_session_new`).
+/// Most recent tokens kept in the cache after the sinks (at least 1; default: the board's).
+/// `sinks + window` may not exceed the context length the model was trained with, and the
+/// model and cache must fit the board's memory budget (both checked by `tern_session_new`).
 #[no_mangle]
 pub extern "C" fn tern_session_params_set_window(
     params: *mut TernSessionParams,
     window: u32,
 ) -> TernStatus {
     set("tern_session_params_set_window", params, |o| {
-        o.cache.window = positive("window", window)?;
+        o.window = Some(positive("window", window)?);
         Ok(())
     })
 }
 
-/// The element type of cached keys and values: `TERN_KV_F32`, `TERN_KV_F16` or `TERN_KV_Q8_0`.
+/// The element type of cached keys and values: `TERN_KV_F32`, `TERN_KV_F16` or `TERN_KV_Q8_0`
+/// (default: the board's).
 #[no_mangle]
 pub extern "C" fn tern_session_params_set_kv_type(
     params: *mut TernSessionParams,
     kv_type: TernKvType,
 ) -> TernStatus {
     set("tern_session_params_set_kv_type", params, |o| {
-        o.cache.kv_type = match kv_type {
+        o.kv_type = Some(match kv_type {
             TERN_KV_F32 => KvType::F32,
             TERN_KV_F16 => KvType::F16,
             TERN_KV_Q8_0 => KvType::Q8_0,
@@ -129,7 +146,7 @@ pub extern "C" fn tern_session_params_set_kv_type(
                     "kv_type {other} is not a TERN_KV_* value (0 to 2)"
                 )))
             }
-        };
+        });
         Ok(())
     })
 }
@@ -142,7 +159,7 @@ pub extern "C" fn tern_session_params_set_evict_chunk(
     evict_chunk: u32,
 ) -> TernStatus {
     set("tern_session_params_set_evict_chunk", params, |o| {
-        o.cache.evict_chunk = positive("evict_chunk", evict_chunk)?;
+        o.opts.cache.evict_chunk = positive("evict_chunk", evict_chunk)?;
         Ok(())
     })
 }
@@ -154,7 +171,7 @@ pub extern "C" fn tern_session_params_set_temperature(
     temperature: f32,
 ) -> TernStatus {
     set("tern_session_params_set_temperature", params, |o| {
-        o.sampler.temperature = temperature;
+        o.opts.sampler.temperature = temperature;
         Ok(())
     })
 }
@@ -166,7 +183,7 @@ pub extern "C" fn tern_session_params_set_top_k(
     top_k: u32,
 ) -> TernStatus {
     set("tern_session_params_set_top_k", params, |o| {
-        o.sampler.top_k = top_k as usize;
+        o.opts.sampler.top_k = top_k as usize;
         Ok(())
     })
 }
@@ -178,7 +195,7 @@ pub extern "C" fn tern_session_params_set_top_p(
     top_p: f32,
 ) -> TernStatus {
     set("tern_session_params_set_top_p", params, |o| {
-        o.sampler.top_p = top_p;
+        o.opts.sampler.top_p = top_p;
         Ok(())
     })
 }
@@ -191,7 +208,7 @@ pub extern "C" fn tern_session_params_set_min_p(
     min_p: f32,
 ) -> TernStatus {
     set("tern_session_params_set_min_p", params, |o| {
-        o.sampler.min_p = min_p;
+        o.opts.sampler.min_p = min_p;
         Ok(())
     })
 }
@@ -203,7 +220,7 @@ pub extern "C" fn tern_session_params_set_repeat_penalty(
     repeat_penalty: f32,
 ) -> TernStatus {
     set("tern_session_params_set_repeat_penalty", params, |o| {
-        o.sampler.repeat_penalty = repeat_penalty;
+        o.opts.sampler.repeat_penalty = repeat_penalty;
         Ok(())
     })
 }
@@ -215,7 +232,7 @@ pub extern "C" fn tern_session_params_set_repeat_last_n(
     repeat_last_n: u32,
 ) -> TernStatus {
     set("tern_session_params_set_repeat_last_n", params, |o| {
-        o.sampler.repeat_last_n = repeat_last_n as usize;
+        o.opts.sampler.repeat_last_n = repeat_last_n as usize;
         Ok(())
     })
 }
@@ -228,7 +245,7 @@ pub extern "C" fn tern_session_params_set_seed(
     seed: u64,
 ) -> TernStatus {
     set("tern_session_params_set_seed", params, |o| {
-        o.sampler.seed = seed;
+        o.opts.sampler.seed = seed;
         Ok(())
     })
 }
@@ -245,7 +262,7 @@ pub unsafe extern "C" fn tern_session_params_set_system_prompt(
 ) -> TernStatus {
     set("tern_session_params_set_system_prompt", params, |o| {
         // SAFETY: forwarded contract.
-        o.system = unsafe { opt_str_arg(system_prompt, "system_prompt") }?.map(str::to_string);
+        o.opts.system = unsafe { opt_str_arg(system_prompt, "system_prompt") }?.map(str::to_string);
         Ok(())
     })
 }
@@ -258,7 +275,7 @@ pub extern "C" fn tern_session_params_set_pin_system(
     pin: bool,
 ) -> TernStatus {
     set("tern_session_params_set_pin_system", params, |o| {
-        o.pin_system = pin;
+        o.opts.pin_system = pin;
         Ok(())
     })
 }
@@ -270,7 +287,7 @@ pub extern "C" fn tern_session_params_set_max_tokens(
     max_tokens: u32,
 ) -> TernStatus {
     set("tern_session_params_set_max_tokens", params, |o| {
-        o.max_reply = positive("max_tokens", max_tokens)?;
+        o.opts.max_reply = positive("max_tokens", max_tokens)?;
         Ok(())
     })
 }
@@ -291,7 +308,7 @@ pub unsafe extern "C" fn tern_session_params_add_stop(
         if stop.is_empty() {
             return Err(Error::invalid("a stop string may not be empty"));
         }
-        o.stop.push(stop.to_string());
+        o.opts.stop.push(stop.to_string());
         Ok(())
     })
 }
@@ -300,7 +317,7 @@ pub unsafe extern "C" fn tern_session_params_add_stop(
 #[no_mangle]
 pub extern "C" fn tern_session_params_clear_stops(params: *mut TernSessionParams) -> TernStatus {
     set("tern_session_params_clear_stops", params, |o| {
-        o.stop.clear();
+        o.opts.stop.clear();
         Ok(())
     })
 }
@@ -313,14 +330,14 @@ mod tests {
     fn setters_check_values_and_keep_the_old_on_failure() {
         let mut p = std::ptr::null_mut();
         assert_eq!(tern_session_params_new(&mut p), TernStatus::TERN_OK);
-        let get = || handle::get::<SessionParams>(p, "p").unwrap().options();
+        let get = || handle::get::<SessionParams>(p, "p").unwrap().settings();
 
         assert_eq!(tern_session_params_set_top_p(p, 0.5), TernStatus::TERN_OK);
         assert_eq!(
             tern_session_params_set_top_p(p, 1.5),
             TernStatus::TERN_ERR_INVALID_ARGUMENT
         );
-        assert_eq!(get().sampler.top_p, 0.5);
+        assert_eq!(get().opts.sampler.top_p, 0.5);
         assert_eq!(
             tern_session_params_set_temperature(p, f32::NAN),
             TernStatus::TERN_ERR_INVALID_ARGUMENT
@@ -334,19 +351,20 @@ mod tests {
             TernStatus::TERN_ERR_INVALID_ARGUMENT
         );
         assert_eq!(tern_session_params_set_kv_type(p, TERN_KV_Q8_0), TernStatus::TERN_OK);
-        assert_eq!(get().cache.kv_type, KvType::Q8_0);
+        assert_eq!(get().kv_type, Some(KvType::Q8_0));
+        assert_eq!(get().window, None);
 
         let sys = c"Be brief.";
         assert_eq!(
             unsafe { tern_session_params_set_system_prompt(p, sys.as_ptr()) },
             TernStatus::TERN_OK
         );
-        assert_eq!(get().system.as_deref(), Some("Be brief."));
+        assert_eq!(get().opts.system.as_deref(), Some("Be brief."));
         assert_eq!(
             unsafe { tern_session_params_set_system_prompt(p, std::ptr::null()) },
             TernStatus::TERN_OK
         );
-        assert_eq!(get().system, None);
+        assert_eq!(get().opts.system, None);
         assert_eq!(
             unsafe { tern_session_params_add_stop(p, c"".as_ptr()) },
             TernStatus::TERN_ERR_INVALID_ARGUMENT

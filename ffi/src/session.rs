@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, TryLockError};
 
-use tern::session::{Reply, Session, SessionError, Stats, StopReason};
+use tern::cache::{CacheConfig, KvType};
+use tern::session::{Reply, Session, SessionError, SessionOptions, Stats, StopReason};
 
 use crate::error::{guard, out_arg, str_arg, Error, TernStatus};
 use crate::handle::{self, Kind};
-use crate::log::{log_with, TERN_LOG_DEBUG, TERN_LOG_INFO};
+use crate::log::{log_with, TERN_LOG_DEBUG, TERN_LOG_INFO, TERN_LOG_WARN};
 use crate::model::{ModelHandle, TernModel};
-use crate::params::{SessionParams, TernSessionParams};
+use crate::params::{SessionParams, SessionSettings, TernSessionParams};
 
 /// A conversation with a model (opaque).
 pub struct TernSession {
@@ -161,7 +162,9 @@ fn publish(model: Arc<ModelHandle>, session: Session, out: *mut *mut TernSession
 /// Starts a session on `model` with `params` (NULL for the defaults). A system prompt in the
 /// parameters is fed now. On failure `*out` is set to NULL; parameters the model cannot honour
 /// (a cache larger than its context, a chunk larger than the window) give
-/// `TERN_ERR_INVALID_ARGUMENT`. The parameters may be freed right after.
+/// `TERN_ERR_INVALID_ARGUMENT`; a model and cache beyond the board's memory budget, even with
+/// the window shrunk (which is logged as a warning), `TERN_ERR_OUT_OF_MEMORY`. The parameters
+/// may be freed right after.
 #[no_mangle]
 pub extern "C" fn tern_session_new(
     model: *const TernModel,
@@ -173,23 +176,77 @@ pub extern "C" fn tern_session_new(
         // SAFETY: non-null, writable by the caller's contract.
         unsafe { *out = std::ptr::null_mut() };
         let m = handle::get::<ModelHandle>(model, "model")?;
-        let opts = if params.is_null() {
-            tern::session::SessionOptions::default()
+        let settings = if params.is_null() {
+            SessionSettings::default()
         } else {
-            handle::get::<SessionParams>(params, "params")?.options()
+            handle::get::<SessionParams>(params, "params")?.settings()
         };
-        let ctx = m.model.llama().config().n_ctx_train;
-        if opts.cache.capacity() > ctx {
-            return Err(Error::invalid(format!(
-                "sinks + window = {} tokens exceeds the {ctx} tokens of context the model was \
-                 trained with",
-                opts.cache.capacity()
-            )));
-        }
+        let opts = session_options(&m, settings)?;
         log_with(TERN_LOG_DEBUG, || format!("session options: {opts:?}"));
         let session = m.pool.install(|| Session::new(m.model.clone(), opts))?;
         publish(m, session, out)
     })
+}
+
+/// The options of a new session: the cache settings left unset come from the board (its
+/// window kept within the model's context), and the window shrinks, if need be, to fit the
+/// board's memory budget, as the CLI does.
+fn session_options(m: &ModelHandle, s: SessionSettings) -> Result<SessionOptions, Error> {
+    let kv = &m.board.settings.kv.value;
+    let c = m.model.llama().config();
+    let ctx = c.n_ctx_train;
+    let kv_type = match s.kv_type {
+        Some(t) => t,
+        None => match kv.kv_type.name().parse::<KvType>() {
+            // The board's q8_0 needs heads of a multiple of 32 values; else f16.
+            Ok(KvType::Q8_0) if !c.head_dim.is_multiple_of(32) => KvType::F16,
+            Ok(t) => t,
+            Err(e) => return Err(Error::new(TernStatus::TERN_ERR_INTERNAL, e)),
+        },
+    };
+    let sinks = s.sinks.unwrap_or(kv.sinks);
+    let window = s
+        .window
+        .unwrap_or_else(|| kv.window.min(ctx.saturating_sub(sinks)).max(1));
+    if sinks + window > ctx {
+        return Err(Error::invalid(format!(
+            "sinks + window = {} tokens exceeds the {ctx} tokens of context the model was \
+             trained with",
+            sinks + window
+        )));
+    }
+    let mut opts = s.opts;
+    opts.cache = CacheConfig {
+        sinks,
+        window,
+        kv_type,
+        evict_chunk: opts.cache.evict_chunk,
+    };
+    let bytes_per_value = match kv_type {
+        KvType::F32 => 4.0,
+        KvType::F16 => 2.0,
+        KvType::Q8_0 => 34.0 / 32.0,
+    };
+    let need = tern_boards::MemoryNeed {
+        model_bytes: m.model.llama().file().file_size(),
+        other_bytes: 0,
+        kv_bytes_per_token: (bytes_per_value * (2 * c.n_layer * c.kv_dim()) as f64) as u64,
+        sinks,
+        window,
+        batch: tern::session::DEFAULT_BATCH,
+    };
+    match m.board.guard(&need) {
+        Ok(tern_boards::MemoryFit::Fits { .. }) => {}
+        Ok(tern_boards::MemoryFit::Shrunk {
+            window, message, ..
+        }) => {
+            log_with(TERN_LOG_WARN, || message);
+            opts.cache.window = window;
+            opts.cache.evict_chunk = opts.cache.evict_chunk.min(window);
+        }
+        Err(e) => return Err(Error::new(TernStatus::TERN_ERR_OUT_OF_MEMORY, e.to_string())),
+    }
+    Ok(opts)
 }
 
 /// Frees a session. A call running in it on another thread is cancelled, and the memory is

@@ -111,11 +111,14 @@ static inline TernStats stats_of(const TernSession *s) {
     return st;
 }
 
-/* Session parameters used by most tests: greedy, a small cache, short replies. */
+/* Session parameters used by most tests: greedy, a small f16 cache (whatever the board's
+ * defaults), short replies. */
 static inline TernSessionParams *small_params(uint32_t max_tokens) {
     TernSessionParams *p = NULL;
     if (tern_session_params_new(&p) != TERN_OK) return NULL;
+    tern_session_params_set_sinks(p, 4);
     tern_session_params_set_window(p, 252);
+    tern_session_params_set_kv_type(p, TERN_KV_F16);
     tern_session_params_set_max_tokens(p, max_tokens);
     return p;
 }

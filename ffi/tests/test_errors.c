@@ -82,6 +82,10 @@ int main(int argc, char **argv) {
     CHECK_STATUS(tern_model_params_set_threads(NULL, 1), TERN_ERR_NULL_POINTER);
     CHECK_STATUS(tern_model_params_set_board(mp, NULL), TERN_ERR_NULL_POINTER);
     CHECK_STATUS(tern_model_params_set_board(mp, ""), TERN_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(tern_model_params_set_board(mp, "toaster"), TERN_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_MENTIONS("unknown board `toaster` (known: auto, ");
+    CHECK_ERROR_MENTIONS("rpi4");
+    CHECK_OK(tern_model_params_set_board(mp, "rpi4"));
     CHECK_STATUS(tern_model_params_set_board(mp, BAD_UTF8), TERN_ERR_INVALID_UTF8);
     CHECK_OK(tern_model_params_set_board(mp, "auto"));
     CHECK_OK(tern_model_params_set_threads(mp, 2));
@@ -143,6 +147,7 @@ int main(int argc, char **argv) {
 
     /* Values only the model can judge are checked when the session is made. */
     TernSession *s = (TernSession *)0x10;
+    CHECK_OK(tern_session_params_set_sinks(sp, 4));
     CHECK_OK(tern_session_params_set_window(sp, 9000));
     CHECK_STATUS(tern_session_new(m, sp, &s), TERN_ERR_INVALID_ARGUMENT);
     CHECK_ERROR_MENTIONS("context");
@@ -213,6 +218,23 @@ int main(int argc, char **argv) {
     CHECK(re.inner[1] == TERN_ERR_BUSY);
     CHECK(re.inner[2] == TERN_OK);
 
+    /* Session files: a good one restores; a missing, foreign or unwritable one is refused. */
+    char saved[256], notes[256];
+    snprintf(saved, sizeof saved, "%s/s.tern", dir);
+    snprintf(notes, sizeof notes, "%s/notes.txt", dir);
+    CHECK_OK(tern_session_save(s, saved));
+    CHECK_OK(tern_session_restore(m, saved, &r));
+    TernStats restored = stats_of(r);
+    CHECK(restored.tokens == stats_of(s).tokens && restored.tokens > 0);
+    CHECK_OK(tern_session_free(r));
+    CHECK_STATUS(tern_session_restore(m, notes, &r), TERN_ERR_IO);
+    CHECK(r == NULL);
+    CHECK(write_bytes(notes, "TERNSESS but not really", 23));
+    CHECK_STATUS(tern_session_restore(m, notes, &r), TERN_ERR_SESSION_FILE);
+    CHECK_STATUS(tern_session_restore(m, garbage, &r), TERN_ERR_SESSION_FILE);
+    CHECK_ERROR_MENTIONS("not a Tern session file");
+    CHECK_STATUS(tern_session_save(s, dir), TERN_ERR_IO); /* a directory */
+
     /* Closed handles: any use after free is an error, a double free too. */
     CHECK_OK(tern_session_free(s));
     CHECK_STATUS(tern_session_free(s), TERN_ERR_INVALID_HANDLE);
@@ -238,6 +260,8 @@ int main(int argc, char **argv) {
     CHECK_OK(tern_session_free(s2));
     CHECK_OK(tern_model_free(NULL));
 
+    unlink(saved);
+    unlink(notes);
     unlink(garbage);
     unlink(truncated);
     unlink(empty);

@@ -429,7 +429,10 @@ impl KvCache {
 
     /// Causal attention of the batch's queries (`n × n_head × head_dim`, before RoPE: rotated
     /// here) over what each token sees, written to `out` (same shape). `scores` needs
-    /// `n × n_head × capacity` floats; `qbuf` `n × n_head × head_dim × 2`.
+    /// `n × n_head × capacity` floats; `qbuf` `n × n_head × head_dim × 2`; `kf` and `vf`
+    /// `(capacity + batch) × kv_dim` each, where the rows in use are widened to f32 once per
+    /// layer rather than once per query.
+    #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
         layer: usize,
@@ -437,12 +440,15 @@ impl KvCache {
         out: &mut [f32],
         scores: &mut [f32],
         qbuf: &mut [f32],
+        kf: &mut [f32],
+        vf: &mut [f32],
     ) {
         use rayon::prelude::*;
         let sh = &self.shape;
         let hd = sh.head_dim;
         let half = sh.rope_dims / 2;
         let q_dim = sh.n_head * hd;
+        let kv_dim = sh.n_head_kv * hd;
         let group = sh.n_head / sh.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let cap = self.capacity();
@@ -460,6 +466,38 @@ impl KvCache {
         }
         let qbuf: &[f32] = qbuf;
 
+        // Widen the rows any token of the batch sees: its sinks and its window's epochs.
+        let sinks = self.batch.iter().map(|t| t.sinks_seen).max().unwrap_or(0);
+        let epochs = self
+            .batch
+            .iter()
+            .filter_map(|t| t.epoch.map(|e| (t.first_epoch, e + 1)))
+            .fold(None, |acc: Option<(u64, u64)>, (a, b)| {
+                Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
+            });
+        let mut rows: Vec<usize> = (0..sinks).collect();
+        if let Some((a, b)) = epochs {
+            rows.extend((a..b).map(|e| self.cfg.sinks + (e % self.ring as u64) as usize));
+        }
+        let base = layer * self.rows;
+        let rb = self.row_bytes;
+        let (kp, vp) = (SyncPtr(kf.as_mut_ptr()), SyncPtr(vf.as_mut_ptr()));
+        assert!(kf.len() >= self.rows * kv_dim && vf.len() >= self.rows * kv_dim);
+        rows.par_iter().for_each(|&r| {
+            // SAFETY: each task writes only row `r` (distinct rows: sinks and distinct ring
+            // slots), inside the buffers checked just above.
+            let (kr, vr) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(kp.get().add(r * kv_dim), kv_dim),
+                    std::slice::from_raw_parts_mut(vp.get().add(r * kv_dim), kv_dim),
+                )
+            };
+            let at = (base + r) * rb;
+            widen(self.ty, &self.k[at..at + rb], kr);
+            widen(self.ty, &self.v[at..at + rb], vr);
+        });
+        let (kf, vf): (&[f32], &[f32]) = (kf, vf);
+
         out[..n * q_dim]
             .par_chunks_mut(hd)
             .zip(scores.par_chunks_mut(cap))
@@ -471,21 +509,18 @@ impl KvCache {
                 let q_sink = &qbuf[i * 2 * q_dim + h * hd..][..hd];
                 let q_win = &qbuf[i * 2 * q_dim + q_dim + h * hd..][..hd];
                 let window = t.epoch.map_or(0..0, |e| t.first_epoch..e + 1);
-                let rows = self.rows_seen(layer, t.sinks_seen, window.clone());
+                let rows = self.rows_seen(0, t.sinks_seen, window.clone());
                 let seen = t.sinks_seen + (window.end - window.start) as usize;
                 let sc = &mut sc[..seen];
-                let mut kbuf = [0.0f32; MAX_HEAD_DIM];
-                let kb = &mut kbuf[..hd];
                 for (j, (s, r)) in sc.iter_mut().zip(rows.clone()).enumerate() {
-                    self.read_head(&self.k, r, kv_off, kb);
                     let qh = if j < t.sinks_seen { q_sink } else { q_win };
-                    *s = dot(qh, kb) * scale;
+                    *s = dot(qh, &kf[r * kv_dim + kv_off..][..hd]) * scale;
                 }
                 ops::softmax(sc);
                 o.fill(0.0);
                 for (&p, r) in sc.iter().zip(rows) {
-                    self.read_head(&self.v, r, kv_off, kb);
-                    for (a, &b) in o.iter_mut().zip(kb.iter()) {
+                    let vr = &vf[r * kv_dim + kv_off..][..hd];
+                    for (a, &b) in o.iter_mut().zip(vr) {
                         *a += p * b;
                     }
                 }
@@ -504,24 +539,32 @@ impl KvCache {
             .map(move |j| base + j)
             .chain(window.map(move |e| self.row_index(layer, e)))
     }
+}
 
-    /// Reads the `head_dim` values of one head (at value offset `off`) of buffer row `r`.
-    fn read_head(&self, buf: &[u8], r: usize, off: usize, out: &mut [f32]) {
-        let row = &buf[r * self.row_bytes..(r + 1) * self.row_bytes];
-        let bl = self.ty.block_len();
-        let start = off / bl * self.ty.block_bytes();
-        let bytes = &row[start..start + out.len() / bl * self.ty.block_bytes()];
-        // f16 is the default: convert a whole head at once (F16C / NEON where the CPU has
-        // it, through `half`).
-        if self.ty == GgmlType::F16 {
-            if let Ok(h) = bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
-                use half::slice::HalfFloatSliceExt;
-                h.convert_to_f32_slice(out);
-                return;
-            }
-        }
-        quant::dequantize(self.ty, bytes, out);
+/// A raw pointer that rayon tasks may share; each task writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only to hand disjoint rows of one buffer to parallel tasks (see `attend`).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
+}
+
+/// Widens one cached row to f32. f16 is the default: a whole row at once (F16C or NEON where
+/// the CPU has it, through `half`).
+fn widen(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    if ty == GgmlType::F16 {
+        if let Ok(h) = bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+            use half::slice::HalfFloatSliceExt;
+            h.convert_to_f32_slice(out);
+            return;
+        }
+    }
+    quant::dequantize(ty, bytes, out);
 }
 
 /// A dot product with eight independent sums, so the compiler can keep them in vector
@@ -659,7 +702,9 @@ mod tests {
                 let mut out = vec![0.0; n * q_dim];
                 let mut scores = vec![0.0; n * sh.n_head * cfg.capacity()];
                 let mut qbuf = vec![0.0; n * 2 * q_dim];
-                cache.attend(l, &q, &mut out, &mut scores, &mut qbuf);
+                let rows = cfg.capacity() + batch;
+                let (mut kf, mut vf) = (vec![0.0; rows * kv_dim], vec![0.0; rows * kv_dim]);
+                cache.attend(l, &q, &mut out, &mut scores, &mut qbuf, &mut kf, &mut vf);
                 for t in 0..n {
                     let kt = k_orig[t * kv_dim..(t + 1) * kv_dim].to_vec();
                     r.push(&cfg, kt, v[t * kv_dim..(t + 1) * kv_dim].to_vec());

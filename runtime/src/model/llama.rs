@@ -237,7 +237,7 @@ impl Llama {
             matmul(&layer.wk.view(data), xb, k, act);
             matmul(&layer.wv.view(data), xb, v, act);
             cache.store(l, k, v);
-            cache.attend(l, q, att, &mut st.scores, &mut st.qrot);
+            cache.attend(l, q, att, &mut st.scores, &mut st.qrot, &mut st.kf, &mut st.vf);
             matmul(&layer.wo.view(data), att, proj, act);
             ops::add_assign(x, proj);
 
@@ -285,6 +285,9 @@ pub struct State {
     up: Vec<f32>,
     /// Queries rotated for the sinks and for the window, as the cache needs them.
     qrot: Vec<f32>,
+    /// Cached keys and values of one layer widened to f32 for the attention.
+    kf: Vec<f32>,
+    vf: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
     n_logits: usize,
@@ -309,6 +312,8 @@ impl State {
             gate: vec![0.0; batch * c.n_ff],
             up: vec![0.0; batch * c.n_ff],
             qrot: vec![0.0; batch * 2 * q_dim],
+            kf: vec![0.0; (capacity + batch) * c.kv_dim()],
+            vf: vec![0.0; (capacity + batch) * c.kv_dim()],
             scores: vec![0.0; batch * c.n_head * capacity],
             logits: vec![0.0; batch * c.n_vocab],
             n_logits: 0,

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Tests libtern, the C ABI (ffi/): the committed header is current, the README's C example is
+# the one that is built, every C test under ffi/tests passes linked against the shared and
+# the static library, one runs under valgrind without errors or leaks, the shared library and
+# the example run on aarch64 under qemu, and the crate checks for Android.
+#
+# Needs (scripts/setup.sh test installs them): a C compiler, valgrind, qemu-user,
+# gcc-aarch64-linux-gnu and libc6-dev-arm64-cross; cbindgen is installed with cargo if missing.
+# The model is the default one (`tern pull`), fetched into the cache on first use.
+# TERN_FFI_SKIP_CROSS=1 skips the aarch64 and Android steps (for quick local runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+SECONDS=0
+step() { echo "== $* (${SECONDS}s)"; }
+
+CBINDGEN_VERSION=0.29.4
+# What Rust's std needs from the system when linking libtern.a on linux-gnu
+# (`cargo rustc --crate-type staticlib -- --print native-static-libs`).
+NATIVE_LIBS=(-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
+CFLAGS=(-std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Wall -Wextra -Werror -pedantic
+    -Iffi/include -Iffi/tests)
+
+for tool in cc valgrind qemu-aarch64 aarch64-linux-gnu-gcc; do
+    command -v "$tool" >/dev/null || {
+        echo "test-ffi: $tool not found (scripts/setup.sh test installs it)" >&2
+        exit 1
+    }
+done
+
+tmp=$(mktemp -d /tmp/tern-test-ffi-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+step "cargo build libtern (shared and static) and the tern CLI"
+cargo build --release -p tern-ffi -p tern
+model=$(target/release/tern pull)
+echo "model: $model"
+
+step "header: ffi/include/tern.h matches cbindgen's output"
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    cargo install cbindgen --locked --version "$CBINDGEN_VERSION"
+fi
+cbindgen --quiet --config ffi/cbindgen.toml --crate tern-ffi --output "$tmp/tern.h"
+if ! diff -u ffi/include/tern.h "$tmp/tern.h"; then
+    echo "ffi/include/tern.h is stale; regenerate it with:" >&2
+    echo "  cbindgen --config ffi/cbindgen.toml --crate tern-ffi --output ffi/include/tern.h" >&2
+    exit 1
+fi
+
+step "README: its C example is ffi/examples/chat.c"
+sed -n '/<!-- example: ffi\/examples\/chat.c -->/,/^```$/p' ffi/README.md | sed '1,2d;$d' \
+    >"$tmp/readme-chat.c"
+diff -u ffi/examples/chat.c "$tmp/readme-chat.c" || {
+    echo "ffi/README.md's example differs from ffi/examples/chat.c" >&2
+    exit 1
+}
+
+step "compile the C tests against libtern.so and libtern.a"
+tests=()
+for src in ffi/tests/test_*.c ffi/examples/chat.c; do
+    name=$(basename "$src" .c)
+    cc "${CFLAGS[@]}" "$src" -o "$tmp/$name.shared" \
+        -Ltarget/release -ltern -Wl,-rpath,"$root/target/release" -lpthread
+    cc "${CFLAGS[@]}" "$src" -o "$tmp/$name.static" target/release/libtern.a "${NATIVE_LIBS[@]}"
+    case $name in test_*) tests+=("$name") ;; esac
+done
+ldd "$tmp/test_stream.shared" | grep -q "libtern.so" || { echo "not linked to libtern.so" >&2; exit 1; }
+if ldd "$tmp/test_stream.static" | grep -q "libtern"; then
+    echo "the static build still needs libtern.so" >&2
+    exit 1
+fi
+
+failed=0
+for name in "${tests[@]}"; do
+    for kind in shared static; do
+        step "$name ($kind)"
+        if ! "$tmp/$name.$kind" "$model"; then
+            echo "FAILED: $name ($kind)" >&2
+            failed=$((failed + 1))
+        fi
+    done
+done
+step "example chat (static)"
+"$tmp/chat.static" "$model" "Say hi." 8 || failed=$((failed + 1))
+
+step "valgrind: test_errors (every error path, a streamed reply, save and restore)"
+valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,possible \
+    --suppressions=ffi/tests/valgrind.supp "$tmp/test_errors.shared" "$model" \
+    2>"$tmp/valgrind.log" || {
+    cat "$tmp/valgrind.log" >&2
+    echo "FAILED: valgrind" >&2
+    failed=$((failed + 1))
+}
+grep -E "ERROR SUMMARY|definitely lost|possibly lost|suppressed:" "$tmp/valgrind.log" || true
+
+if [ "${TERN_FFI_SKIP_CROSS:-0}" != 1 ]; then
+    step "aarch64: libtern.so and the example, run under qemu"
+    rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1
+    # The linker comes from .cargo/config.toml ([target.aarch64-unknown-linux-gnu]).
+    grep -q 'linker = "aarch64-linux-gnu-gcc"' .cargo/config.toml || {
+        echo ".cargo/config.toml lacks the aarch64 linker setting" >&2
+        exit 1
+    }
+    cargo build --release --target aarch64-unknown-linux-gnu -p tern-ffi
+    a64=target/aarch64-unknown-linux-gnu/release
+    aarch64-linux-gnu-gcc "${CFLAGS[@]}" ffi/examples/chat.c -o "$tmp/chat.aarch64" \
+        -L"$a64" -ltern -Wl,-rpath,"$root/$a64"
+    file "$tmp/chat.aarch64" "$a64/libtern.so" | sed "s|$tmp/||"
+    if qemu-aarch64 -L /usr/aarch64-linux-gnu "$tmp/chat.aarch64" "$model" "Say hi." 4 \
+        >"$tmp/qemu.out"; then
+        echo "aarch64 reply: $(cat "$tmp/qemu.out")"
+        [ -s "$tmp/qemu.out" ] || { echo "FAILED: empty aarch64 reply" >&2; failed=$((failed + 1)); }
+    else
+        echo "FAILED: aarch64 example under qemu" >&2
+        failed=$((failed + 1))
+    fi
+
+    step "Android: cargo check --target aarch64-linux-android -p tern-ffi"
+    rustup target add aarch64-linux-android >/dev/null 2>&1
+    cargo check --release --target aarch64-linux-android -p tern-ffi
+fi
+
+step "done"
+if [ "$failed" -ne 0 ]; then
+    echo "test-ffi: $failed failed" >&2
+    exit 1
+fi
+echo "test-ffi: all passed"
