@@ -5,7 +5,7 @@
 //! [`session`] ties a model, a cache and buffers into one conversation, [`chat`]
 //! renders it with the model's template and [`snapshot`] saves it; [`tokenizer`] builds
 //! the tokenizer stored in a GGUF file; [`sampler`] picks the next token; [`perplexity`]
-//! scores a text; [`catalog`] knows the models Tern can fetch and fetches them.
+//! scores a text; [`speed`] measures it; [`catalog`] knows the models Tern can fetch and fetches them.
 
 pub mod cache;
 pub mod catalog;
@@ -16,5 +16,6 @@ pub mod perplexity;
 pub mod sampler;
 pub mod session;
 pub mod snapshot;
+pub mod speed;
 pub mod stream;
 pub mod tokenizer;

@@ -1,5 +1,6 @@
 //! Command-line parsing and the commands, each in its own file.
 
+mod bench;
 mod boards;
 mod chat;
 mod inspect;
@@ -29,6 +30,8 @@ enum Command {
     Chat(chat::Args),
     /// Generate text from a prompt, streamed to stdout; stats on stderr.
     Run(run::Args),
+    /// Prefill and decode speed of a model on this machine.
+    Bench(bench::Args),
     /// Print the token ids of a file's text, space-separated, on one line.
     Tokenize(tokenize::Args),
     /// Perplexity of a text, computed as llama-perplexity does.
@@ -59,6 +62,7 @@ pub fn main() -> Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Run(a) => run::run(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect { file } => inspect::run(&file),
         Command::Pull { name } => {
