@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test of Tern: formatting, lints, and the whole test suite (with llama.cpp as the
-# oracle). The README's test command; .ci/run calls it.
+# Runs every test of Tern: formatting, lints, the whole test suite on the x86-64 host (with
+# llama.cpp as the oracle), the kernels and the runtime for aarch64 under qemu (a Raspberry Pi
+# 4 class CPU and one with dotprod and i8mm), and libtern's C tests. The README's test
+# command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SECONDS=0
 scripts/setup.sh test
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy -D warnings"
+echo "== cargo clippy -D warnings (${SECONDS}s)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== cargo test (x86-64 host)"
+echo "== cargo test, x86-64 host (${SECONDS}s)"
 cargo test --release --workspace -- --nocapture
+echo "== aarch64 under qemu (${SECONDS}s)"
+scripts/test-aarch64.sh
+echo "== libtern, the C ABI (${SECONDS}s)"
+scripts/test-ffi.sh
+echo "== all tests passed in ${SECONDS}s"

@@ -311,10 +311,10 @@ TernStatus tern_model_free(TernModel *model);
 /**
  * Makes session parameters with the defaults: the KV cache of the model's board (sinks,
  * window and element type, as `tern boards` shows them; the window shrunk if the board's
- * memory budget requires), evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
- * top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64 tokens), seed 0; no
- * system prompt (pinned in the cache when set); replies of at most 512 tokens; no extra stop
- * strings. Free them with `tern_session_params_free`.
+ * memory budget requires), evicting one token at a time; greedy sampling (temperature 0)
+ * with top-k 40, top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64
+ * tokens), seed 0; no system prompt (pinned in the cache when set); replies of at most 512
+ * tokens; no extra stop strings. Free them with `tern_session_params_free`.
  */
 TernStatus tern_session_params_new(TernSessionParams **out);
 

@@ -124,19 +124,14 @@ impl Error {
 
 impl From<LoadError> for Error {
     fn from(e: LoadError) -> Error {
-        let io = matches!(
-            &e,
+        match &e {
+            // The I/O error names the path already.
             LoadError::File {
-                source: tern::gguf::GgufError::Io { .. },
+                source: source @ tern::gguf::GgufError::Io { .. },
                 ..
-            }
-        );
-        let status = if io {
-            TernStatus::TERN_ERR_IO
-        } else {
-            TernStatus::TERN_ERR_MODEL
-        };
-        Error::new(status, e.to_string())
+            } => Error::new(TernStatus::TERN_ERR_IO, source.to_string()),
+            _ => Error::new(TernStatus::TERN_ERR_MODEL, e.to_string()),
+        }
     }
 }
 
@@ -234,7 +229,10 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, arg: &str) -> Result<&'a str,
 ///
 /// # Safety
 /// As [`str_arg`].
-pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, arg: &str) -> Result<Option<&'a str>, Error> {
+pub(crate) unsafe fn opt_str_arg<'a>(
+    p: *const c_char,
+    arg: &str,
+) -> Result<Option<&'a str>, Error> {
     if p.is_null() {
         Ok(None)
     } else {

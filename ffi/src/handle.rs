@@ -70,7 +70,7 @@ fn key(t: &Table, h: usize, arg: &str, want: &str) -> Result<u64, Error> {
     }
     let id = (h >> SHIFT) as u64;
     let bad = |what: String| Error::new(TernStatus::TERN_ERR_INVALID_HANDLE, what);
-    if h % (1 << SHIFT) != 0 || id >= t.next {
+    if !h.is_multiple_of(1 << SHIFT) || id >= t.next {
         return Err(bad(format!("`{arg}` is not a Tern {want} handle")));
     }
     match t.live.get(&id) {
@@ -105,7 +105,10 @@ pub(crate) fn remove<T: Kind>(h: *const T::C, arg: &str) -> Result<Option<Arc<T>
     let entry = t.live.remove(&id);
     drop(t);
     let obj = entry.map(|e| e.obj).ok_or_else(|| {
-        Error::new(TernStatus::TERN_ERR_INTERNAL, "handle vanished from the table")
+        Error::new(
+            TernStatus::TERN_ERR_INTERNAL,
+            "handle vanished from the table",
+        )
     })?;
     obj.downcast::<T>()
         .map(Some)
@@ -139,7 +142,11 @@ mod tests {
         let as_pear = a as usize as *const PearC;
         let e = get::<Pear>(as_pear, "p").err().unwrap();
         assert_eq!(e.status, TernStatus::TERN_ERR_INVALID_HANDLE);
-        assert!(e.message.contains("apple handle, not a pear"), "{}", e.message);
+        assert!(
+            e.message.contains("apple handle, not a pear"),
+            "{}",
+            e.message
+        );
 
         // Freed, then freed again, then used.
         let held = get::<Apple>(a, "a").unwrap();
@@ -151,9 +158,17 @@ mod tests {
         assert_eq!(e.status, TernStatus::TERN_ERR_INVALID_HANDLE);
 
         // A number never handed out, a misaligned one, NULL.
-        let e = get::<Apple>(usize::MAX as *const AppleC, "a").err().unwrap();
-        assert!(e.message.contains("not a Tern apple handle"), "{}", e.message);
-        let e = get::<Apple>((a as usize + 1) as *const AppleC, "a").err().unwrap();
+        let e = get::<Apple>(usize::MAX as *const AppleC, "a")
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("not a Tern apple handle"),
+            "{}",
+            e.message
+        );
+        let e = get::<Apple>((a as usize + 1) as *const AppleC, "a")
+            .err()
+            .unwrap();
         assert_eq!(e.status, TernStatus::TERN_ERR_INVALID_HANDLE);
         let e = get::<Apple>(std::ptr::null(), "a").err().unwrap();
         assert_eq!(e.status, TernStatus::TERN_ERR_NULL_POINTER);

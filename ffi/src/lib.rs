@@ -7,7 +7,7 @@
 //! app), a status code from every call with a thread-local message, and callbacks for reply
 //! pieces and log lines. Nothing that C passes in can crash the library: NULL pointers,
 //! invalid UTF-8, freed handles, bad files and bad values are errors, and every entry point
-//! catches panics ([`error`]). Handles are table entries, not addresses ([`handle`]).
+//! catches panics (module `error`). Handles are table entries, not addresses (module `handle`).
 //!
 //! What it is not: a way to reach the runtime's internals (tensors, logits, the cache).
 

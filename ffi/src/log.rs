@@ -22,8 +22,9 @@ pub const TERN_LOG_ERROR: TernLogLevel = 3;
 /// Receives one log line: its level, the message (UTF-8, NUL-terminated, valid only during
 /// the call) and the `user_data` given to `tern_set_log_callback`. Called on the thread of the
 /// Tern call being logged; it must not call `tern_set_log_callback`.
-pub type TernLogCallback =
-    Option<unsafe extern "C" fn(level: TernLogLevel, message: *const c_char, user_data: *mut c_void)>;
+pub type TernLogCallback = Option<
+    unsafe extern "C" fn(level: TernLogLevel, message: *const c_char, user_data: *mut c_void),
+>;
 
 #[derive(Clone, Copy)]
 struct Logger {

@@ -183,10 +183,7 @@ pub unsafe extern "C" fn tern_model_load(
             format!(
                 "loaded {path}: {} layers, {} tokens of vocabulary, trained on {} tokens of \
                  context; {threads} threads; board {}",
-                c.n_layer,
-                c.n_vocab,
-                c.n_ctx_train,
-                board.profile.name
+                c.n_layer, c.n_vocab, c.n_ctx_train, board.profile.name
             )
         });
         log_with(TERN_LOG_DEBUG, || format!("{board}"));

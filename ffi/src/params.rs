@@ -79,10 +79,10 @@ fn positive(name: &str, v: u32) -> Result<usize, Error> {
 
 /// Makes session parameters with the defaults: the KV cache of the model's board (sinks,
 /// window and element type, as `tern boards` shows them; the window shrunk if the board's
-/// memory budget requires), evicting one token at a time; greedy sampling (temperature 0) with top-k 40,
-/// top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64 tokens), seed 0; no
-/// system prompt (pinned in the cache when set); replies of at most 512 tokens; no extra stop
-/// strings. Free them with `tern_session_params_free`.
+/// memory budget requires), evicting one token at a time; greedy sampling (temperature 0)
+/// with top-k 40, top-p 0.95, min-p 0.05, no repetition penalty (1.0 over the last 64
+/// tokens), seed 0; no system prompt (pinned in the cache when set); replies of at most 512
+/// tokens; no extra stop strings. Free them with `tern_session_params_free`.
 #[no_mangle]
 pub extern "C" fn tern_session_params_new(out: *mut *mut TernSessionParams) -> TernStatus {
     guard("tern_session_params_new", || {
@@ -350,7 +350,10 @@ mod tests {
             tern_session_params_set_kv_type(p, 3),
             TernStatus::TERN_ERR_INVALID_ARGUMENT
         );
-        assert_eq!(tern_session_params_set_kv_type(p, TERN_KV_Q8_0), TernStatus::TERN_OK);
+        assert_eq!(
+            tern_session_params_set_kv_type(p, TERN_KV_Q8_0),
+            TernStatus::TERN_OK
+        );
         assert_eq!(get().kv_type, Some(KvType::Q8_0));
         assert_eq!(get().window, None);
 

@@ -74,7 +74,13 @@ pub struct TernStats {
 
 impl TernStats {
     fn from_stats(s: &Stats) -> TernStats {
-        let rate = |n: u64, secs: f64| if n == 0 { 0.0 } else { n as f64 / secs.max(1e-9) };
+        let rate = |n: u64, secs: f64| {
+            if n == 0 {
+                0.0
+            } else {
+                n as f64 / secs.max(1e-9)
+            }
+        };
         TernStats {
             size: std::mem::size_of::<TernStats>(),
             tokens: s.tokens,
@@ -145,7 +151,11 @@ fn with_session<R>(
 }
 
 /// Writes a new handle for `session` to `out`.
-fn publish(model: Arc<ModelHandle>, session: Session, out: *mut *mut TernSession) -> Result<(), Error> {
+fn publish(
+    model: Arc<ModelHandle>,
+    session: Session,
+    out: *mut *mut TernSession,
+) -> Result<(), Error> {
     let stats = session.stats();
     log_with(TERN_LOG_INFO, || {
         format!(
@@ -244,7 +254,12 @@ fn session_options(m: &ModelHandle, s: SessionSettings) -> Result<SessionOptions
             opts.cache.window = window;
             opts.cache.evict_chunk = opts.cache.evict_chunk.min(window);
         }
-        Err(e) => return Err(Error::new(TernStatus::TERN_ERR_OUT_OF_MEMORY, e.to_string())),
+        Err(e) => {
+            return Err(Error::new(
+                TernStatus::TERN_ERR_OUT_OF_MEMORY,
+                e.to_string(),
+            ))
+        }
     }
     Ok(opts)
 }
@@ -322,7 +337,9 @@ pub unsafe extern "C" fn tern_session_feed_text(
     guard("tern_session_feed_text", || {
         // SAFETY: forwarded contract.
         let text = unsafe { str_arg(text, "text") }?;
-        let n = with_session(session, |h, s| Ok(h.model.pool.install(|| s.feed_text(text))?))?;
+        let n = with_session(session, |h, s| {
+            Ok(h.model.pool.install(|| s.feed_text(text))?)
+        })?;
         if !out_tokens.is_null() {
             // SAFETY: non-null and writable by the caller's contract.
             unsafe { *out_tokens = n as u64 };

@@ -3,7 +3,7 @@
 #include "common.h"
 
 typedef struct {
-    int lines, info_lines, loaded_lines, reply_lines;
+    int lines, info_lines, loaded_lines, reply_lines, shrunk_lines;
 } LogSeen;
 
 static void on_log(TernLogLevel level, const char *message, void *user_data) {
@@ -12,6 +12,8 @@ static void on_log(TernLogLevel level, const char *message, void *user_data) {
     if (level == TERN_LOG_INFO) seen->info_lines++;
     if (strstr(message, "loaded ")) seen->loaded_lines++;
     if (strstr(message, "reply of ")) seen->reply_lines++;
+    if (level == TERN_LOG_WARN && strstr(message, "KV window shrunk from 8000"))
+        seen->shrunk_lines++;
 }
 
 /* Counts the characters of s that take more than one byte. */
@@ -106,6 +108,32 @@ int main(int argc, char **argv) {
     CHECK_OK(tern_session_reset(s));
     CHECK_OK(tern_session_chat(s, "Hi", NULL, NULL, NULL));
     CHECK(seen.lines == lines);
+
+    /* A board's memory budget: on a Raspberry Pi Zero 2 W (358 MiB for Tern), a window of
+     * 8000 f32 tokens (46 KB each for this model) does not fit next to the weights, so it
+     * shrinks, with a warning. */
+    CHECK_OK(tern_set_log_callback(on_log, &seen, TERN_LOG_WARN));
+    TernModelParams *mp = NULL;
+    CHECK_OK(tern_model_params_new(&mp));
+    CHECK_OK(tern_model_params_set_board(mp, "rpi-zero2w"));
+    CHECK_OK(tern_model_params_set_threads(mp, 2));
+    TernModel *zero = NULL;
+    CHECK_OK(tern_model_load(argv[1], mp, &zero));
+    CHECK_OK(tern_model_params_free(mp));
+    TernSessionParams *big = NULL;
+    CHECK_OK(tern_session_params_new(&big));
+    CHECK_OK(tern_session_params_set_sinks(big, 4));
+    CHECK_OK(tern_session_params_set_window(big, 8000));
+    CHECK_OK(tern_session_params_set_kv_type(big, TERN_KV_F32));
+    TernSession *shrunk = NULL;
+    CHECK_OK(tern_session_new(zero, big, &shrunk));
+    CHECK_OK(tern_session_params_free(big));
+    TernStats zs = stats_of(shrunk);
+    printf("rpi-zero2w: cache of %llu tokens\n", (unsigned long long)zs.cache_capacity);
+    CHECK(seen.shrunk_lines == 1);
+    CHECK(zs.cache_capacity > 4 + 512 && zs.cache_capacity < 4 + 8000);
+    CHECK_OK(tern_session_free(shrunk));
+    CHECK_OK(tern_model_free(zero));
     CHECK_OK(tern_set_log_callback(NULL, NULL, TERN_LOG_DEBUG));
 
     CHECK_OK(tern_session_free(s));

@@ -97,61 +97,117 @@ pub fn matmul_with(
     y: &mut [f32],
     scratch: &mut Vec<u8>,
 ) {
-    let n = x.len() / w.cols;
-    assert_eq!(x.len(), n * w.cols, "activations are not whole rows");
-    assert_eq!(y.len(), n * w.rows, "output is not n × rows");
-    assert_eq!(
-        w.data.len(),
-        w.rows * w.row_bytes(),
-        "weights are not rows × cols"
-    );
-    if n == 0 || w.rows == 0 {
+    matmul_many_with(ks, &[*w], x, &mut [y], scratch);
+}
+
+/// Several products of the same activations, `ys[i] = ws[i] · x` (each as [`matmul`]): the
+/// activations are quantized once and all the rows share one parallel dispatch, which
+/// matters for the small matrices of a decode step (q, k, v; gate, up). Matrices of
+/// different types or widths are multiplied one after the other.
+pub fn matmul_many(ws: &[QMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]], scratch: &mut Vec<u8>) {
+    matmul_many_with(kernels(), ws, x, ys, scratch);
+}
+
+/// [`matmul_many`] with the kernels of `ks`.
+pub fn matmul_many_with(
+    ks: &KernelSet,
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut Vec<u8>,
+) {
+    assert_eq!(ws.len(), ys.len(), "one output per matrix");
+    let Some(first) = ws.first() else { return };
+    if ws.iter().any(|w| w.ty != first.ty || w.cols != first.cols) {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul_many_with(ks, &[*w], x, &mut [&mut **y], scratch);
+        }
         return;
     }
-    let k = ks.get(w.ty);
+    let cols = first.cols;
+    let n = x.len() / cols;
+    assert_eq!(x.len(), n * cols, "activations are not whole rows");
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(y.len(), n * w.rows, "output is not n × rows");
+        assert_eq!(
+            w.data.len(),
+            w.rows * w.row_bytes(),
+            "weights are not rows × cols"
+        );
+    }
+    if n == 0 {
+        return;
+    }
+    let segs: Vec<Segment<'_, '_>> = ws
+        .iter()
+        .zip(ys.iter_mut())
+        .map(|(w, y)| Segment {
+            w: *w,
+            out: SharedOut::new(y),
+        })
+        .collect();
+    let k = ks.get(first.ty);
     match k.gemm {
-        Some(g) if n >= 2 => gemm(k, &g, w, x, y, scratch),
-        _ => rows_dot(k, w, x, y, scratch),
+        Some(g) if n >= 2 => gemm(k, &g, &segs, x, n, scratch),
+        _ => rows_dot(k, &segs, x, n, scratch),
+    }
+}
+
+/// One matrix of a product and where its results go.
+struct Segment<'w, 'y> {
+    w: QMatrix<'w>,
+    out: SharedOut<'y>,
+}
+
+/// Calls `f(segment, local rows)` for the parts of the global row range `range` (the rows
+/// of all segments, one after the other) that fall in each segment.
+fn for_segments(segs: &[Segment<'_, '_>], range: Range<usize>, mut f: impl FnMut(&Segment<'_, '_>, Range<usize>)) {
+    let mut base = 0;
+    for s in segs {
+        let (lo, hi) = (range.start.max(base), range.end.min(base + s.w.rows));
+        if lo < hi {
+            f(s, lo - base..hi - base);
+        }
+        base += s.w.rows;
     }
 }
 
 /// Decode (or a type without panel kernels): one dot product per row and token.
-fn rows_dot(k: &TypeKernels, w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch: &mut Vec<u8>) {
-    let n = x.len() / w.cols;
+fn rows_dot(k: &TypeKernels, segs: &[Segment<'_, '_>], x: &[f32], n: usize, scratch: &mut Vec<u8>) {
+    let cols = segs[0].w.cols;
     let act_row = k
         .act
-        .bytes_for(w.cols as u64)
+        .bytes_for(cols as u64)
         .expect("cols is a whole number of blocks") as usize;
     scratch.resize(n * act_row, 0);
-    for (xt, qt) in x
-        .chunks_exact(w.cols)
-        .zip(scratch.chunks_exact_mut(act_row))
-    {
+    for (xt, qt) in x.chunks_exact(cols).zip(scratch.chunks_exact_mut(act_row)) {
         (k.quantize)(xt, qt);
     }
     let acts: &[u8] = scratch;
-    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
-    let out = SharedOut::new(y);
-    par_rows(rows, cols * n, DOT_ROWS, |range| {
+    let total: usize = segs.iter().map(|s| s.w.rows).sum();
+    par_rows(total, cols * n, DOT_ROWS, |range| {
         let mut buf = [0.0f32; DOT_ROWS];
-        for r0 in range.clone().step_by(DOT_ROWS) {
-            let r1 = (r0 + DOT_ROWS).min(range.end);
-            let wr = w.rows(r0..r1);
-            for (t, a) in acts.chunks_exact(act_row).enumerate() {
-                let res = &mut buf[..r1 - r0];
-                match k.dot_rows {
-                    Some(f) => f(cols, wr, a, res),
-                    None => {
-                        for (o, row) in res.iter_mut().zip(wr.chunks_exact(rb)) {
-                            *o = (k.dot)(cols, row, a);
+        for_segments(segs, range, |s, range| {
+            let (w, rows, rb) = (&s.w, s.w.rows, s.w.row_bytes());
+            for r0 in range.clone().step_by(DOT_ROWS) {
+                let r1 = (r0 + DOT_ROWS).min(range.end);
+                let wr = w.rows(r0..r1);
+                for (t, a) in acts.chunks_exact(act_row).enumerate() {
+                    let res = &mut buf[..r1 - r0];
+                    match k.dot_rows {
+                        Some(f) => f(cols, wr, a, res),
+                        None => {
+                            for (o, row) in res.iter_mut().zip(wr.chunks_exact(rb)) {
+                                *o = (k.dot)(cols, row, a);
+                            }
                         }
                     }
-                }
-                for (i, &v) in res.iter().enumerate() {
-                    out.write(t * rows + r0 + i, v);
+                    for (i, &v) in res.iter().enumerate() {
+                        s.out.write(t * rows + r0 + i, v);
+                    }
                 }
             }
-        }
+        });
     });
 }
 
@@ -160,13 +216,12 @@ fn rows_dot(k: &TypeKernels, w: &QMatrix<'_>, x: &[f32], y: &mut [f32], scratch:
 fn gemm(
     k: &TypeKernels,
     g: &GemmKernels,
-    w: &QMatrix<'_>,
+    segs: &[Segment<'_, '_>],
     x: &[f32],
-    y: &mut [f32],
+    n: usize,
     scratch: &mut Vec<u8>,
 ) {
-    let (rows, cols) = (w.rows, w.cols);
-    let n = x.len() / cols;
+    let cols = segs[0].w.cols;
     let p = g.panel;
     let n_panels = n.div_ceil(p);
     let act_row = k
@@ -204,35 +259,38 @@ fn gemm(
     }
 
     let panels: &[u8] = panels;
-    let out = SharedOut::new(y);
-    par_rows(rows, cols * n, ROW_BLOCK, |range| {
+    let total: usize = segs.iter().map(|s| s.w.rows).sum();
+    par_rows(total, cols * n, ROW_BLOCK, |range| {
         let mut buf = [0.0f32; ROW_BLOCK * PANEL_BLOCK * 8];
-        let mut r0 = range.start;
-        while r0 < range.end {
-            let nr = ROW_BLOCK.min(range.end - r0);
-            let wr = w.rows(r0..r0 + nr);
-            for p0 in (0..n_panels).step_by(PANEL_BLOCK) {
-                let np = PANEL_BLOCK.min(n_panels - p0);
-                let res = &mut buf[..np * nr * p];
-                (g.tile)(
-                    cols,
-                    wr,
-                    &panels[p0 * panel_bytes..(p0 + np) * panel_bytes],
-                    res,
-                );
-                for (pi, tile) in res.chunks_exact(nr * p).enumerate() {
-                    for (r, vals) in tile.chunks_exact(p).enumerate() {
-                        for (t, &v) in vals.iter().enumerate() {
-                            let tok = (p0 + pi) * p + t;
-                            if tok < n {
-                                out.write(tok * rows + r0 + r, v);
+        for_segments(segs, range, |s, range| {
+            let rows = s.w.rows;
+            let mut r0 = range.start;
+            while r0 < range.end {
+                let nr = ROW_BLOCK.min(range.end - r0);
+                let wr = s.w.rows(r0..r0 + nr);
+                for p0 in (0..n_panels).step_by(PANEL_BLOCK) {
+                    let np = PANEL_BLOCK.min(n_panels - p0);
+                    let res = &mut buf[..np * nr * p];
+                    (g.tile)(
+                        cols,
+                        wr,
+                        &panels[p0 * panel_bytes..(p0 + np) * panel_bytes],
+                        res,
+                    );
+                    for (pi, tile) in res.chunks_exact(nr * p).enumerate() {
+                        for (r, vals) in tile.chunks_exact(p).enumerate() {
+                            for (t, &v) in vals.iter().enumerate() {
+                                let tok = (p0 + pi) * p + t;
+                                if tok < n {
+                                    s.out.write(tok * rows + r0 + r, v);
+                                }
                             }
                         }
                     }
                 }
+                r0 += nr;
             }
-            r0 += nr;
-        }
+        });
     });
 }
 
@@ -257,20 +315,22 @@ fn par_rows(rows: usize, work_per_row: usize, align: usize, f: impl Fn(Range<usi
 
 /// The output matrix, shared by row tasks that each write their own rows of every token
 /// (strided in `y[token][row]`, so not expressible as disjoint sub-slices).
-struct SharedOut {
+struct SharedOut<'y> {
     ptr: *mut f32,
     len: usize,
+    _y: std::marker::PhantomData<&'y mut [f32]>,
 }
 
 // SAFETY: the tasks sharing a `SharedOut` write disjoint indices (their own rows), and the
-// slice it was made from stays mutably borrowed until they have all finished.
-unsafe impl Sync for SharedOut {}
+// slice it was made from stays mutably borrowed (`'y`) while it exists.
+unsafe impl Sync for SharedOut<'_> {}
 
-impl SharedOut {
-    fn new(y: &mut [f32]) -> SharedOut {
+impl<'y> SharedOut<'y> {
+    fn new(y: &'y mut [f32]) -> SharedOut<'y> {
         SharedOut {
             ptr: y.as_mut_ptr(),
             len: y.len(),
+            _y: std::marker::PhantomData,
         }
     }
 

@@ -2,35 +2,75 @@
 //!
 //! Each follows ggml's arithmetic where the order of operations changes the result (sums of
 //! squares in f64, RoPE angles by repeated multiplication), so Tern's logits track
-//! llama.cpp's.
+//! llama.cpp's. [`rms_norm`], [`softmax`] and [`swiglu`] run the kernel set's vectorised
+//! versions where it has them ([`OpKernels`]); [`scalar`] holds the plain versions they are
+//! tested against.
+
+use crate::table::kernels;
+
+/// The vectorisable primitives, as one kernel set implements them.
+#[derive(Clone, Copy)]
+pub struct OpKernels {
+    pub rms_norm: fn(&[f32], &[f32], f32, &mut [f32]),
+    pub softmax: fn(&mut [f32]),
+    pub swiglu: fn(&mut [f32], &[f32]),
+}
+
+impl OpKernels {
+    /// The plain versions.
+    pub const SCALAR: OpKernels = OpKernels {
+        rms_norm: scalar::rms_norm,
+        softmax: scalar::softmax,
+        swiglu: scalar::swiglu,
+    };
+}
 
 /// RMSNorm: `out = x / sqrt(mean(x²) + eps) * w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
-    for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * wi;
-    }
+    (kernels().ops().rms_norm)(x, w, eps, out)
 }
 
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    (kernels().ops().softmax)(x)
 }
 
 /// `gate = silu(gate) * up`: the SwiGLU gate of a llama feed-forward block.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    (kernels().ops().swiglu)(gate, up)
+}
+
+/// The plain versions of the vectorised primitives: the reference for their tests and the
+/// fallback on CPUs without a kernel set.
+pub mod scalar {
+    /// RMSNorm: `out = x / sqrt(mean(x²) + eps) * w`, the squares summed in f64 as ggml does.
+    pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+        let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
+        for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w) {
+            *o = v * scale * wi;
+        }
+    }
+
+    /// In-place softmax, the exponentials summed in f64.
+    pub fn softmax(x: &mut [f32]) {
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f64;
+        for v in x.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+    }
+
+    /// `gate = silu(gate) * up`.
+    pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
     }
 }
 

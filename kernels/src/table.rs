@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use crate::ops::OpKernels;
 use crate::quant;
 use crate::GgmlType;
 
@@ -57,6 +58,7 @@ pub struct TypeKernels {
 pub struct KernelSet {
     name: &'static str,
     table: [TypeKernels; GgmlType::ALL.len()],
+    ops: OpKernels,
 }
 
 macro_rules! scalar_entry {
@@ -104,6 +106,7 @@ impl KernelSet {
         KernelSet {
             name: "scalar",
             table,
+            ops: OpKernels::SCALAR,
         }
     }
 
@@ -116,6 +119,16 @@ impl KernelSet {
     pub(crate) fn set(&mut self, ty: GgmlType, k: TypeKernels) {
         debug_assert_eq!(k.act, ty.vec_dot_type(), "{ty}");
         self.table[index(ty)] = k;
+    }
+
+    /// Replaces the elementwise kernels.
+    pub(crate) fn set_ops(&mut self, ops: OpKernels) {
+        self.ops = ops;
+    }
+
+    /// The elementwise kernels (RMSNorm, softmax, SwiGLU).
+    pub fn ops(&self) -> &OpKernels {
+        &self.ops
     }
 
     /// The kernel set's name: `scalar`, `avx2`, `neon`, `dotprod` or `i8mm`.

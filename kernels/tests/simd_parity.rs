@@ -251,3 +251,90 @@ fn scalar_set_is_the_reference() {
         assert_eq!(got, want, "{ty}");
     }
 }
+
+/// Elementwise values within `rel` of the reference, or both not finite alike.
+fn check_all_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_finite() {
+            (g - w).abs() <= rel * w.abs() + 1e-37
+        } else {
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan())
+        };
+        assert!(ok, "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+#[test]
+fn elementwise_ops_match_reference() {
+    use tern_kernels::ops::scalar;
+    let mut rng = Rng(6);
+    for ks in sets() {
+        let ops = ks.ops();
+        for n in [1, 7, 8, 9, 64, 576, 1543] {
+            // Wide range for the exponentials: e^±90 overflows and underflows.
+            let mut x: Vec<f32> = rng.act(n).iter().map(|v| v * 12.0).collect();
+            if n > 9 {
+                x[3] = 95.0;
+                x[4] = -95.0;
+                x[5] = -110.0;
+            }
+            let up = rng.act(n);
+            let w = rng.act(n);
+            let name = ks.name();
+
+            let (mut got, mut want) = (x.clone(), x.clone());
+            (ops.swiglu)(&mut got, &up);
+            scalar::swiglu(&mut want, &up);
+            check_all_close(&format!("{name} swiglu n = {n}"), &got, &want, 4e-7);
+
+            let (mut got, mut want) = (x.clone(), x.clone());
+            if n > 9 {
+                got[6] = f32::NEG_INFINITY; // a masked score
+                want[6] = f32::NEG_INFINITY;
+            }
+            (ops.softmax)(&mut got);
+            scalar::softmax(&mut want);
+            check_all_close(&format!("{name} softmax n = {n}"), &got, &want, 4e-7);
+
+            let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+            (ops.rms_norm)(&x, &w, 1e-5, &mut got);
+            scalar::rms_norm(&x, &w, 1e-5, &mut want);
+            check_all_close(&format!("{name} rms_norm n = {n}"), &got, &want, 1e-7);
+        }
+    }
+}
+
+#[test]
+fn matmul_many_matches_separate_products() {
+    use tern_kernels::matmul::matmul_many_with;
+    let mut rng = Rng(7);
+    for ks in sets() {
+        for n in [1, 3, 9] {
+            // q, k, v shapes (one dispatch), then a mixed-type pair (one after the other).
+            for tys in [[Q4_1, Q4_1, Q4_1], [Q8_0, Q4_0, Q8_0]] {
+                let cols = 576;
+                let shapes = [(tys[0], 37), (tys[1], 12), (tys[2], 5)];
+                let datas: Vec<Vec<u8>> = shapes
+                    .iter()
+                    .map(|&(ty, rows)| weights(ty, rows * cols, &mut rng))
+                    .collect();
+                let ws: Vec<QMatrix<'_>> = shapes
+                    .iter()
+                    .zip(&datas)
+                    .map(|(&(ty, rows), d)| QMatrix::new(ty, rows, cols, d).unwrap())
+                    .collect();
+                let x = rng.act(n * cols);
+                let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                matmul_many_with(&ks, &ws, &x, &mut ys, &mut Vec::new());
+                for (w, got) in ws.iter().zip(&outs) {
+                    let (want, mag) = reference_matmul(w, &x);
+                    for i in 0..got.len() {
+                        let what = format!("{} many {} {n} tokens, entry {i}", ks.name(), w.ty);
+                        check_close(&what, got[i], want[i], mag[i]);
+                    }
+                }
+            }
+        }
+    }
+}

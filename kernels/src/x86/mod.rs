@@ -12,6 +12,7 @@ use crate::GgmlType::{self, *};
 
 mod dot;
 mod gemm;
+mod ops;
 mod quantize;
 
 /// The x86 kernel sets this CPU runs, best last.
@@ -97,6 +98,11 @@ pub(crate) fn sets() -> Vec<KernelSet> {
         k.dot_rows = Some(f);
         ks.set(ty, k);
     }
+    ks.set_ops(crate::ops::OpKernels {
+        rms_norm: w::rms_norm,
+        softmax: w::softmax,
+        swiglu: w::swiglu,
+    });
     // Q8_K pairs with itself; its quantizer serves the k-quants that keep scalar dots.
     for ty in [Q2_K, Q3_K, Q5_K] {
         let mut k = *ks.get(ty);
@@ -125,6 +131,23 @@ mod w {
         quantize_q8_1: quantize::q8_1, |n: usize, b: usize| n.is_multiple_of(32) && b == n / 32 * 36;
         quantize_q8_k: quantize::q8_k, |n: usize, b: usize| n.is_multiple_of(256) && b == n / 256 * 292;
         quantize_f16: quantize::f16, |n: usize, b: usize| b == 2 * n;
+    }
+
+    pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        assert!(w.len() >= x.len() && out.len() >= x.len(), "rms_norm: sizes");
+        // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
+        unsafe { super::ops::rms_norm(x, w, eps, out) }
+    }
+
+    pub(super) fn softmax(x: &mut [f32]) {
+        // SAFETY: AVX2/FMA are present (see `sets`).
+        unsafe { super::ops::softmax(x) }
+    }
+
+    pub(super) fn swiglu(gate: &mut [f32], up: &[f32]) {
+        assert!(up.len() >= gate.len(), "swiglu: sizes");
+        // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
+        unsafe { super::ops::swiglu(gate, up) }
     }
 
     macro_rules! wrap_dot {

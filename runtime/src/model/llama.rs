@@ -1,7 +1,7 @@
 //! The `llama` architecture (Llama 2/3, SmolLM, TinyLlama, …): RMSNorm, RoPE, grouped-query
 //! attention and a SwiGLU feed-forward, with tied or separate output weights.
 
-use tern_kernels::matmul::matmul;
+use tern_kernels::matmul::{matmul, matmul_many};
 use tern_kernels::ops;
 
 use super::{hparam_usize, load_vector, ModelError, WeightRef};
@@ -233,9 +233,9 @@ impl Llama {
             for (xt, bt) in x.chunks_exact(d).zip(xb.chunks_exact_mut(d)) {
                 ops::rms_norm(xt, &layer.attn_norm, c.rms_eps, bt);
             }
-            matmul(&layer.wq.view(data), xb, q, act);
-            matmul(&layer.wk.view(data), xb, k, act);
-            matmul(&layer.wv.view(data), xb, v, act);
+            // q, k and v share their input: quantized once, one parallel dispatch.
+            let qkv = [layer.wq.view(data), layer.wk.view(data), layer.wv.view(data)];
+            matmul_many(&qkv, xb, &mut [&mut *q, &mut *k, &mut *v], act);
             cache.store(l, k, v);
             cache.attend(l, q, att, &mut st.scores, &mut st.qrot, &mut st.kf, &mut st.vf);
             matmul(&layer.wo.view(data), att, proj, act);
@@ -245,8 +245,8 @@ impl Llama {
             for (xt, bt) in x.chunks_exact(d).zip(xb.chunks_exact_mut(d)) {
                 ops::rms_norm(xt, &layer.ffn_norm, c.rms_eps, bt);
             }
-            matmul(&layer.w_gate.view(data), xb, gate, act);
-            matmul(&layer.w_up.view(data), xb, up, act);
+            let gate_up = [layer.w_gate.view(data), layer.w_up.view(data)];
+            matmul_many(&gate_up, xb, &mut [&mut *gate, &mut *up], act);
             ops::swiglu(gate, up);
             matmul(&layer.w_down.view(data), gate, proj, act);
             ops::add_assign(x, proj);
