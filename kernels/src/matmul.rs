@@ -161,7 +161,11 @@ struct Segment<'w, 'y> {
 
 /// Calls `f(segment, local rows)` for the parts of the global row range `range` (the rows
 /// of all segments, one after the other) that fall in each segment.
-fn for_segments(segs: &[Segment<'_, '_>], range: Range<usize>, mut f: impl FnMut(&Segment<'_, '_>, Range<usize>)) {
+fn for_segments(
+    segs: &[Segment<'_, '_>],
+    range: Range<usize>,
+    mut f: impl FnMut(&Segment<'_, '_>, Range<usize>),
+) {
     let mut base = 0;
     for s in segs {
         let (lo, hi) = (range.start.max(base), range.end.min(base + s.w.rows));

@@ -324,7 +324,8 @@ fn matmul_many_matches_separate_products() {
                     .map(|(&(ty, rows), d)| QMatrix::new(ty, rows, cols, d).unwrap())
                     .collect();
                 let x = rng.act(n * cols);
-                let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut outs: Vec<Vec<f32>> =
+                    ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
                 let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
                 matmul_many_with(&ks, &ws, &x, &mut ys, &mut Vec::new());
                 for (w, got) in ws.iter().zip(&outs) {

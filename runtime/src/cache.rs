@@ -148,6 +148,15 @@ struct NewToken {
     first_epoch: u64,
 }
 
+/// Counters of a cache before an append; see [`KvCache::checkpoint`].
+#[derive(Clone, Copy, Debug)]
+pub struct CacheCheckpoint {
+    sinks_filled: usize,
+    next_epoch: u64,
+    first_epoch: u64,
+    seen: u64,
+}
+
 /// The attention-sink KV cache.
 pub struct KvCache {
     cfg: CacheConfig,
@@ -256,6 +265,15 @@ impl KvCache {
         self.batch.clear();
     }
 
+    /// Keeps epochs small before `n` tokens arrive: rotates the window back by `ring`
+    /// positions when needed. [`KvCache::append`] calls it; a caller that takes a
+    /// [`KvCache::checkpoint`] calls it first, so a rollback never crosses a rebase.
+    pub fn make_room(&mut self, n: usize) {
+        while self.next_epoch + n as u64 >= 2 * self.ring as u64 {
+            self.rebase();
+        }
+    }
+
     /// Takes `n` new tokens: assigns their positions, evicts what falls out of the window, and
     /// prepares the rotations that [`KvCache::store`] and [`KvCache::attend`] apply.
     pub fn append(&mut self, n: usize) -> Result<(), CacheError> {
@@ -265,10 +283,7 @@ impl KvCache {
                 batch: self.shape.batch,
             });
         }
-        // Keep epochs small: rotate the window back by `ring` positions when needed.
-        while self.next_epoch + n as u64 >= 2 * self.ring as u64 {
-            self.rebase();
-        }
+        self.make_room(n);
         self.batch.clear();
         for _ in 0..n {
             let t = if self.sinks_filled < self.cfg.sinks {
@@ -310,6 +325,27 @@ impl KvCache {
             q_win.copy_from_slice(key);
         }
         Ok(())
+    }
+
+    /// The counters that [`KvCache::append`] moves: enough to undo an append whose forward
+    /// pass was abandoned. (Ring slots an append reuses held only evicted tokens, so the
+    /// previous contents stay intact.)
+    pub fn checkpoint(&self) -> CacheCheckpoint {
+        CacheCheckpoint {
+            sinks_filled: self.sinks_filled,
+            next_epoch: self.next_epoch,
+            first_epoch: self.first_epoch,
+            seen: self.seen,
+        }
+    }
+
+    /// Returns to a checkpoint taken just before the last [`KvCache::append`].
+    pub fn rollback(&mut self, cp: CacheCheckpoint) {
+        self.sinks_filled = cp.sinks_filled;
+        self.next_epoch = cp.next_epoch;
+        self.first_epoch = cp.first_epoch;
+        self.seen = cp.seen;
+        self.batch.clear();
     }
 
     /// The cache's contents and counters as bytes, for session files.
@@ -734,6 +770,42 @@ mod tests {
         for batch in [1, 4] {
             let worst = stream(cfg.clone(), batch, 200);
             assert!(worst < 1e-4, "batch {batch}: max difference {worst}");
+        }
+    }
+
+    #[test]
+    fn rollback_undoes_an_append() {
+        let cfg = CacheConfig {
+            sinks: 2,
+            window: 5,
+            kv_type: KvType::F32,
+            evict_chunk: 1,
+        };
+        let mut cache = KvCache::new(cfg, shape(3)).unwrap();
+        for _ in 0..40 {
+            cache.make_room(3);
+            let cp = cache.checkpoint();
+            let before = (
+                cache.len(),
+                cache.tokens_seen(),
+                cache.next_epoch,
+                cache.first_epoch,
+            );
+            cache.append(3).unwrap();
+            let positions: Vec<u32> = cache.batch.iter().map(|t| t.pos).collect();
+            cache.rollback(cp);
+            assert_eq!(
+                (
+                    cache.len(),
+                    cache.tokens_seen(),
+                    cache.next_epoch,
+                    cache.first_epoch
+                ),
+                before
+            );
+            cache.append(3).unwrap();
+            let again: Vec<u32> = cache.batch.iter().map(|t| t.pos).collect();
+            assert_eq!(positions, again);
         }
     }
 

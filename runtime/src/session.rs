@@ -166,7 +166,9 @@ impl Session {
     ) -> Result<Session, SessionError> {
         let capacity = cache.capacity();
         let kv = model.llama().new_cache(cache, DEFAULT_BATCH)?;
-        let state = State::new(model.llama().config(), DEFAULT_BATCH, capacity);
+        let mut state = State::new(model.llama().config(), DEFAULT_BATCH, capacity);
+        let cancel = Arc::new(AtomicBool::new(false));
+        state.set_cancel(cancel.clone());
         Ok(Session {
             sampler: Sampler::new(opts.sampler),
             model,
@@ -178,7 +180,7 @@ impl Session {
             unfed_tail: String::new(),
             logits_valid: false,
             stats: Stats::default(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel,
         })
     }
 
@@ -204,8 +206,9 @@ impl Session {
         &self.history
     }
 
-    /// A flag that stops a running feed or generation at the next token when raised, from
-    /// any thread. It is lowered when the stopped call returns.
+    /// A flag that stops a running feed or generation when raised, from any thread: the
+    /// forward pass under way stops at its next layer and is undone. It is lowered when the
+    /// stopped call returns.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.cancel.clone()
     }
@@ -239,9 +242,17 @@ impl Session {
             if self.take_cancel() {
                 break;
             }
-            self.model
+            match self
+                .model
                 .llama()
-                .forward(chunk, &mut self.cache, &mut self.state, false)?;
+                .forward(chunk, &mut self.cache, &mut self.state, false)
+            {
+                Err(ModelError::Cancelled) => {
+                    self.take_cancel();
+                    break;
+                }
+                r => r?,
+            }
             self.logits_valid = true;
             self.remember(chunk);
             fed += chunk.len();
@@ -396,9 +407,19 @@ impl Session {
             n += 1;
             let bytes = self.model.tokenizer().token_to_bytes(id);
             // Every sampled token enters the cache, so the cache matches the text.
-            self.model
+            match self
+                .model
                 .llama()
-                .forward(&[id], &mut self.cache, &mut self.state, false)?;
+                .forward(&[id], &mut self.cache, &mut self.state, false)
+            {
+                Err(ModelError::Cancelled) => {
+                    self.take_cancel();
+                    n -= 1; // sampled, but never entered the cache
+                    stop = StopReason::Cancelled;
+                    break;
+                }
+                r => r?,
+            }
             self.remember(&[id]);
             generated_text.push_str(&String::from_utf8_lossy(&bytes));
             if self.model.tokenizer().is_end_of_generation(id) {

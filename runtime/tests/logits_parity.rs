@@ -119,7 +119,11 @@ fn smollm2_q4_1_logits_match_llama_cpp() {
     report("  llama.cpp flash-attn off vs on", &floor);
 
     assert!(tern.kl_mean <= 0.005, "mean KL {}", tern.kl_mean);
-    assert!(tern.clear_top1 >= 0.99, "top-1 where clear {}", tern.clear_top1);
+    assert!(
+        tern.clear_top1 >= 0.99,
+        "top-1 where clear {}",
+        tern.clear_top1
+    );
     assert!(
         tern.top1 >= floor.top1 - 0.03,
         "top-1 {} vs llama.cpp's own {}",

@@ -108,7 +108,10 @@ fn restore_continues_exactly() {
     a.chat("Write about the sea.", |_| true).unwrap();
     a.chat("Now about the wind.", |_| true).unwrap();
     a.chat("And the stars?", |_| true).unwrap();
-    assert!(a.stats().tokens > a.cache().capacity() as u64, "eviction happened");
+    assert!(
+        a.stats().tokens > a.cache().capacity() as u64,
+        "eviction happened"
+    );
     a.save(&file).unwrap();
     let x1 = a.chat("One more, about rain.", |_| true).unwrap();
     let x2 = a.chat("Thank you.", |_| true).unwrap();
@@ -163,7 +166,10 @@ fn bad_session_files_are_clear_errors() {
     let other_path = dir.path().join("other.gguf");
     std::fs::write(&other_path, other).unwrap();
     let other_model = Arc::new(Model::load(&other_path).unwrap());
-    let err = Session::restore(other_model, &file).err().unwrap().to_string();
+    let err = Session::restore(other_model, &file)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("another model"), "{err}");
 }
 
@@ -205,4 +211,29 @@ fn cancel_stops_generation_and_keeps_the_session() {
     assert!(matches!(r2, Err(SessionError::Cancelled)) || r2.unwrap().tokens <= 1);
     let r3 = s.chat("What is two plus two?", |_| true).unwrap();
     assert!(r3.tokens > 0);
+}
+
+#[test]
+fn cancel_from_another_thread_stops_a_long_prefill() {
+    let m = model();
+    let mut s = Session::new(m, opts(0.0, None)).unwrap();
+    let flag = s.cancel_flag();
+    let text = common::natural_text(); // ~7 700 tokens: a minute of prefill here
+    let raiser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let t0 = std::time::Instant::now();
+    let r = s.feed_text(&text);
+    let took = t0.elapsed();
+    raiser.join().unwrap();
+    assert!(matches!(r, Err(SessionError::Cancelled)), "{r:?}");
+    println!(
+        "prefill cancelled after {took:?}, {} tokens fed",
+        s.cache().tokens_seen()
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Only whole batches entered the cache: the interrupted one was undone.
+    assert_eq!(s.cache().tokens_seen() % 64, 0);
+    assert!(s.chat("Hello!", |_| true).unwrap().tokens > 0);
 }

@@ -634,7 +634,12 @@ mod tests {
 
 /// Writes `src` re-quantized to the ggml file type `ftype` (e.g. `sys::LLAMA_FTYPE_MOSTLY_Q4_0`)
 /// at `dst`, with llama.cpp's quantizer; requantizing an already quantized file is allowed.
-pub fn quantize_model(src: &Path, dst: &Path, ftype: u32, n_threads: usize) -> Result<(), OracleError> {
+pub fn quantize_model(
+    src: &Path,
+    dst: &Path,
+    ftype: u32,
+    n_threads: usize,
+) -> Result<(), OracleError> {
     let c = |p: &Path| {
         CString::new(p.to_string_lossy().as_bytes())
             .map_err(|_| OracleError::Input(format!("path {} has a NUL byte", p.display())))
@@ -649,7 +654,9 @@ pub fn quantize_model(src: &Path, dst: &Path, ftype: u32, n_threads: usize) -> R
         sys::llama_model_quantize(s.as_ptr(), d.as_ptr(), &p)
     };
     if rc != 0 {
-        return Err(OracleError::Input(format!("llama_model_quantize failed ({rc})")));
+        return Err(OracleError::Input(format!(
+            "llama_model_quantize failed ({rc})"
+        )));
     }
     Ok(())
 }
@@ -681,7 +688,8 @@ impl OracleModel {
                 return Err(OracleError::Decode(rc));
             }
             // SAFETY: one output row of `n_vocab` floats after a successful decode.
-            let row = unsafe { std::slice::from_raw_parts(sys::llama_get_logits(self.ctx), n_vocab) };
+            let row =
+                unsafe { std::slice::from_raw_parts(sys::llama_get_logits(self.ctx), n_vocab) };
             last = argmax(row);
         }
         Ok((prefill, t1.elapsed().as_secs_f64()))

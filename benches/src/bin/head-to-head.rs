@@ -62,7 +62,8 @@ mod h2h {
     }
 
     fn derived(src: &Path, name: &str, ftype: u32) -> Result<PathBuf> {
-        let dst = tern::catalog::cache_dir().join(format!("SmolLM2-135M-Instruct.{name}.from-Q4_1.gguf"));
+        let dst =
+            tern::catalog::cache_dir().join(format!("SmolLM2-135M-Instruct.{name}.from-Q4_1.gguf"));
         if !dst.exists() {
             eprintln!("making {} with llama.cpp's quantizer…", dst.display());
             let tmp = dst.with_extension("part");
@@ -78,8 +79,14 @@ mod h2h {
         let q4_1 = tern::catalog::resolve_model("smollm2-135m")?;
         let files = [
             ("Q4_1", q4_1.clone()),
-            ("Q4_0", derived(&q4_1, "Q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0 as u32)?),
-            ("Q8_0", derived(&q4_1, "Q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0 as u32)?),
+            (
+                "Q4_0",
+                derived(&q4_1, "Q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0 as u32)?,
+            ),
+            (
+                "Q8_0",
+                derived(&q4_1, "Q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0 as u32)?,
+            ),
         ];
         let bw = read_bandwidth();
         let mut cells = Vec::new();
@@ -94,7 +101,9 @@ mod h2h {
             let ids = |t: &[u32]| t.iter().map(|&x| x as i32).collect::<Vec<i32>>();
             let (long_i, short_i) = (ids(&long), ids(&short));
             for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()?;
                 let mut llama = OracleModel::load(path, n_prompt + n_gen + 16, threads)?;
                 let mut c = Cell {
                     model: name.to_string(),

@@ -29,7 +29,9 @@ fn main() -> Result<()> {
     const EVERY: usize = 1_000;
     let path = tern::catalog::resolve_model("smollm2-135m")?;
     let model = Arc::new(Model::load(&path)?);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let opts = SessionOptions {
         cache: CacheConfig {
             sinks: 4,
@@ -72,10 +74,7 @@ fn main() -> Result<()> {
 
     let at = |n: usize| rows.iter().find(|r| r.0 == n).copied();
     let (base_rss, max_rss) = match at(EVERY) {
-        Some(first) => (
-            first.2,
-            rows.iter().map(|r| r.2).max().unwrap_or(first.2),
-        ),
+        Some(first) => (first.2, rows.iter().map(|r| r.2).max().unwrap_or(first.2)),
         None => (0, 0),
     };
     let early = at(2_000.min(total)).map_or(0.0, |r| r.1);
@@ -96,7 +95,10 @@ fn main() -> Result<()> {
     });
     let dir = tern_benches::docs_dir();
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(
+        dir.join("soak.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     println!(
         "{total} tokens, 4+508 cache, {threads} threads: RSS {base_rss} KiB at 1000 tokens, \
          at most {max_rss} KiB after (growth {} KiB); decode {early:.1} tokens/s at 2000, \

@@ -43,9 +43,15 @@ fn main() -> Result<()> {
     let model = Arc::new(Model::load(&path)?);
     let text = tern_benches::genesis()?;
     let mut tokens = model.tokenizer().encode(&text, true, false)?;
-    anyhow::ensure!(tokens.len() > n_tokens, "the text has only {} tokens", tokens.len());
+    anyhow::ensure!(
+        tokens.len() > n_tokens,
+        "the text has only {} tokens",
+        tokens.len()
+    );
     tokens.truncate(n_tokens + 1);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
 
     let mut runs: Vec<Run> = Vec::new();
     let mut go = |label: &str, cache, sinks, window, toks: &[u32]| -> Result<()> {
@@ -76,12 +82,24 @@ fn main() -> Result<()> {
     let dense_toks = &tokens[..(n_dense + 1).min(tokens.len())];
     go("dense", StreamCache::Dense, 4, 0, dense_toks)?;
     for w in [256, 512, 1020] {
-        go(&format!("window 0+{}", w + 4), StreamCache::Window, 4, w, &tokens)?;
+        go(
+            &format!("window 0+{}", w + 4),
+            StreamCache::Window,
+            4,
+            w,
+            &tokens,
+        )?;
         go(&format!("sinks 4+{w}"), StreamCache::Sinks, 4, w, &tokens)?;
     }
     // Table 2: the number of sinks, at a fixed cache of 260 tokens.
     for s in [1, 2, 8] {
-        go(&format!("sinks {s}+{}", 260 - s), StreamCache::Sinks, s, 260 - s, &tokens)?;
+        go(
+            &format!("sinks {s}+{}", 260 - s),
+            StreamCache::Sinks,
+            s,
+            260 - s,
+            &tokens,
+        )?;
     }
     // Recompute is O(T·W²): a shorter stretch and a cache of 64, with the streaming caches
     // on the same stretch.
@@ -125,10 +143,16 @@ fn write_outputs(runs: &[Run], n_tokens: usize, n_recompute: usize, threads: usi
     md.push_str(&row("sinks (4 + W)", &|w| format!("sinks 4+{w}")));
     md.push_str("\n**Table 2** (a cache of 260 tokens: S sinks + 260−S window)\n\n");
     md.push_str("| sinks | 0 | 1 | 2 | 4 | 8 |\n|---|---|---|---|---|---|\n");
-    let t2: Vec<String> = ["window 0+260", "sinks 1+259", "sinks 2+258", "sinks 4+256", "sinks 8+252"]
-        .iter()
-        .map(|l| format!("{:.2}", find(runs, l).ppl))
-        .collect();
+    let t2: Vec<String> = [
+        "window 0+260",
+        "sinks 1+259",
+        "sinks 2+258",
+        "sinks 4+256",
+        "sinks 8+252",
+    ]
+    .iter()
+    .map(|l| format!("{:.2}", find(runs, l).ppl))
+    .collect();
     md.push_str(&format!("| PPL | {} |\n", t2.join(" | ")));
     md.push_str(&format!(
         "\n**Recompute** (a sliding window of 64 re-computed from scratch for every token; \
@@ -144,7 +168,10 @@ fn write_outputs(runs: &[Run], n_tokens: usize, n_recompute: usize, threads: usi
         find(runs, "recompute 64 (short)").ppl
     ));
     md.push_str("\nRun times: ");
-    let times: Vec<String> = runs.iter().map(|r| format!("{} {:.0} s", r.label, r.secs)).collect();
+    let times: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} {:.0} s", r.label, r.secs))
+        .collect();
     md.push_str(&times.join(", "));
     md.push('\n');
     std::fs::write(dir.join("streaming-ppl.md"), &md)?;
@@ -157,7 +184,10 @@ fn write_outputs(runs: &[Run], n_tokens: usize, n_recompute: usize, threads: usi
             })
         })
         .collect();
-    std::fs::write(dir.join("streaming-ppl.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        dir.join("streaming-ppl.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     plot(runs, &dir.join("streaming-ppl.png"))?;
     print!("{md}");
     Ok(())
@@ -181,7 +211,12 @@ fn plot(runs: &[Run], path: &std::path::Path) -> Result<()> {
     let binned = |nll: &[f64]| -> Vec<(f64, f64)> {
         nll.chunks(BIN)
             .enumerate()
-            .map(|(i, c)| (((i * BIN) + c.len() / 2) as f64, c.iter().sum::<f64>() / c.len() as f64))
+            .map(|(i, c)| {
+                (
+                    ((i * BIN) + c.len() / 2) as f64,
+                    c.iter().sum::<f64>() / c.len() as f64,
+                )
+            })
             .collect()
     };
     let max_x = runs.iter().map(|r| r.nll.len()).max().unwrap_or(1) as f64;
@@ -193,7 +228,10 @@ fn plot(runs: &[Run], path: &std::path::Path) -> Result<()> {
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("SmolLM2-135M on Genesis: log-PPL by position", ("sans-serif", 24))
+        .caption(
+            "SmolLM2-135M on Genesis: log-PPL by position",
+            ("sans-serif", 24),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -208,7 +246,9 @@ fn plot(runs: &[Run], path: &std::path::Path) -> Result<()> {
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

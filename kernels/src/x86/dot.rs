@@ -242,11 +242,23 @@ pub(super) unsafe fn rows_legacy<const K: u8>(cols: usize, w: &[u8], a: &[u8], o
     let rb = cols / 32 * wb;
     let mut r = 0;
     while r + 4 <= out.len() {
-        legacy_rows::<K, 4>(cols, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut out[r..r + 4]);
+        legacy_rows::<K, 4>(
+            cols,
+            w.as_ptr().add(r * rb),
+            rb,
+            a.as_ptr(),
+            &mut out[r..r + 4],
+        );
         r += 4;
     }
     while r < out.len() {
-        legacy_rows::<K, 1>(cols, w.as_ptr().add(r * rb), rb, a.as_ptr(), &mut out[r..r + 1]);
+        legacy_rows::<K, 1>(
+            cols,
+            w.as_ptr().add(r * rb),
+            rb,
+            a.as_ptr(),
+            &mut out[r..r + 1],
+        );
         r += 1;
     }
 }
@@ -269,6 +281,13 @@ unsafe fn legacy_rows<const K: u8, const NR: usize>(
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut acc_m = [_mm_setzero_ps(); NR];
     for i in 0..cols / 32 {
+        // Decode streams the weights from DRAM: ask for the next rows' block early (one
+        // row group ahead, `NR` row lengths), since four interleaved streams defeat the
+        // hardware prefetcher's distance.
+        for r in 0..NR {
+            let ahead = w.wrapping_add((2 * NR + r) * rb + wb * i);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        }
         let y = a.add(ab * i);
         if K == Q4_1 {
             // [d, s] of the activations against [d, m] of each row.

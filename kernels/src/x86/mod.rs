@@ -134,7 +134,10 @@ mod w {
     }
 
     pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-        assert!(w.len() >= x.len() && out.len() >= x.len(), "rms_norm: sizes");
+        assert!(
+            w.len() >= x.len() && out.len() >= x.len(),
+            "rms_norm: sizes"
+        );
         // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
         unsafe { super::ops::rms_norm(x, w, eps, out) }
     }

@@ -15,7 +15,10 @@ use core::arch::x86_64::*;
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn exp8(x: __m256) -> __m256 {
-    let xc = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(89.0)), _mm256_set1_ps(-104.0));
+    let xc = _mm256_max_ps(
+        _mm256_min_ps(x, _mm256_set1_ps(89.0)),
+        _mm256_set1_ps(-104.0),
+    );
     let n = _mm256_round_ps(
         _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -27,13 +30,20 @@ pub(super) unsafe fn exp8(x: __m256) -> __m256 {
     for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
-    let y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    let y = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
     // 2^n as two factors 2^(n/2) 2^(n - n/2), each a normal float for n in -150..=129.
     let ni = _mm256_cvtps_epi32(n);
     let n1 = _mm256_srai_epi32(ni, 1);
     let n2 = _mm256_sub_epi32(ni, n1);
     let pow2 = |k: __m256i| {
-        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23))
+        _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_add_epi32(k, _mm256_set1_epi32(127)),
+            23,
+        ))
     };
     let e = _mm256_mul_ps(_mm256_mul_ps(y, pow2(n1)), pow2(n2));
     let nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
@@ -158,7 +168,10 @@ pub(super) unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     for i in (0..main).step_by(8) {
         let v = _mm256_loadu_ps(x.as_ptr().add(i));
         let wv = _mm256_loadu_ps(w.as_ptr().add(i));
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(_mm256_mul_ps(v, sv), wv));
+        _mm256_storeu_ps(
+            out.as_mut_ptr().add(i),
+            _mm256_mul_ps(_mm256_mul_ps(v, sv), wv),
+        );
     }
     for i in main..x.len() {
         out[i] = x[i] * scale * w[i];

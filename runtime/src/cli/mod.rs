@@ -180,10 +180,7 @@ impl ModelArgs {
         let path = self.path()?;
         let board = tern_boards::select(Some(&self.board))?;
         let model = Arc::new(Model::load(&path)?);
-        let threads = self
-            .threads
-            .unwrap_or(board.settings.threads.value)
-            .max(1);
+        let threads = self.threads.unwrap_or(board.settings.threads.value).max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

@@ -4,6 +4,9 @@
 use tern_kernels::matmul::{matmul, matmul_many};
 use tern_kernels::ops;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use super::{hparam_usize, load_vector, ModelError, WeightRef};
 use crate::cache::{CacheConfig, CacheError, CacheShape, KvCache};
 use crate::gguf::GgufFile;
@@ -208,6 +211,9 @@ impl Llama {
             st.n_logits = 0;
             return Ok(());
         }
+        // A checkpoint to undo this batch if it is cancelled (after any rebase of epochs).
+        cache.make_room(n);
+        let checkpoint = cache.checkpoint();
         cache.append(n)?;
         let data = self.file.tensor_data();
         let (d, q_dim, kv_dim, ff) = (c.n_embd, c.n_head * c.head_dim, c.kv_dim(), c.n_ff);
@@ -229,15 +235,36 @@ impl Llama {
         let act = &mut st.act;
 
         for (l, layer) in self.layers.iter().enumerate() {
+            // Cancellation is honoured between layers: the batch is undone, nothing is half fed.
+            if st
+                .cancel
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                cache.rollback(checkpoint);
+                return Err(ModelError::Cancelled);
+            }
             // Attention block. RoPE is applied by the cache, which assigns the positions.
             for (xt, bt) in x.chunks_exact(d).zip(xb.chunks_exact_mut(d)) {
                 ops::rms_norm(xt, &layer.attn_norm, c.rms_eps, bt);
             }
             // q, k and v share their input: quantized once, one parallel dispatch.
-            let qkv = [layer.wq.view(data), layer.wk.view(data), layer.wv.view(data)];
+            let qkv = [
+                layer.wq.view(data),
+                layer.wk.view(data),
+                layer.wv.view(data),
+            ];
             matmul_many(&qkv, xb, &mut [&mut *q, &mut *k, &mut *v], act);
             cache.store(l, k, v);
-            cache.attend(l, q, att, &mut st.scores, &mut st.qrot, &mut st.kf, &mut st.vf);
+            cache.attend(
+                l,
+                q,
+                att,
+                &mut st.scores,
+                &mut st.qrot,
+                &mut st.kf,
+                &mut st.vf,
+            );
             matmul(&layer.wo.view(data), att, proj, act);
             ops::add_assign(x, proj);
 
@@ -294,6 +321,8 @@ pub struct State {
     n_vocab: usize,
     /// Activations quantized for the matrix products.
     act: Vec<u8>,
+    /// Raised from another thread to abandon the forward pass under way.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl State {
@@ -318,8 +347,15 @@ impl State {
             logits: vec![0.0; batch * c.n_vocab],
             n_logits: 0,
             n_vocab: c.n_vocab,
+            cancel: None,
             act: Vec::with_capacity(batch * (c.n_ff.max(c.n_embd) + 64) * 2),
         }
+    }
+
+    /// A flag that, when raised, makes the forward pass under way stop at the next layer
+    /// and undo its batch ([`ModelError::Cancelled`]).
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
     }
 
     /// Largest number of tokens one forward pass takes.

@@ -36,6 +36,8 @@ pub enum ModelError {
     BatchTooLarge { n: usize, max: usize },
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Where a weight matrix sits in the file's data section; checked at load.
