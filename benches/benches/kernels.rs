@@ -4,11 +4,12 @@
 //!
 //! `cargo bench -p tern-benches --bench kernels` (add `-- q4_1` to filter). The kernel set is
 //! the one detected (`TERN_KERNELS=scalar` for the reference); threads are rayon's default
-//! (`RAYON_NUM_THREADS=1` for one). Also measured: the cost of one parallel dispatch, which
-//! sets `matmul::PAR_MIN_WORK`.
+//! (`RAYON_NUM_THREADS=1` for one), and the products run inside the pool as the runtime's
+//! do. Also measured: the cost of one parallel dispatch, which sets `matmul::PAR_MIN_WORK`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 use tern_kernels::matmul::{matmul, QMatrix};
 use tern_kernels::GgmlType::{self, *};
 
@@ -58,6 +59,7 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
     } else {
         &SHAPES
     };
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
     let mut g = c.benchmark_group(format!("{}/{}", tern_kernels::kernels().name(), ty));
     g.sample_size(20);
     for &(rows, cols) in shapes {
@@ -80,7 +82,11 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
                 format!("{rows}x{cols}"),
             );
             g.bench_function(id, |b| {
-                b.iter(|| matmul(&w, black_box(&x), &mut y, &mut scratch));
+                b.iter_custom(|iters| {
+                    time_in(&pool, iters, || {
+                        matmul(&w, black_box(&x), &mut y, &mut scratch)
+                    })
+                });
             });
         }
     }
@@ -93,17 +99,35 @@ fn kernels(c: &mut Criterion) {
     }
 }
 
+/// Times `iters` calls of `f` on a thread of `pool`, as the runtime's forward pass runs:
+/// the caller is one of the workers, so a split costs a wake-up, not a round trip.
+fn time_in(pool: &rayon::ThreadPool, iters: u64, mut f: impl FnMut() + Send) -> Duration {
+    pool.install(|| {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        t.elapsed()
+    })
+}
+
 /// What one parallel dispatch over the pool costs, with nothing to do: the break-even point
 /// for splitting a product over threads.
 fn dispatch(c: &mut Criterion) {
+    use rayon::prelude::*;
     let threads = rayon::current_num_threads();
-    c.bench_function(&format!("dispatch/rayon_{threads}_threads"), |b| {
-        b.iter(|| {
-            use rayon::prelude::*;
-            (0..2 * threads).into_par_iter().for_each(|i| {
-                black_box(i);
-            });
+    let empty = || {
+        (0..2 * threads).into_par_iter().for_each(|i| {
+            black_box(i);
         })
+    };
+    // From outside the pool (a round trip to the workers), and from inside it.
+    c.bench_function(&format!("dispatch/outside_{threads}_threads"), |b| {
+        b.iter(empty)
+    });
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    c.bench_function(&format!("dispatch/inside_{threads}_threads"), |b| {
+        b.iter_custom(|iters| time_in(&pool, iters, empty))
     });
 }
 

@@ -4,6 +4,10 @@
 //! quantization of activations, and the dot product of each weight type with its activation
 //! type. Every faster kernel is tested against this reference. [`matmul`] is the one matrix
 //! product the runtime calls; [`ops`] holds the elementwise primitives of a forward pass.
+//!
+//! [`table`] chooses, once per process, the kernels this CPU runs: AVX2 (`x86/`), NEON with
+//! dotprod and i8mm where present (`arm/`), or the scalar reference everywhere else
+//! (`TERN_KERNELS=scalar` forces it).
 
 pub mod matmul;
 pub mod ops;

@@ -63,8 +63,12 @@ impl<'a> QMatrix<'a> {
 }
 
 /// Below this many multiply-adds (rows × cols × tokens) a product runs on the calling
-/// thread: waking the pool and waiting for it costs a few microseconds, as much as a
-/// 576 × 576 matrix-vector product takes (see `benches/benches/kernels.rs`, `dispatch`).
+/// thread. A split costs ~0.3 µs from inside the pool while the workers are awake, but
+/// ~25 µs from outside it or when they must be woken (the `dispatch` benches of
+/// `benches/benches/kernels.rs`, 2 threads here), while one core multiplies a 576 × 192
+/// Q4_1 matrix by a vector (110 K multiply-adds) in about 10 µs: such products stay on the
+/// caller; 576 × 576 (330 K) and up are split. `matmul_many` sums its matrices' rows, so q,
+/// k and v together are split.
 pub const PAR_MIN_WORK: usize = 200_000;
 
 /// Row tasks per pool thread: more than one lets a thread that was descheduled catch up.
@@ -78,6 +82,9 @@ const ROW_BLOCK: usize = 16;
 
 /// Panels per tile call (bounds the stack buffer of results).
 const PANEL_BLOCK: usize = 16;
+
+/// The most tokens a kernel set's panel holds (AVX2: 8, NEON: 4).
+const MAX_PANEL: usize = 8;
 
 /// `y[t][r] = Σ_k w[r][k] · x[t][k]` for each of the `n` tokens in `x` (row-major,
 /// `n × w.cols`), writing `y` (row-major, `n × w.rows`).
@@ -227,6 +234,7 @@ fn gemm(
 ) {
     let cols = segs[0].w.cols;
     let p = g.panel;
+    assert!(p <= MAX_PANEL, "panels of at most {MAX_PANEL} tokens");
     let n_panels = n.div_ceil(p);
     let act_row = k
         .act
@@ -265,7 +273,7 @@ fn gemm(
     let panels: &[u8] = panels;
     let total: usize = segs.iter().map(|s| s.w.rows).sum();
     par_rows(total, cols * n, ROW_BLOCK, |range| {
-        let mut buf = [0.0f32; ROW_BLOCK * PANEL_BLOCK * 8];
+        let mut buf = [0.0f32; ROW_BLOCK * PANEL_BLOCK * MAX_PANEL];
         for_segments(segs, range, |s, range| {
             let rows = s.w.rows;
             let mut r0 = range.start;

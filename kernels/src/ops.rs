@@ -14,6 +14,8 @@ pub struct OpKernels {
     pub rms_norm: fn(&[f32], &[f32], f32, &mut [f32]),
     pub softmax: fn(&mut [f32]),
     pub swiglu: fn(&mut [f32], &[f32]),
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    pub axpy: fn(f32, &[f32], &mut [f32]),
 }
 
 impl OpKernels {
@@ -22,6 +24,8 @@ impl OpKernels {
         rms_norm: scalar::rms_norm,
         softmax: scalar::softmax,
         swiglu: scalar::swiglu,
+        dot: scalar::dot,
+        axpy: scalar::axpy,
     };
 }
 
@@ -38,6 +42,16 @@ pub fn softmax(x: &mut [f32]) {
 /// `gate = silu(gate) * up`: the SwiGLU gate of a llama feed-forward block.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     (kernels().ops().swiglu)(gate, up)
+}
+
+/// `Σ a[i] b[i]` over the shorter of the two (attention scores), in eight f32 lanes.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().ops().dot)(a, b)
+}
+
+/// `y[i] += alpha · x[i]` over the shorter of the two (attention's weighted sum of values).
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    (kernels().ops().axpy)(alpha, x, y)
 }
 
 /// The plain versions of the vectorised primitives: the reference for their tests and the
@@ -70,6 +84,32 @@ pub mod scalar {
     pub fn swiglu(gate: &mut [f32], up: &[f32]) {
         for (g, &u) in gate.iter_mut().zip(up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
+
+    /// `Σ a[i] b[i]`, in eight independent sums (as the vector versions add).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc = [0.0f32; 8];
+        let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// `y[i] += alpha · x[i]`.
+    pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (b, &a) in y.iter_mut().zip(x) {
+            *b += alpha * a;
         }
     }
 }

@@ -296,6 +296,21 @@ fn elementwise_ops_match_reference() {
             scalar::softmax(&mut want);
             check_all_close(&format!("{name} softmax n = {n}"), &got, &want, 4e-7);
 
+            let mag: f32 = x.iter().zip(&w).map(|(a, b)| (a * b).abs()).sum();
+            let (got, want) = ((ops.dot)(&x, &w), scalar::dot(&x, &w));
+            assert!(
+                (got - want).abs() <= 1e-6 * mag,
+                "{name} dot n = {n}: {got} vs {want}"
+            );
+            let (mut got, mut want) = (up.clone(), up.clone());
+            (ops.axpy)(0.37, &w, &mut got);
+            scalar::axpy(0.37, &w, &mut want);
+            for i in 0..n {
+                let m = (0.37 * w[i]).abs() + up[i].abs();
+                let ok = (got[i] - want[i]).abs() <= 1e-6 * m;
+                assert!(ok, "{name} axpy n = {n}, {i}: {} vs {}", got[i], want[i]);
+            }
+
             let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
             (ops.rms_norm)(&x, &w, 1e-5, &mut got);
             scalar::rms_norm(&x, &w, 1e-5, &mut want);

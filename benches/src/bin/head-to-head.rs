@@ -81,11 +81,11 @@ mod h2h {
             ("Q4_1", q4_1.clone()),
             (
                 "Q4_0",
-                derived(&q4_1, "Q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0 as u32)?,
+                derived(&q4_1, "Q4_0", sys::LLAMA_FTYPE_MOSTLY_Q4_0)?,
             ),
             (
                 "Q8_0",
-                derived(&q4_1, "Q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0 as u32)?,
+                derived(&q4_1, "Q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0)?,
             ),
         ];
         let bw = read_bandwidth();

@@ -6,6 +6,9 @@
 //! Every function needs AVX2, FMA and F16C, and `w`/`a` holding exactly `n` values of the
 //! weight and activation types (the wrappers in `x86/mod.rs` check it).
 
+// Row tiles index several arrays by row; index loops say it best.
+#![allow(clippy::needless_range_loop)]
+
 use core::arch::x86_64::*;
 
 use super::{bits_to_bytes, dot_i8, dot_u8, f16_at, hsum, load128, load256, nibbles, q4k_scales};
@@ -304,27 +307,26 @@ unsafe fn legacy_rows<const K: u8, const NR: usize>(
         } else {
             let dy = f16_at(y);
             let ya = load256(y.add(2));
-            // |y| once; the activations' signs go onto each row's quants.
-            let ay = _mm256_sign_epi8(ya, ya);
+            // Q4_0/Q5_0: the unsigned quants times y, less the offset (8 or 16) times Σ y,
+            // which all the rows share.
+            let ysum = dot_u8(_mm256_set1_epi8(1), ya);
+            let offset = if K == Q4_0 {
+                _mm256_slli_epi32(ysum, 3)
+            } else {
+                _mm256_slli_epi32(ysum, 4)
+            };
             for r in 0..NR {
                 let x = w.add(r * rb + wb * i);
-                let q = match K {
-                    Q4_0 => _mm256_sub_epi8(nibbles(x.add(2)), _mm256_set1_epi8(8)),
+                let p = match K {
+                    Q4_0 => _mm256_sub_epi32(dot_u8(nibbles(x.add(2)), ya), offset),
                     Q5_0 => {
-                        let clear = _mm256_andnot_si256(
-                            bits_to_bytes(x.add(2)),
-                            _mm256_set1_epi8(0xF0u8 as i8),
-                        );
-                        _mm256_or_si256(nibbles(x.add(6)), clear)
+                        let high =
+                            _mm256_and_si256(bits_to_bytes(x.add(2)), _mm256_set1_epi8(0x10));
+                        let q = _mm256_or_si256(nibbles(x.add(6)), high);
+                        _mm256_sub_epi32(dot_u8(q, ya), offset)
                     }
-                    _ => load256(x.add(2)),
-                };
-                let p = if K == Q8_0 {
                     // Weights may be -128, whose sign cannot move; activations never are.
-                    dot_i8(q, ya)
-                } else {
-                    let sx = _mm256_sign_epi8(q, ya);
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(ay, sx), _mm256_set1_epi16(1))
+                    _ => dot_i8(load256(x.add(2)), ya),
                 };
                 let d = _mm256_set1_ps(f16_at(x) * dy);
                 acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r]);

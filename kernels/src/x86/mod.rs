@@ -102,6 +102,8 @@ pub(crate) fn sets() -> Vec<KernelSet> {
         rms_norm: w::rms_norm,
         softmax: w::softmax,
         swiglu: w::swiglu,
+        dot: w::dot_f32s,
+        axpy: w::axpy,
     });
     // Q8_K pairs with itself; its quantizer serves the k-quants that keep scalar dots.
     for ty in [Q2_K, Q3_K, Q5_K] {
@@ -151,6 +153,16 @@ mod w {
         assert!(up.len() >= gate.len(), "swiglu: sizes");
         // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
         unsafe { super::ops::swiglu(gate, up) }
+    }
+
+    pub(super) fn dot_f32s(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within both slices.
+        unsafe { super::ops::dot(a, b) }
+    }
+
+    pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within both slices.
+        unsafe { super::ops::axpy(alpha, x, y) }
     }
 
     macro_rules! wrap_dot {

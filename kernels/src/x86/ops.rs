@@ -177,3 +177,39 @@ pub(super) unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         out[i] = x[i] * scale * w[i];
     }
 }
+
+/// `Σ a[i] b[i]` over the shorter slice, in two eight-lane FMA chains.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let main = n / 16 * 16;
+    for i in (0..main).step_by(16) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(pa.add(i + 8 * k));
+            *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(pb.add(i + 8 * k)), *acc);
+        }
+    }
+    let mut s = super::hsum(_mm256_add_ps(acc[0], acc[1]));
+    for i in main..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// `y[i] += alpha · x[i]` over the shorter slice.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(alpha);
+    let main = n / 8 * 8;
+    for i in (0..main).step_by(8) {
+        let v = _mm256_loadu_ps(x.as_ptr().add(i));
+        let o = y.as_mut_ptr().add(i);
+        _mm256_storeu_ps(o, _mm256_fmadd_ps(av, v, _mm256_loadu_ps(o)));
+    }
+    for i in main..n {
+        y[i] += alpha * x[i];
+    }
+}
