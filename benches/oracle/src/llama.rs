@@ -543,6 +543,80 @@ impl Drop for Batch {
     }
 }
 
+/// Writes `src` re-quantized to the ggml file type `ftype` (e.g. `sys::LLAMA_FTYPE_MOSTLY_Q4_0`)
+/// at `dst`, with llama.cpp's quantizer; requantizing an already quantized file is allowed.
+pub fn quantize_model(
+    src: &Path,
+    dst: &Path,
+    ftype: u32,
+    n_threads: usize,
+) -> Result<(), OracleError> {
+    let c = |p: &Path| {
+        CString::new(p.to_string_lossy().as_bytes())
+            .map_err(|_| OracleError::Input(format!("path {} has a NUL byte", p.display())))
+    };
+    let (s, d) = (c(src)?, c(dst)?);
+    // SAFETY: default params are plain data; the paths are NUL-terminated and outlive the call.
+    let rc = unsafe {
+        let mut p = sys::llama_model_quantize_default_params();
+        p.ftype = ftype as _;
+        p.allow_requantize = true;
+        p.nthread = n_threads as i32;
+        sys::llama_model_quantize(s.as_ptr(), d.as_ptr(), &p)
+    };
+    if rc != 0 {
+        return Err(OracleError::Input(format!(
+            "llama_model_quantize failed ({rc})"
+        )));
+    }
+    Ok(())
+}
+
+impl OracleModel {
+    /// Times what llama.cpp's own tools time: the prompt decoded as one batch (logits of the
+    /// last token only), then `n` tokens generated one at a time, each the argmax of the last
+    /// logits. Returns (prompt seconds, generation seconds). Starts from an empty cache.
+    pub fn time_generation(&mut self, prompt: &[i32], n: usize) -> Result<(f64, f64), OracleError> {
+        self.check_fits(prompt.len() + n)?;
+        let n_vocab = self.n_vocab();
+        self.clear_memory();
+        let t0 = std::time::Instant::now();
+        let mut last = 0i32;
+        self.decode_all(
+            prompt,
+            prompt.len() - 1,
+            |_, row| last = argmax(row),
+            n_vocab,
+        )?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let batch = Batch::new(1);
+        for i in 0..n {
+            batch.fill(&[last], prompt.len() + i, 0);
+            // SAFETY: the batch holds one valid entry for sequence 0.
+            let rc = unsafe { sys::llama_decode(self.ctx, batch.raw_with_len(1)) };
+            if rc != 0 {
+                return Err(OracleError::Decode(rc));
+            }
+            // SAFETY: one output row of `n_vocab` floats after a successful decode.
+            let row =
+                unsafe { std::slice::from_raw_parts(sys::llama_get_logits(self.ctx), n_vocab) };
+            last = argmax(row);
+        }
+        Ok((prefill, t1.elapsed().as_secs_f64()))
+    }
+}
+
+fn argmax(row: &[f32]) -> i32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,78 +704,4 @@ mod tests {
             .chat_template()
             .is_some_and(|t| t.contains("<|im_start|>")));
     }
-}
-
-/// Writes `src` re-quantized to the ggml file type `ftype` (e.g. `sys::LLAMA_FTYPE_MOSTLY_Q4_0`)
-/// at `dst`, with llama.cpp's quantizer; requantizing an already quantized file is allowed.
-pub fn quantize_model(
-    src: &Path,
-    dst: &Path,
-    ftype: u32,
-    n_threads: usize,
-) -> Result<(), OracleError> {
-    let c = |p: &Path| {
-        CString::new(p.to_string_lossy().as_bytes())
-            .map_err(|_| OracleError::Input(format!("path {} has a NUL byte", p.display())))
-    };
-    let (s, d) = (c(src)?, c(dst)?);
-    // SAFETY: default params are plain data; the paths are NUL-terminated and outlive the call.
-    let rc = unsafe {
-        let mut p = sys::llama_model_quantize_default_params();
-        p.ftype = ftype as _;
-        p.allow_requantize = true;
-        p.nthread = n_threads as i32;
-        sys::llama_model_quantize(s.as_ptr(), d.as_ptr(), &p)
-    };
-    if rc != 0 {
-        return Err(OracleError::Input(format!(
-            "llama_model_quantize failed ({rc})"
-        )));
-    }
-    Ok(())
-}
-
-impl OracleModel {
-    /// Times what llama.cpp's own tools time: the prompt decoded as one batch (logits of the
-    /// last token only), then `n` tokens generated one at a time, each the argmax of the last
-    /// logits. Returns (prompt seconds, generation seconds). Starts from an empty cache.
-    pub fn time_generation(&mut self, prompt: &[i32], n: usize) -> Result<(f64, f64), OracleError> {
-        self.check_fits(prompt.len() + n)?;
-        let n_vocab = self.n_vocab();
-        self.clear_memory();
-        let t0 = std::time::Instant::now();
-        let mut last = 0i32;
-        self.decode_all(
-            prompt,
-            prompt.len() - 1,
-            |_, row| last = argmax(row),
-            n_vocab,
-        )?;
-        let prefill = t0.elapsed().as_secs_f64();
-        let t1 = std::time::Instant::now();
-        let batch = Batch::new(1);
-        for i in 0..n {
-            batch.fill(&[last], prompt.len() + i, 0);
-            // SAFETY: the batch holds one valid entry for sequence 0.
-            let rc = unsafe { sys::llama_decode(self.ctx, batch.raw_with_len(1)) };
-            if rc != 0 {
-                return Err(OracleError::Decode(rc));
-            }
-            // SAFETY: one output row of `n_vocab` floats after a successful decode.
-            let row =
-                unsafe { std::slice::from_raw_parts(sys::llama_get_logits(self.ctx), n_vocab) };
-            last = argmax(row);
-        }
-        Ok((prefill, t1.elapsed().as_secs_f64()))
-    }
-}
-
-fn argmax(row: &[f32]) -> i32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as i32
 }
