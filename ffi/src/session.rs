@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, TryLockError};
 
-use tern::cache::{CacheConfig, KvType};
+use tern::fit::{fit_cache, CacheRequest};
 use tern::session::{Reply, Session, SessionError, SessionOptions, Stats, StopReason};
 
 use crate::error::{guard, out_arg, str_arg, Error, TernStatus};
@@ -203,17 +203,7 @@ pub extern "C" fn tern_session_new(
 /// board's memory budget, as the CLI does.
 fn session_options(m: &ModelHandle, s: SessionSettings) -> Result<SessionOptions, Error> {
     let kv = &m.board.settings.kv.value;
-    let c = m.model.llama().config();
-    let ctx = c.n_ctx_train;
-    let kv_type = match s.kv_type {
-        Some(t) => t,
-        None => match kv.kv_type.name().parse::<KvType>() {
-            // The board's q8_0 needs heads of a multiple of 32 values; else f16.
-            Ok(KvType::Q8_0) if !c.head_dim.is_multiple_of(32) => KvType::F16,
-            Ok(t) => t,
-            Err(e) => return Err(Error::new(TernStatus::TERN_ERR_INTERNAL, e)),
-        },
-    };
+    let ctx = m.model.llama().config().n_ctx_train;
     let sinks = s.sinks.unwrap_or(kv.sinks);
     let window = s
         .window
@@ -226,41 +216,18 @@ fn session_options(m: &ModelHandle, s: SessionSettings) -> Result<SessionOptions
         )));
     }
     let mut opts = s.opts;
-    opts.cache = CacheConfig {
-        sinks,
-        window,
-        kv_type,
+    let req = CacheRequest {
+        sinks: Some(sinks),
+        window: Some(window),
+        kv_type: s.kv_type,
         evict_chunk: opts.cache.evict_chunk,
     };
-    let bytes_per_value = match kv_type {
-        KvType::F32 => 4.0,
-        KvType::F16 => 2.0,
-        KvType::Q8_0 => 34.0 / 32.0,
-    };
-    let need = tern_boards::MemoryNeed {
-        model_bytes: m.model.llama().file().file_size(),
-        other_bytes: 0,
-        kv_bytes_per_token: (bytes_per_value * (2 * c.n_layer * c.kv_dim()) as f64) as u64,
-        sinks,
-        window,
-        batch: tern::session::DEFAULT_BATCH,
-    };
-    match m.board.guard(&need) {
-        Ok(tern_boards::MemoryFit::Fits { .. }) => {}
-        Ok(tern_boards::MemoryFit::Shrunk {
-            window, message, ..
-        }) => {
-            log_with(TERN_LOG_WARN, || message);
-            opts.cache.window = window;
-            opts.cache.evict_chunk = opts.cache.evict_chunk.min(window);
-        }
-        Err(e) => {
-            return Err(Error::new(
-                TernStatus::TERN_ERR_OUT_OF_MEMORY,
-                e.to_string(),
-            ))
-        }
+    let (cache, shrunk) = fit_cache(&m.model, &m.board, &req)
+        .map_err(|e| Error::new(TernStatus::TERN_ERR_OUT_OF_MEMORY, e.to_string()))?;
+    if let Some(message) = shrunk {
+        log_with(TERN_LOG_WARN, || message);
     }
+    opts.cache = cache;
     Ok(opts)
 }
 

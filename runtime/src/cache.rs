@@ -42,6 +42,12 @@ impl KvType {
         }
     }
 
+    /// Bytes of one cached row of `kv_dim` values (a whole number of blocks for q8_0).
+    pub fn row_bytes(self, kv_dim: usize) -> usize {
+        let t = self.ggml();
+        kv_dim.div_ceil(t.block_len()) * t.block_bytes()
+    }
+
     /// The name used on the command line and in files.
     pub fn name(self) -> &'static str {
         match self {

@@ -38,15 +38,6 @@ mod h2h {
         llama_prefill: f64,
     }
 
-    fn arg(name: &str, default: usize) -> usize {
-        let args: Vec<String> = std::env::args().collect();
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
-
     /// GB/s of a plain streaming read of a buffer much larger than the caches (best of 5).
     fn read_bandwidth() -> f64 {
         let words = 64 << 20; // 512 MiB of u64
@@ -74,8 +65,11 @@ mod h2h {
     }
 
     pub fn main() -> Result<()> {
-        let reps = arg("--reps", 3);
-        let (n_prompt, n_gen) = (arg("--prompt", 512), arg("--gen", 128));
+        let reps = tern_benches::arg("--reps", 3);
+        let (n_prompt, n_gen) = (
+            tern_benches::arg("--prompt", 512),
+            tern_benches::arg("--gen", 128),
+        );
         let q4_1 = tern::catalog::resolve_model("smollm2-135m")?;
         let files = [
             ("Q4_1", q4_1.clone()),

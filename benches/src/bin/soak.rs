@@ -14,18 +14,9 @@ use tern::model::Model;
 use tern::sampler::SamplerConfig;
 use tern::session::{Session, SessionOptions};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<()> {
-    let total = arg("--tokens", 200_000);
-    let threads = arg("--threads", tern_boards::physical_cores());
+    let total = tern_benches::arg("--tokens", 200_000);
+    let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
     const EVERY: usize = 1_000;
     let path = tern::catalog::resolve_model("smollm2-135m")?;
     let model = Arc::new(Model::load(&path)?);

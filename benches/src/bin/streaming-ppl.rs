@@ -25,20 +25,11 @@ struct Run {
     nll: Vec<f64>,
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<()> {
-    let n_tokens = arg("--tokens", 20_000);
-    let n_recompute = arg("--recompute-tokens", 600);
-    let n_dense = arg("--dense-tokens", 12_000);
-    let threads = arg("--threads", tern_boards::physical_cores());
+    let n_tokens = tern_benches::arg("--tokens", 20_000);
+    let n_recompute = tern_benches::arg("--recompute-tokens", 600);
+    let n_dense = tern_benches::arg("--dense-tokens", 12_000);
+    let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
     let path = tern::catalog::resolve_model("smollm2-135m")?;
     let model = Arc::new(Model::load(&path)?);
     let text = tern_benches::genesis()?;

@@ -122,43 +122,15 @@ impl CacheArgs {
     /// The cache asked for, with the board's defaults where nothing was asked, shrunk by the
     /// memory guard if the model and the cache would not fit the board's budget.
     fn config(&self, l: &Loaded) -> Result<tern::cache::CacheConfig> {
-        let kv = &l.board.settings.kv.value;
-        let mut kv_type = match self.kv_type {
-            Some(t) => t,
-            None => kv.kv_type.name().parse().map_err(anyhow::Error::msg)?,
-        };
-        let c = l.model.llama().config();
-        if kv_type == tern::cache::KvType::Q8_0 && !c.head_dim.is_multiple_of(32) {
-            kv_type = tern::cache::KvType::F16;
-        }
-        let mut cfg = tern::cache::CacheConfig {
-            sinks: self.sinks.unwrap_or(kv.sinks),
-            window: self.window.unwrap_or(kv.window),
-            kv_type,
+        let req = tern::fit::CacheRequest {
+            sinks: self.sinks,
+            window: self.window,
+            kv_type: self.kv_type,
             evict_chunk: self.evict_chunk,
         };
-        let bytes_per_value = match kv_type {
-            tern::cache::KvType::F32 => 4.0,
-            tern::cache::KvType::F16 => 2.0,
-            tern::cache::KvType::Q8_0 => 34.0 / 32.0,
-        };
-        let need = tern_boards::MemoryNeed {
-            model_bytes: l.model.llama().file().file_size(),
-            other_bytes: 0,
-            kv_bytes_per_token: (bytes_per_value * (2 * c.n_layer * c.kv_dim()) as f64) as u64,
-            sinks: cfg.sinks,
-            window: cfg.window,
-            batch: tern::session::DEFAULT_BATCH,
-        };
-        match l.board.guard(&need)? {
-            tern_boards::MemoryFit::Fits { .. } => {}
-            tern_boards::MemoryFit::Shrunk {
-                window, message, ..
-            } => {
-                eprintln!("note: {message}");
-                cfg.window = window;
-                cfg.evict_chunk = cfg.evict_chunk.min(window);
-            }
+        let (cfg, shrunk) = tern::fit::fit_cache(&l.model, &l.board, &req)?;
+        if let Some(message) = shrunk {
+            eprintln!("note: {message}");
         }
         Ok(cfg)
     }

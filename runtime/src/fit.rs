@@ -1,0 +1,58 @@
+//! Fitting a session's KV cache to a board: the board's defaults for whatever the caller left
+//! unset, then its memory guard. The CLI and the C ABI both build their caches here.
+
+use tern_boards::{Board, MemoryError, MemoryFit, MemoryNeed};
+
+use crate::cache::{CacheConfig, KvType};
+use crate::model::Model;
+use crate::session::DEFAULT_BATCH;
+
+/// The cache a caller asks for; `None` takes the board's default.
+#[derive(Clone, Debug, Default)]
+pub struct CacheRequest {
+    pub sinks: Option<usize>,
+    pub window: Option<usize>,
+    pub kv_type: Option<KvType>,
+    pub evict_chunk: usize,
+}
+
+/// The cache to allocate, and the message to show when the guard shrank its window.
+pub fn fit_cache(
+    model: &Model,
+    board: &Board,
+    req: &CacheRequest,
+) -> Result<(CacheConfig, Option<String>), MemoryError> {
+    let kv = &board.settings.kv.value;
+    let c = model.llama().config();
+    let kv_type = req.kv_type.unwrap_or(match kv.kv_type {
+        tern_boards::KvType::F32 => KvType::F32,
+        tern_boards::KvType::F16 => KvType::F16,
+        // q8_0 needs heads of a multiple of 32 values; else f16.
+        tern_boards::KvType::Q8_0 if c.head_dim.is_multiple_of(32) => KvType::Q8_0,
+        tern_boards::KvType::Q8_0 => KvType::F16,
+    });
+    let mut cfg = CacheConfig {
+        sinks: req.sinks.unwrap_or(kv.sinks),
+        window: req.window.unwrap_or(kv.window),
+        kv_type,
+        evict_chunk: req.evict_chunk,
+    };
+    let need = MemoryNeed {
+        model_bytes: model.llama().file().file_size(),
+        other_bytes: 0,
+        kv_bytes_per_token: (2 * c.n_layer * kv_type.row_bytes(c.kv_dim())) as u64,
+        sinks: cfg.sinks,
+        window: cfg.window,
+        batch: DEFAULT_BATCH,
+    };
+    match board.guard(&need)? {
+        MemoryFit::Fits { .. } => Ok((cfg, None)),
+        MemoryFit::Shrunk {
+            window, message, ..
+        } => {
+            cfg.window = window;
+            cfg.evict_chunk = cfg.evict_chunk.min(window);
+            Ok((cfg, Some(message)))
+        }
+    }
+}
