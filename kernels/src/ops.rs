@@ -14,8 +14,9 @@ pub struct OpKernels {
     pub rms_norm: fn(&[f32], &[f32], f32, &mut [f32]),
     pub softmax: fn(&mut [f32]),
     pub swiglu: fn(&mut [f32], &[f32]),
-    pub dot: fn(&[f32], &[f32]) -> f32,
-    pub axpy: fn(f32, &[f32], &mut [f32]),
+    pub dot_rows: fn(&[f32], &[f32], usize, &mut [f32]),
+    pub axpy_rows: fn(&[f32], &[f32], usize, &mut [f32]),
+    pub exp_sum: fn(&mut [f32], f32) -> f32,
 }
 
 impl OpKernels {
@@ -24,8 +25,9 @@ impl OpKernels {
         rms_norm: scalar::rms_norm,
         softmax: scalar::softmax,
         swiglu: scalar::swiglu,
-        dot: scalar::dot,
-        axpy: scalar::axpy,
+        dot_rows: scalar::dot_rows,
+        axpy_rows: scalar::axpy_rows,
+        exp_sum: scalar::exp_sum,
     };
 }
 
@@ -44,14 +46,33 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     (kernels().ops().swiglu)(gate, up)
 }
 
-/// `Σ a[i] b[i]` over the shorter of the two (attention scores), in eight f32 lanes.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    (kernels().ops().dot)(a, b)
+/// `out[j] = Σ_d q[d] · rows[j·stride + d]` for each `j < out.len()`: one query against a
+/// block of keys laid out one after another (attention scores).
+pub fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    check_rows(q.len(), rows.len(), stride, out.len());
+    (kernels().ops().dot_rows)(q, rows, stride, out)
 }
 
-/// `y[i] += alpha · x[i]` over the shorter of the two (attention's weighted sum of values).
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    (kernels().ops().axpy)(alpha, x, y)
+/// `y[d] += Σ_j p[j] · rows[j·stride + d]`: the probabilities of a block of keys times their
+/// values (attention's weighted sum).
+pub fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
+    check_rows(y.len(), rows.len(), stride, p.len());
+    (kernels().ops().axpy_rows)(p, rows, stride, y)
+}
+
+/// The bounds that [`dot_rows`] and [`axpy_rows`] kernels rely on: `n` rows of `dim` values,
+/// `stride` apart, inside `len`.
+fn check_rows(dim: usize, len: usize, stride: usize, n: usize) {
+    assert!(
+        n == 0 || (dim <= stride && (n - 1) * stride + dim <= len),
+        "{n} rows of {dim} values, {stride} apart, need more than {len} values"
+    );
+}
+
+/// `x[i] = e^(x[i] - max)`, returning `Σ x[i]`: one step of an online softmax (attention
+/// over a block of keys). Masked entries (−∞) become 0.
+pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
+    (kernels().ops().exp_sum)(x, max)
 }
 
 /// The plain versions of the vectorised primitives: the reference for their tests and the
@@ -87,30 +108,45 @@ pub mod scalar {
         }
     }
 
-    /// `Σ a[i] b[i]`, in eight independent sums (as the vector versions add).
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let mut acc = [0.0f32; 8];
-        let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-        let tail: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in ca.zip(cb) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i];
+    /// `out[j] = Σ_d q[d] · rows[j·stride + d]`, each in eight independent sums (as the
+    /// vector versions add).
+    pub fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            let r = &rows[j * stride..j * stride + q.len()];
+            let mut acc = [0.0f32; 8];
+            let (cq, cr) = (q.chunks_exact(8), r.chunks_exact(8));
+            let tail: f32 = cq
+                .remainder()
+                .iter()
+                .zip(cr.remainder())
+                .map(|(x, y)| x * y)
+                .sum();
+            for (x, y) in cq.zip(cr) {
+                for i in 0..8 {
+                    acc[i] += x[i] * y[i];
+                }
             }
+            *o = acc.iter().sum::<f32>() + tail;
         }
-        acc.iter().sum::<f32>() + tail
     }
 
-    /// `y[i] += alpha · x[i]`.
-    pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-        for (b, &a) in y.iter_mut().zip(x) {
-            *b += alpha * a;
+    /// `y[d] += Σ_j p[j] · rows[j·stride + d]`.
+    pub fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
+        for (j, &pj) in p.iter().enumerate() {
+            for (b, &a) in y.iter_mut().zip(&rows[j * stride..]) {
+                *b += pj * a;
+            }
         }
+    }
+
+    /// `x[i] = e^(x[i] - max)`, returning the sum.
+    pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
+        let mut sum = 0.0f32;
+        for v in x.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        sum
     }
 }
 

@@ -296,25 +296,76 @@ fn elementwise_ops_match_reference() {
             scalar::softmax(&mut want);
             check_all_close(&format!("{name} softmax n = {n}"), &got, &want, 4e-7);
 
-            let mag: f32 = x.iter().zip(&w).map(|(a, b)| (a * b).abs()).sum();
-            let (got, want) = ((ops.dot)(&x, &w), scalar::dot(&x, &w));
-            assert!(
-                (got - want).abs() <= 1e-6 * mag,
-                "{name} dot n = {n}: {got} vs {want}"
-            );
-            let (mut got, mut want) = (up.clone(), up.clone());
-            (ops.axpy)(0.37, &w, &mut got);
-            scalar::axpy(0.37, &w, &mut want);
-            for i in 0..n {
-                let m = (0.37 * w[i]).abs() + up[i].abs();
-                let ok = (got[i] - want[i]).abs() <= 1e-6 * m;
-                assert!(ok, "{name} axpy n = {n}, {i}: {} vs {}", got[i], want[i]);
+            let (mut got, mut want) = (x.clone(), x.clone());
+            if n > 9 {
+                got[7] = f32::NEG_INFINITY; // masked: exactly 0
+                want[7] = f32::NEG_INFINITY;
             }
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (sg, sw) = (
+                (ops.exp_sum)(&mut got, max),
+                scalar::exp_sum(&mut want, max),
+            );
+            check_all_close(&format!("{name} exp_sum n = {n}"), &got, &want, 4e-7);
+            assert!(
+                (sg - sw).abs() <= 1e-6 * sw.abs().max(1.0),
+                "{name} exp_sum n = {n}: sum {sg} vs {sw}"
+            );
 
             let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
             (ops.rms_norm)(&x, &w, 1e-5, &mut got);
             scalar::rms_norm(&x, &w, 1e-5, &mut want);
             check_all_close(&format!("{name} rms_norm n = {n}"), &got, &want, 1e-7);
+        }
+    }
+}
+
+/// The attention kernels: one query against a block of keys, probabilities times values.
+#[test]
+fn attention_rows_match_reference() {
+    use tern_kernels::ops::scalar;
+    let mut rng = Rng(9);
+    for ks in sets() {
+        let ops = ks.ops();
+        let name = ks.name();
+        for dim in [1, 7, 8, 32, 64, 72, 128, 200] {
+            for rows in [0, 1, 7, 8, 9, 17, 32] {
+                let stride = dim + 3;
+                let keys = rng.act(rows * stride);
+                let q = rng.act(dim);
+                let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
+                (ops.dot_rows)(&q, &keys, stride, &mut got);
+                scalar::dot_rows(&q, &keys, stride, &mut want);
+                for j in 0..rows {
+                    let r = &keys[j * stride..j * stride + dim];
+                    let mag: f32 = q.iter().zip(r).map(|(a, b)| (a * b).abs()).sum();
+                    let exact: f64 = q.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    for v in [got[j], want[j]] {
+                        assert!(
+                            (v as f64 - exact).abs() <= 1e-6 * mag as f64,
+                            "{name} dot_rows dim {dim} rows {rows}, {j}: {v} vs {exact}"
+                        );
+                    }
+                }
+
+                let p: Vec<f32> = rng.act(rows).iter().map(|v| v.abs()).collect();
+                let y0 = rng.act(dim);
+                let (mut got, mut want) = (y0.clone(), y0.clone());
+                (ops.axpy_rows)(&p, &keys, stride, &mut got);
+                scalar::axpy_rows(&p, &keys, stride, &mut want);
+                for d in 0..dim {
+                    let terms = (0..rows).map(|j| (p[j] as f64, keys[j * stride + d] as f64));
+                    let exact: f64 = y0[d] as f64 + terms.clone().map(|(a, b)| a * b).sum::<f64>();
+                    let mag: f64 =
+                        y0[d].abs() as f64 + terms.map(|(a, b)| (a * b).abs()).sum::<f64>();
+                    for v in [got[d], want[d]] {
+                        assert!(
+                            (v as f64 - exact).abs() <= 1e-6 * mag,
+                            "{name} axpy_rows dim {dim} rows {rows}, {d}: {v} vs {exact}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -164,9 +164,8 @@ impl Session {
         opts: SessionOptions,
         cache: CacheConfig,
     ) -> Result<Session, SessionError> {
-        let capacity = cache.capacity();
         let kv = model.llama().new_cache(cache, DEFAULT_BATCH)?;
-        let mut state = State::new(model.llama().config(), DEFAULT_BATCH, capacity);
+        let mut state = State::new(model.llama().config(), DEFAULT_BATCH);
         let cancel = Arc::new(AtomicBool::new(false));
         state.set_cancel(cancel.clone());
         Ok(Session {

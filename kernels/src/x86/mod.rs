@@ -102,8 +102,9 @@ pub(crate) fn sets() -> Vec<KernelSet> {
         rms_norm: w::rms_norm,
         softmax: w::softmax,
         swiglu: w::swiglu,
-        dot: w::dot_f32s,
-        axpy: w::axpy,
+        dot_rows: w::dot_rows,
+        axpy_rows: w::axpy_rows,
+        exp_sum: w::exp_sum,
     });
     // Q8_K pairs with itself; its quantizer serves the k-quants that keep scalar dots.
     for ty in [Q2_K, Q3_K, Q5_K] {
@@ -155,14 +156,20 @@ mod w {
         unsafe { super::ops::swiglu(gate, up) }
     }
 
-    pub(super) fn dot_f32s(a: &[f32], b: &[f32]) -> f32 {
-        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within both slices.
-        unsafe { super::ops::dot(a, b) }
+    pub(super) fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: AVX2/FMA are present (see `sets`); `ops::dot_rows` checked that the rows
+        // lie inside `rows`.
+        unsafe { super::ops::dot_rows(q, rows, stride, out) }
     }
 
-    pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within both slices.
-        unsafe { super::ops::axpy(alpha, x, y) }
+    pub(super) fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
+        // SAFETY: as for `dot_rows`.
+        unsafe { super::ops::axpy_rows(p, rows, stride, y) }
+    }
+
+    pub(super) fn exp_sum(x: &mut [f32], max: f32) -> f32 {
+        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within the slice.
+        unsafe { super::ops::exp_sum(x, max) }
     }
 
     macro_rules! wrap_dot {

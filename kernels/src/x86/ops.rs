@@ -150,6 +150,31 @@ pub(super) unsafe fn softmax(x: &mut [f32]) {
     map8(x, |v, _| _mm256_mul_ps(v, inv));
 }
 
+/// `x[i] = e^(x[i] - max)`, returning the sum (f32: blocks of keys are short). Masked
+/// scores (−∞) give exactly 0, as `expf` does (`exp8` would give its clamped 2⁻¹⁵⁰).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn exp_sum(x: &mut [f32], max: f32) -> f32 {
+    let (maxv, len) = (_mm256_set1_ps(max), x.len());
+    let masked = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut sum = _mm256_setzero_ps();
+    map8(x, |v, i| {
+        let e = exp8(_mm256_sub_ps(v, maxv));
+        let e = _mm256_and_ps(e, _mm256_cmp_ps(v, masked, _CMP_NEQ_OQ));
+        let e = if i + 8 <= len {
+            e
+        } else {
+            let keep = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32((len - i) as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            _mm256_and_ps(e, _mm256_castsi256_ps(keep))
+        };
+        sum = _mm256_add_ps(sum, e);
+        e
+    });
+    super::hsum(sum)
+}
+
 /// RMSNorm, the squares summed in f64. `w` and `out` at least as long as `x`.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -178,38 +203,95 @@ pub(super) unsafe fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// `Σ a[i] b[i]` over the shorter slice, in two eight-lane FMA chains.
+/// `out[j] = q · rows[j·stride..]` (over `q.len()` values), eight rows at a time so that
+/// each load of `q` serves eight keys and eight FMA chains run side by side.
+///
+/// # Safety
+/// AVX2/FMA, and the rows inside `rows` (`ops::dot_rows` checks it).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let main = n / 16 * 16;
-    for i in (0..main).step_by(16) {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            let x = _mm256_loadu_ps(pa.add(i + 8 * k));
-            *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(pb.add(i + 8 * k)), *acc);
+pub(super) unsafe fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let (dim, main) = (q.len(), q.len() / 8 * 8);
+    let (pq, pr) = (q.as_ptr(), rows.as_ptr());
+    let tail = |j: usize| -> f32 { (main..dim).map(|d| q[d] * rows[j * stride + d]).sum() };
+    let mut j = 0;
+    while j + 8 <= out.len() {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for d in (0..main).step_by(8) {
+            let qv = _mm256_loadu_ps(pq.add(d));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(pr.add((j + r) * stride + d)), *a);
+            }
         }
+        // Eight horizontal sums at once: pairwise adds, then the two 128-bit halves.
+        let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+        let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+        let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+        let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+        let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
+        let s = _mm256_add_ps(
+            _mm256_permute2f128_ps(u0, u1, 0x20),
+            _mm256_permute2f128_ps(u0, u1, 0x31),
+        );
+        _mm256_storeu_ps(out.as_mut_ptr().add(j), s);
+        if main < dim {
+            for r in 0..8 {
+                out[j + r] += tail(j + r);
+            }
+        }
+        j += 8;
     }
-    let mut s = super::hsum(_mm256_add_ps(acc[0], acc[1]));
-    for i in main..n {
-        s += a[i] * b[i];
+    while j < out.len() {
+        let mut acc = _mm256_setzero_ps();
+        for d in (0..main).step_by(8) {
+            let x = _mm256_loadu_ps(pq.add(d));
+            acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(pr.add(j * stride + d)), acc);
+        }
+        out[j] = super::hsum(acc) + tail(j);
+        j += 1;
     }
-    s
 }
 
-/// `y[i] += alpha · x[i]` over the shorter slice.
+/// `y += Σ_j p[j] · rows[j·stride..]` (over `y.len()` values), 64 values of `y` held in
+/// registers while every row passes, so eight FMA chains run side by side.
+///
+/// # Safety
+/// AVX2/FMA, and the rows inside `rows` (`ops::axpy_rows` checks it).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len().min(y.len());
-    let av = _mm256_set1_ps(alpha);
-    let main = n / 8 * 8;
-    for i in (0..main).step_by(8) {
-        let v = _mm256_loadu_ps(x.as_ptr().add(i));
-        let o = y.as_mut_ptr().add(i);
-        _mm256_storeu_ps(o, _mm256_fmadd_ps(av, v, _mm256_loadu_ps(o)));
+pub(super) unsafe fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
+    let (dim, main) = (y.len(), y.len() / 8 * 8);
+    let (py, pr) = (y.as_mut_ptr(), rows.as_ptr());
+    let mut d = 0;
+    while d + 64 <= main {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(py.add(d + 8 * r));
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let pv = _mm256_set1_ps(pj);
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(pr.add(j * stride + d + 8 * r)), *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(py.add(d + 8 * r), *a);
+        }
+        d += 64;
     }
-    for i in main..n {
-        y[i] += alpha * x[i];
+    while d < main {
+        let mut a = _mm256_loadu_ps(py.add(d));
+        for (j, &pj) in p.iter().enumerate() {
+            a = _mm256_fmadd_ps(
+                _mm256_set1_ps(pj),
+                _mm256_loadu_ps(pr.add(j * stride + d)),
+                a,
+            );
+        }
+        _mm256_storeu_ps(py.add(d), a);
+        d += 8;
+    }
+    for d in main..dim {
+        for (j, &pj) in p.iter().enumerate() {
+            y[d] += pj * rows[j * stride + d];
+        }
     }
 }

@@ -256,15 +256,7 @@ impl Llama {
             ];
             matmul_many(&qkv, xb, &mut [&mut *q, &mut *k, &mut *v], act);
             cache.store(l, k, v);
-            cache.attend(
-                l,
-                q,
-                att,
-                &mut st.scores,
-                &mut st.qrot,
-                &mut st.kf,
-                &mut st.vf,
-            );
+            cache.attend(l, q, att, &mut st.qrot);
             matmul(&layer.wo.view(data), att, proj, act);
             ops::add_assign(x, proj);
 
@@ -312,10 +304,6 @@ pub struct State {
     up: Vec<f32>,
     /// Queries rotated for the sinks and for the window, as the cache needs them.
     qrot: Vec<f32>,
-    /// Cached keys and values of one layer widened to f32 for the attention.
-    kf: Vec<f32>,
-    vf: Vec<f32>,
-    scores: Vec<f32>,
     logits: Vec<f32>,
     n_logits: usize,
     n_vocab: usize,
@@ -326,8 +314,8 @@ pub struct State {
 }
 
 impl State {
-    /// Buffers for batches of up to `batch` tokens over a cache of `capacity` tokens.
-    pub fn new(c: &LlamaConfig, batch: usize, capacity: usize) -> State {
+    /// Buffers for batches of up to `batch` tokens (the cache holds its own).
+    pub fn new(c: &LlamaConfig, batch: usize) -> State {
         let q_dim = c.n_head * c.head_dim;
         State {
             batch,
@@ -341,9 +329,6 @@ impl State {
             gate: vec![0.0; batch * c.n_ff],
             up: vec![0.0; batch * c.n_ff],
             qrot: vec![0.0; batch * 2 * q_dim],
-            kf: vec![0.0; (capacity + batch) * c.kv_dim()],
-            vf: vec![0.0; (capacity + batch) * c.kv_dim()],
-            scores: vec![0.0; batch * c.n_head * capacity],
             logits: vec![0.0; batch * c.n_vocab],
             n_logits: 0,
             n_vocab: c.n_vocab,
