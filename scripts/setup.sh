@@ -18,10 +18,13 @@ if [ "${1:-}" = "test" ] || [ "${1:-}" = "bench" ]; then
   want libclang-dev
   want clang
   want g++
-  # aarch64 cross builds run under qemu; the C ABI tests run under valgrind.
+  # aarch64 cross builds run under qemu, armv7 ones are checked; the C ABI tests run under
+  # valgrind.
   want qemu-user
   want gcc-aarch64-linux-gnu
   want libc6-dev-arm64-cross
+  want gcc-arm-linux-gnueabihf
+  want libc6-dev-armhf-cross
   want valgrind
 fi
 if [ "${1:-}" = "bench" ]; then

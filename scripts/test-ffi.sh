@@ -2,11 +2,11 @@
 # Tests libtern, the C ABI (ffi/): the committed header is current, the README's C example is
 # the one that is built, every C test under ffi/tests passes linked against the shared and
 # the static library, one runs under valgrind without errors or leaks, the shared library and
-# the example run on aarch64 under qemu, and the crate checks for Android.
+# the example run on aarch64 under qemu (the Android check is in scripts/test-cross.sh).
 #
 # Installs what it needs if missing: Debian packages through scripts/setup.sh, cbindgen with
 # cargo. The model is the default one (`tern pull`), fetched into the cache on first use.
-# TERN_FFI_SKIP_CROSS=1 skips the aarch64 and Android steps (for quick local runs).
+# TERN_FFI_SKIP_CROSS=1 skips the aarch64 step (for quick local runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -112,22 +112,6 @@ if [ "${TERN_FFI_SKIP_CROSS:-0}" != 1 ]; then
         "$tmp/chat.aarch64" "$model" "Say hi." 4 >"$tmp/qemu.out"
     echo "aarch64 reply: $(cat "$tmp/qemu.out")"
     run "aarch64 reply is not empty" grep -q '[[:alnum:]]' "$tmp/qemu.out"
-
-    step "Android: cargo check --target aarch64-linux-android -p tern-ffi"
-    rustup target add aarch64-linux-android >/dev/null 2>&1
-    # The runtime's model downloader (ureq -> rustls -> ring) compiles C in ring's build
-    # script even for `cargo check`, which needs an Android C compiler. Without the NDK, host
-    # clang stands in, aimed at Android with glibc's aarch64 headers: nothing is linked, it
-    # only lets the build script pass so that every Rust crate is checked for Android.
-    if command -v aarch64-linux-android21-clang >/dev/null; then
-        run "android check" cargo check --release --target aarch64-linux-android -p tern-ffi
-    else
-        echo "(no Android NDK: host clang stands in for ring's C, check only)"
-        run "android check" env CC_aarch64_linux_android=clang AR_aarch64_linux_android=ar \
-            CFLAGS_aarch64_linux_android="--target=aarch64-linux-android21 \
-                --sysroot=/usr/aarch64-linux-gnu -isystem /usr/aarch64-linux-gnu/include" \
-            cargo check --release --target aarch64-linux-android -p tern-ffi
-    fi
 fi
 
 step "done"

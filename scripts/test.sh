@@ -14,8 +14,8 @@ echo "== cargo clippy -D warnings (${SECONDS}s)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo test, x86-64 host (${SECONDS}s)"
 cargo test --release --workspace -- --nocapture
-echo "== aarch64 under qemu (${SECONDS}s)"
-scripts/test-aarch64.sh
+echo "== aarch64 under qemu, armv7 and Android checks (${SECONDS}s)"
+scripts/test-cross.sh
 echo "== libtern, the C ABI (${SECONDS}s)"
 scripts/test-ffi.sh
 echo "== all tests passed in ${SECONDS}s"

@@ -34,7 +34,12 @@ pub fn genesis() -> anyhow::Result<String> {
 
 /// Resident memory of this process, in KiB (`VmRSS` of `/proc/self/status`).
 pub fn rss_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_kib_of("self")
+}
+
+/// Resident memory of process `pid` (a number, or `self`), in KiB.
+pub fn rss_kib_of(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())

@@ -8,7 +8,7 @@ use tern::model::Model;
 
 use crate::error::{guard, out_arg, str_arg, Error, TernStatus};
 use crate::handle::{self, Kind};
-use crate::log::{log_with, TERN_LOG_DEBUG, TERN_LOG_INFO};
+use crate::log::{log_with, TERN_LOG_DEBUG, TERN_LOG_INFO, TERN_LOG_WARN};
 
 /// Settings for `tern_model_load` (opaque; made by `tern_model_params_new`).
 pub struct TernModelParams {
@@ -167,6 +167,10 @@ pub unsafe extern "C" fn tern_model_load(
             0 => board.settings.threads.value.max(1),
             n => n as usize,
         };
+        let (kernels, note) = tern::fit::use_board_kernels(&board);
+        if let Some(note) = note {
+            log_with(TERN_LOG_WARN, || note);
+        }
         let model = Model::load(path)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -182,8 +186,12 @@ pub unsafe extern "C" fn tern_model_load(
         log_with(TERN_LOG_INFO, || {
             format!(
                 "loaded {path}: {} layers, {} tokens of vocabulary, trained on {} tokens of \
-                 context; {threads} threads; board {}",
-                c.n_layer, c.n_vocab, c.n_ctx_train, board.profile.name
+                 context; {threads} threads; board {}; kernels {}",
+                c.n_layer,
+                c.n_vocab,
+                c.n_ctx_train,
+                board.profile.name,
+                kernels.name()
             )
         });
         log_with(TERN_LOG_DEBUG, || format!("{board}"));

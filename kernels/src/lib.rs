@@ -7,7 +7,8 @@
 //!
 //! [`table`] chooses, once per process, the kernels this CPU runs: AVX2 (`x86/`), NEON with
 //! dotprod and i8mm where present (`arm/`), or the scalar reference everywhere else
-//! (`TERN_KERNELS=scalar` forces it).
+//! (`TERN_KERNELS=scalar` forces it); a board profile may cap the choice
+//! ([`choose_kernels`]).
 
 pub mod matmul;
 pub mod ops;
@@ -20,5 +21,5 @@ mod arm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use table::{kernels, KernelSet};
+pub use table::{choose_kernels, kernels, KernelSet};
 pub use types::{GgmlType, QK_K};

@@ -111,11 +111,19 @@ impl KernelSet {
     }
 
     /// A set named `name` whose entries start as `base`'s; used by the per-ISA modules.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn derived(base: KernelSet, name: &'static str) -> KernelSet {
         KernelSet { name, ..base }
     }
 
     /// Replaces the kernels of weight type `ty`.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn set(&mut self, ty: GgmlType, k: TypeKernels) {
         debug_assert_eq!(k.act, ty.vec_dot_type(), "{ty}");
         self.table[index(ty)] = k;
@@ -145,6 +153,10 @@ impl KernelSet {
 
     /// Every set this CPU can run, the scalar reference first and the best last.
     pub fn available() -> Vec<KernelSet> {
+        #[cfg_attr(
+            not(any(target_arch = "x86_64", target_arch = "aarch64")),
+            allow(unused_mut)
+        )]
         let mut sets = vec![KernelSet::scalar()];
         #[cfg(target_arch = "x86_64")]
         sets.extend(crate::x86::sets());
@@ -166,8 +178,39 @@ impl KernelSet {
     }
 }
 
-/// The kernel set of this process, detected on first use.
+/// The kernel set of this process: the one [`choose_kernels`] chose, or on first use without
+/// a choice the best this CPU runs (`TERN_KERNELS` applies either way).
 pub fn kernels() -> &'static KernelSet {
-    static SET: OnceLock<KernelSet> = OnceLock::new();
-    SET.get_or_init(KernelSet::detect)
+    PROCESS_SET.get_or_init(KernelSet::detect)
+}
+
+static PROCESS_SET: OnceLock<KernelSet> = OnceLock::new();
+
+/// A kernel set asked for by name that this CPU does not run.
+#[derive(Debug, thiserror::Error)]
+#[error("kernel set `{name}` does not run on this CPU (it runs: {available})")]
+pub struct UnavailableKernels {
+    pub name: String,
+    pub available: String,
+}
+
+/// Makes `name` (one of [`KernelSet::available`]) the process's kernel set, if no set is in
+/// use yet: a board caps the kernels (a Pi 4 profile asks for `neon` even where `dotprod`
+/// runs). The process runs one set, so a later, different choice does not replace it, and
+/// `TERN_KERNELS` wins over any choice. Returns the set in use; compare its name with `name`
+/// to tell the user when it is not the one asked for.
+pub fn choose_kernels(name: &str) -> Result<&'static KernelSet, UnavailableKernels> {
+    let mut sets = KernelSet::available();
+    let Some(i) = sets.iter().position(|s| s.name == name) else {
+        return Err(UnavailableKernels {
+            name: name.to_string(),
+            available: sets.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+        });
+    };
+    let env = std::env::var("TERN_KERNELS").ok();
+    if env.is_some_and(|e| sets.iter().any(|s| s.name == e.trim())) {
+        return Ok(kernels());
+    }
+    let chosen = sets.swap_remove(i);
+    Ok(PROCESS_SET.get_or_init(|| chosen))
 }

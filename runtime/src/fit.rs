@@ -1,11 +1,31 @@
-//! Fitting a session's KV cache to a board: the board's defaults for whatever the caller left
-//! unset, then its memory guard. The CLI and the C ABI both build their caches here.
+//! Fitting Tern to a board: the kernel set within the board's ceiling, and a session's KV
+//! cache (the board's defaults for whatever the caller left unset, then its memory guard).
+//! The CLI and the C ABI both go through here.
 
 use tern_boards::{Board, MemoryError, MemoryFit, MemoryNeed};
 
 use crate::cache::{CacheConfig, KvType};
 use crate::model::Model;
 use crate::session::DEFAULT_BATCH;
+
+/// Makes the board's kernels the process's: the best set this CPU runs within the board's
+/// ceiling (a Pi 4 profile runs `neon` even on a CPU with dotprod; a Pi profile on an x86
+/// machine runs the scalar reference). Returns the set in use and, when it is not the board's
+/// pick (`TERN_KERNELS`, or an earlier model of this process chose first), why.
+pub fn use_board_kernels(board: &Board) -> (&'static tern_kernels::KernelSet, Option<String>) {
+    let sets = tern_kernels::KernelSet::available();
+    let names: Vec<&str> = sets.iter().map(|s| s.name()).collect();
+    let want = board.settings.kernel.value.pick(&names);
+    let set = tern_kernels::choose_kernels(want).unwrap_or_else(|_| tern_kernels::kernels());
+    let note = (set.name() != want).then(|| {
+        format!(
+            "kernels: {} rather than the board's {want} (TERN_KERNELS, or chosen earlier in \
+             this process: a process runs one kernel set)",
+            set.name()
+        )
+    });
+    (set, note)
+}
 
 /// The cache a caller asks for; `None` takes the board's default.
 #[derive(Clone, Debug, Default)]

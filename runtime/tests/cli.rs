@@ -2,10 +2,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
+    common::tern_command()
         .args(args)
         .output()
         .expect("tern runs")
@@ -108,6 +108,46 @@ fn greedy_run_streams_text_and_stats() {
         stats.contains("prompt:") && stats.contains("generated:"),
         "{stats}"
     );
+}
+
+/// The board's kernel family is a ceiling on what the process runs: a Pi 4 profile runs NEON
+/// without dotprod on any aarch64 CPU (qemu's `max` has dotprod and i8mm) and the scalar
+/// reference on x86-64, whose AVX2 it does not know.
+#[test]
+fn a_board_caps_the_kernels_the_process_runs() {
+    if let Ok(k) = std::env::var("TERN_KERNELS") {
+        println!("TERN_KERNELS={k} overrides every board: nothing to check");
+        return;
+    }
+    let expected = if cfg!(target_arch = "aarch64") {
+        "neon"
+    } else {
+        "scalar"
+    };
+    let out = tern(&["boards", "--board", "rpi4"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("4 × Cortex-A72"), "{text}");
+    let runs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("runs"))
+        .and_then(|l| l.split_whitespace().next());
+    assert_eq!(runs, Some(expected), "{text}");
+
+    let model = common::smollm2();
+    let out = tern(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "--board",
+        "rpi4",
+    ]);
+    let stats = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stats}");
+    assert!(stats.contains(&format!("kernels: {expected}")), "{stats}");
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! through a 4 + 508 attention-sink cache. Every 1 000 tokens it records the resident memory
 //! (`VmRSS` of /proc/self/status) and the decode speed over the last 1 000 tokens.
 //!
+//! Speed on a shared machine swings with its load, so the end speed is also measured against
+//! a peer in the same minutes: the session saved at token 2 000 is restored at the end, and
+//! the two decode alternately (rounds of 500 tokens each); their ratio is the figure that
+//! says whether decoding slowed down over the stream.
+//!
 //! `cargo run --release -p tern-benches --bin soak [-- --tokens 200000 --threads 2]`
 //! writes docs/soak.json and prints the figures the README quotes.
 
@@ -38,8 +43,13 @@ fn main() -> Result<()> {
         ..SessionOptions::default()
     };
     let mut rows = Vec::new();
+    const PEER_AT: usize = 2_000;
+    const ROUNDS: usize = 5;
+    const ROUND: usize = 500;
+    let peer_file = std::env::temp_dir().join(format!("tern-soak-{}.sess", std::process::id()));
+    let mut paired = None;
     pool.install(|| -> Result<()> {
-        let mut s = Session::new(model.clone(), opts)?;
+        let mut s = Session::new(model.clone(), opts.clone())?;
         s.feed_text("Once upon a time, in a harbour town by the cold northern sea,")?;
         let mut t = Instant::now();
         let mut cpu = tern_benches::cpu_secs().unwrap_or(0.0);
@@ -59,9 +69,29 @@ fn main() -> Result<()> {
                 t = Instant::now();
                 cpu = now_cpu;
             }
+            if i == PEER_AT.min(total) {
+                s.save(&peer_file)?;
+            }
         }
+        // The peer: the same session as it was at token 2 000, decoding in turns with it.
+        let mut peer = Session::restore(model.clone(), &peer_file)?;
+        let (mut long_secs, mut peer_secs) = (0.0, 0.0);
+        for _ in 0..ROUNDS {
+            for (sess, secs) in [(&mut s, &mut long_secs), (&mut peer, &mut peer_secs)] {
+                let t = Instant::now();
+                for _ in 0..ROUND {
+                    let id = sess.sample();
+                    sess.feed(&[id])?;
+                }
+                *secs += t.elapsed().as_secs_f64();
+            }
+        }
+        let n = (ROUNDS * ROUND) as f64;
+        paired = Some((n / long_secs, n / peer_secs));
         Ok(())
     })?;
+    let _ = std::fs::remove_file(&peer_file);
+    let (paired_end, paired_peer) = paired.unwrap_or((0.0, 0.0));
 
     let at = |n: usize| rows.iter().find(|r| r.0 == n).copied();
     let (base_rss, max_rss) = match at(EVERY) {
@@ -80,6 +110,9 @@ fn main() -> Result<()> {
         "tps_at_2000": early,
         "tps_at_end": late,
         "tps_ratio_end_over_2000": late / early.max(1e-9),
+        "paired_tps_at_end": paired_end,
+        "paired_tps_of_peer_at_2000": paired_peer,
+        "paired_ratio_end_over_2000": paired_end / paired_peer.max(1e-9),
         "cpu_ms_per_token_at_2000": at(2_000.min(total)).map_or(0.0, |r| r.3),
         "cpu_ms_per_token_at_end": rows.last().map_or(0.0, |r| r.3),
         "rows (tokens, tokens/s, RSS KiB, CPU ms/token)": rows.iter().map(|r| serde_json::json!([r.0, r.1, r.2, r.3])).collect::<Vec<_>>(),
@@ -93,9 +126,11 @@ fn main() -> Result<()> {
     println!(
         "{total} tokens, 4+508 cache, {threads} threads: RSS {base_rss} KiB at 1000 tokens, \
          at most {max_rss} KiB after (growth {} KiB); decode {early:.1} tokens/s at 2000, \
-         {late:.1} at {total} (ratio {:.3})",
+         {late:.1} at {total} (ratio {:.3}); paired at the end: {paired_end:.1} tokens/s \
+         vs {paired_peer:.1} for the session restored at 2000 (ratio {:.3})",
         max_rss.saturating_sub(base_rss),
-        late / early.max(1e-9)
+        late / early.max(1e-9),
+        paired_end / paired_peer.max(1e-9)
     );
     Ok(())
 }

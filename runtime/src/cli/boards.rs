@@ -10,12 +10,16 @@ pub fn run(board: Option<&str>) -> Result<()> {
     let sets = tern_kernels::KernelSet::available();
     let names: Vec<&str> = sets.iter().map(|s| s.name()).collect();
     let ceiling = b.settings.kernel.value;
+    let (set, note) = tern::fit::use_board_kernels(&b);
     println!(
         "{:<10} {:<12} the best of this CPU's kernel sets ({}) within the board's ceiling ({ceiling})",
         "runs",
-        ceiling.pick(&names),
+        set.name(),
         names.join(", ")
     );
+    if let Some(note) = note {
+        println!("{:<10} {note}", "");
+    }
     println!(
         "{:<10} {} (--board NAME; auto detects)",
         "boards",

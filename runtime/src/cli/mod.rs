@@ -151,6 +151,9 @@ impl ModelArgs {
     fn load(&self) -> Result<Loaded> {
         let path = self.path()?;
         let board = tern_boards::select(Some(&self.board))?;
+        if let (_, Some(note)) = tern::fit::use_board_kernels(&board) {
+            eprintln!("note: {note}");
+        }
         let model = Arc::new(Model::load(&path)?);
         let threads = self.threads.unwrap_or(board.settings.threads.value).max(1);
         let pool = rayon::ThreadPoolBuilder::new()

@@ -92,11 +92,12 @@ pub fn run(a: Args) -> Result<()> {
         Ok((prefill_secs, generated, t1.elapsed().as_secs_f64()))
     })?;
     eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s",
+        "prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s | kernels: {}",
         prompt.len(),
         prompt.len() as f64 / prefill_secs.max(1e-9),
         generated,
         generated as f64 / gen_secs.max(1e-9),
+        tern_kernels::kernels().name(),
     );
     Ok(())
 }

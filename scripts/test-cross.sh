@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Tern on the CPUs it is for, from this x86-64 host:
+#  - the whole test suite for aarch64 under qemu-user, twice: as a Cortex-A72 (NEON only,
+#    Raspberry Pi 4 class) and as qemu's `max` CPU (dotprod and i8mm), so that every aarch64
+#    kernel set is checked against the scalar reference and the runtime runs on each. The
+#    llama.cpp oracle is built for the host only; the tests that compare with it run there.
+#  - greedy decoding of SmolLM2 recorded on the host and compared under both CPUs
+#    (runtime/tests/greedy.rs: equal text, or a divergence at a near-tie of the top two).
+#  - `cargo check` for 32-bit ARM (armv7, a Pi with a 32-bit OS) and Android arm64.
+# Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, gcc-arm-linux-gnueabihf,
+# libc6-dev-armhf-cross and qemu-user (scripts/setup.sh test installs them); linkers and the
+# qemu runner are set in .cargo/config.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-linux-android
+crates=(-p tern -p tern-kernels -p tern-boards -p tern-ffi)
+reference="$PWD/target/greedy-x86_64.json"
+
+echo "== greedy reference on the host"
+TERN_GREEDY_RECORD="$reference" cargo test --release -p tern --test greedy -- --nocapture
+
+for cpu in cortex-a72 max; do
+    echo "== cargo test aarch64 (QEMU_CPU=$cpu)"
+    # Tests that start the `tern` binary go through the emulator too (no binfmt here).
+    QEMU_CPU=$cpu TERN_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+        TERN_GREEDY_REFERENCE="$reference" \
+        cargo test --release --target aarch64-unknown-linux-gnu "${crates[@]}" -- --nocapture
+done
+
+echo "== cargo check armv7-unknown-linux-gnueabihf"
+cargo check --release --target armv7-unknown-linux-gnueabihf "${crates[@]}" --all-targets
+
+echo "== cargo check aarch64-linux-android"
+# The runtime's model downloader (ureq -> rustls -> ring) compiles C in ring's build script
+# even for `cargo check`, which needs an Android C compiler. Without the NDK, host clang
+# stands in, aimed at Android with glibc's aarch64 headers: nothing is linked, it only lets
+# the build script pass so that every Rust crate is checked for Android.
+if command -v aarch64-linux-android21-clang >/dev/null; then
+    cargo check --release --target aarch64-linux-android "${crates[@]}"
+else
+    echo "(no Android NDK: host clang stands in for ring's C, check only)"
+    env CC_aarch64_linux_android=clang AR_aarch64_linux_android=ar \
+        CFLAGS_aarch64_linux_android="--target=aarch64-linux-android21 \
+            --sysroot=/usr/aarch64-linux-gnu -isystem /usr/aarch64-linux-gnu/include" \
+        cargo check --release --target aarch64-linux-android "${crates[@]}"
+fi
