@@ -58,11 +58,15 @@ for src in ffi/tests/test_*.c ffi/examples/chat.c; do
     cc "${CFLAGS[@]}" "$src" -o "$tmp/$name.static" target/release/libtern.a "${NATIVE_LIBS[@]}"
     case $name in test_*) tests+=("$name") ;; esac
 done
-ldd "$tmp/test_stream.shared" | grep -q "libtern.so" || {
+# ldd's output is captured first: `ldd | grep -q` under pipefail fails at random when grep
+# exits before ldd has written everything (SIGPIPE).
+shared_deps=$(ldd "$tmp/test_stream.shared")
+static_deps=$(ldd "$tmp/test_stream.static")
+grep -q "libtern.so" <<<"$shared_deps" || {
     echo "the shared build is not linked to libtern.so" >&2
     exit 1
 }
-if ldd "$tmp/test_stream.static" | grep -q "libtern"; then
+if grep -q "libtern" <<<"$static_deps"; then
     echo "the static build still needs libtern.so" >&2
     exit 1
 fi

@@ -509,31 +509,28 @@ impl KvCache {
         let group = sh.n_head / sh.n_head_kv;
         let block = (TILE_QUERIES / group).max(1);
         let blocks = n.div_ceil(block);
-        let op = SyncPtr(out.as_mut_ptr());
-        assert!(out.len() >= n * q_dim);
-        (0..sh.n_head_kv * blocks).into_par_iter().for_each(|task| {
-            let (g, b) = (task / blocks, task % blocks);
-            let tokens = b * block..((b + 1) * block).min(n);
-            let tile = Tile {
-                cache: self,
-                layer,
-                kv_head: g,
-                heads: g * group..(g + 1) * group,
-                qbuf,
-            };
-            let o = tile.run(tokens.clone());
-            for (i, oi) in tokens.zip(o.chunks_exact(group * hd)) {
-                // SAFETY: this task alone writes the heads of group `g` for the tokens of
-                // block `b` (tasks differ in `g` or `b`), inside `out` (checked above).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        op.get().add(i * q_dim + g * group * hd),
-                        oi.len(),
-                    )
+        let tiles: Vec<Vec<f32>> = (0..sh.n_head_kv * blocks)
+            .into_par_iter()
+            .map(|task| {
+                let (g, b) = (task / blocks, task % blocks);
+                let tile = Tile {
+                    cache: self,
+                    layer,
+                    kv_head: g,
+                    heads: g * group..(g + 1) * group,
+                    qbuf,
                 };
-                dst.copy_from_slice(oi);
+                tile.run(b * block..((b + 1) * block).min(n))
+            })
+            .collect();
+        // Each tile holds its group's heads for its block's tokens, token after token.
+        for (task, o) in tiles.iter().enumerate() {
+            let (g, b) = (task / blocks, task % blocks);
+            for (i, oi) in (b * block..).zip(o.chunks_exact(group * hd)) {
+                let at = i * q_dim + g * group * hd;
+                out[at..at + oi.len()].copy_from_slice(oi);
             }
-        });
+        }
     }
 
     /// The window epochs that some token of `batch` sees.
@@ -545,19 +542,6 @@ impl KvCache {
                 Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
             })
             .map_or(0..0, |(a, b)| a..b)
-    }
-}
-
-/// A raw pointer that rayon tasks may share; each task writes a disjoint part.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: used only to hand disjoint rows of one buffer to parallel tasks (see `attend`).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
