@@ -532,17 +532,6 @@ impl KvCache {
             }
         }
     }
-
-    /// The window epochs that some token of `batch` sees.
-    fn epochs_seen(&self, batch: &[NewToken]) -> Range<u64> {
-        batch
-            .iter()
-            .filter_map(|t| t.epoch.map(|e| (t.first_epoch, e + 1)))
-            .fold(None, |acc: Option<(u64, u64)>, (a, b)| {
-                Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
-            })
-            .map_or(0..0, |(a, b)| a..b)
-    }
 }
 
 /// Query vectors (tokens × heads of one KV group) that one attention task carries.
@@ -577,7 +566,7 @@ impl Tile<'_> {
         // The block's keys in order: sinks (cache rows 0..sinks), then the window's epochs.
         // What each token sees is a range of them for its sinks and one for its window.
         let sinks = batch.iter().map(|t| t.sinks_seen).max().unwrap_or(0);
-        let epochs = c.epochs_seen(batch);
+        let epochs = epochs_seen(batch);
         let total = sinks + (epochs.end - epochs.start) as usize;
         let seen = |t: &NewToken| -> (Range<usize>, Range<usize>) {
             let window = t.epoch.map_or(0..0, |e| {
@@ -590,12 +579,11 @@ impl Tile<'_> {
         let head_bytes = c.row_bytes / c.shape.n_head_kv;
         let bytes_of = |j: usize| -> Range<usize> {
             let row = if j < sinks {
-                j
+                self.layer * c.rows + j
             } else {
-                let e = epochs.start + (j - sinks) as u64;
-                c.cfg.sinks + (e % c.ring as u64) as usize
+                c.row_index(self.layer, epochs.start + (j - sinks) as u64)
             };
-            let at = (self.layer * c.rows + row) * c.row_bytes + self.kv_head * head_bytes;
+            let at = row * c.row_bytes + self.kv_head * head_bytes;
             at..at + head_bytes
         };
 
@@ -626,8 +614,7 @@ impl Tile<'_> {
                 for (hi_, h) in self.heads.clone().enumerate() {
                     let qs = &self.qbuf[i * 2 * q_dim + h * hd..][..hd];
                     let qw = &self.qbuf[i * 2 * q_dim + q_dim + h * hd..][..hd];
-                    let s = &mut sc[lo - start..hi - start];
-                    s.fill(f32::NEG_INFINITY);
+                    sc[lo - start..hi - start].fill(f32::NEG_INFINITY);
                     for (part, qh) in [(&s_part, qs), (&w_part, qw)] {
                         if !part.is_empty() {
                             let out = &mut sc[part.start - start..part.end - start];
@@ -655,6 +642,17 @@ impl Tile<'_> {
         }
         o
     }
+}
+
+/// The window epochs that some token of `batch` sees.
+fn epochs_seen(batch: &[NewToken]) -> Range<u64> {
+    batch
+        .iter()
+        .filter_map(|t| t.epoch.map(|e| (t.first_epoch, e + 1)))
+        .fold(None, |acc: Option<(u64, u64)>, (a, b)| {
+            Some(acc.map_or((a, b), |(x, y)| (x.min(a), y.max(b))))
+        })
+        .map_or(0..0, |(a, b)| a..b)
 }
 
 /// The common part of two ranges (empty if none).

@@ -82,6 +82,20 @@ unsafe fn load_padded(y: &[f32], i: usize) -> __m256 {
     }
 }
 
+/// `v` with the lanes at `i + k >= len` set to zero: the padding of `map8`'s last chunk.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn zero_past_end(v: __m256, i: usize, len: usize) -> __m256 {
+    if i + 8 <= len {
+        return v;
+    }
+    let keep = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32((len - i) as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    _mm256_and_ps(v, _mm256_castsi256_ps(keep))
+}
+
 /// `Σ v` of eight f32 lanes added into four f64 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -134,15 +148,7 @@ pub(super) unsafe fn softmax(x: &mut [f32]) {
     map8(x, |v, i| {
         let e = exp8(_mm256_sub_ps(v, maxv));
         // Lanes past the end (zero padding) must not count.
-        let e = if i + 8 <= len {
-            e
-        } else {
-            let keep = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32((len - i) as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            _mm256_and_ps(e, _mm256_castsi256_ps(keep))
-        };
+        let e = zero_past_end(e, i, len);
         sum = add_f64(sum, e);
         e
     });
@@ -160,15 +166,7 @@ pub(super) unsafe fn exp_sum(x: &mut [f32], max: f32) -> f32 {
     map8(x, |v, i| {
         let e = exp8(_mm256_sub_ps(v, maxv));
         let e = _mm256_and_ps(e, _mm256_cmp_ps(v, masked, _CMP_NEQ_OQ));
-        let e = if i + 8 <= len {
-            e
-        } else {
-            let keep = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32((len - i) as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            _mm256_and_ps(e, _mm256_castsi256_ps(keep))
-        };
+        let e = zero_past_end(e, i, len);
         sum = _mm256_add_ps(sum, e);
         e
     });
