@@ -25,7 +25,7 @@ for cpu in cortex-a72 max; do
     # Tests that start the `tern` binary go through the emulator too (no binfmt here).
     QEMU_CPU=$cpu TERN_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
         TERN_GREEDY_REFERENCE="$reference" \
-        cargo test --release --target aarch64-unknown-linux-gnu "${crates[@]}" -- --nocapture
+        cargo test --release --no-fail-fast --target aarch64-unknown-linux-gnu "${crates[@]}" -- --nocapture
 done
 
 echo "== cargo check armv7-unknown-linux-gnueabihf"

@@ -6,7 +6,6 @@
 //! prefix of a valid file and thousands of randomly corrupted copies must give `Err`, never a
 //! panic.
 
-use std::path::Path;
 use std::time::Instant;
 
 use tern::gguf::{inspect, GgufError, GgufFile, GgufWriter, Value};
@@ -736,20 +735,15 @@ fn random_corruption_never_panics() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The real model, when present.
-
-const SMOLLM2: &str = "/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+// The real model, pulled into the model cache on first use.
 
 #[test]
 fn opens_smollm2_quickly() {
-    if !Path::new(SMOLLM2).exists() {
-        eprintln!("skipped: {SMOLLM2} not present");
-        return;
-    }
+    let path = tern_testkit::smollm2();
     let start = Instant::now();
-    let g = GgufFile::open(SMOLLM2).unwrap();
+    let g = GgufFile::open(&path).unwrap();
     let elapsed = start.elapsed();
-    eprintln!("opened {SMOLLM2} in {elapsed:?}");
+    eprintln!("opened {} in {elapsed:?}", path.display());
     assert!(elapsed.as_millis() < 1000, "open took {elapsed:?}");
 
     assert_eq!(g.architecture().unwrap(), "llama");

@@ -13,8 +13,6 @@ use tern::gguf::{GgufError, GgufFile, GgufWriter, Value};
 use tern_kernels::GgmlType;
 use tern_oracle::sys;
 
-const SMOLLM2: &str = "/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
 /// A `gguf_context` read by llama.cpp, freed on drop.
 struct Oracle(*mut sys::gguf_context);
 
@@ -216,11 +214,7 @@ fn assert_same(ours: &GgufFile, o: &Oracle) {
 
 #[test]
 fn agrees_with_llama_cpp_on_smollm2() {
-    if !Path::new(SMOLLM2).exists() {
-        eprintln!("skipped: {SMOLLM2} not present");
-        return;
-    }
-    assert_agree(Path::new(SMOLLM2));
+    assert_agree(&tern_testkit::smollm2());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use tern_oracle::llama::OracleModel;
 
 /// The SmolLM2 test model (byte-level BPE, pre-tokenizer "smollm").
 fn smollm2_path() -> PathBuf {
-    PathBuf::from("/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tern_testkit::smollm2()
 }
 
 fn load(path: &Path) -> (Tokenizer, OracleModel) {

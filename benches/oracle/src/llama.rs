@@ -621,9 +621,9 @@ fn argmax(row: &[f32]) -> i32 {
 mod tests {
     use super::*;
 
-    /// The SmolLM2 test model (see the plan's "Models").
+    /// The SmolLM2 test model, pulled into the model cache on first use.
     fn smollm2_path() -> std::path::PathBuf {
-        std::path::PathBuf::from("/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        tern_testkit::smollm2()
     }
 
     fn argmax(row: &[f32]) -> usize {

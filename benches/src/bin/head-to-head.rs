@@ -70,7 +70,7 @@ mod h2h {
             tern_benches::arg("--prompt", 512),
             tern_benches::arg("--gen", 128),
         );
-        let q4_1 = tern::catalog::resolve_model("smollm2-135m")?;
+        let q4_1 = tern_testkit::smollm2();
         let files = [
             ("Q4_1", q4_1.clone()),
             (

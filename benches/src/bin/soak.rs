@@ -23,7 +23,7 @@ fn main() -> Result<()> {
     let total = tern_benches::arg("--tokens", 200_000);
     let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
     const EVERY: usize = 1_000;
-    let path = tern::catalog::resolve_model("smollm2-135m")?;
+    let path = tern_testkit::smollm2();
     let model = Arc::new(Model::load(&path)?);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

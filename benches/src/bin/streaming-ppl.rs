@@ -30,7 +30,7 @@ fn main() -> Result<()> {
     let n_recompute = tern_benches::arg("--recompute-tokens", 600);
     let n_dense = tern_benches::arg("--dense-tokens", 12_000);
     let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
-    let path = tern::catalog::resolve_model("smollm2-135m")?;
+    let path = tern_testkit::smollm2();
     let model = Arc::new(Model::load(&path)?);
     let text = tern_benches::genesis()?;
     let mut tokens = model.tokenizer().encode(&text, true, false)?;
