@@ -1,0 +1,54 @@
+"""Ctrl-C (SIGINT) during chat or stream stops the generation and raises KeyboardInterrupt;
+the session keeps working, and what was said stays in the conversation."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+
+def _interrupt_after(seconds):
+    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    return t
+
+
+def test_ctrl_c_during_chat(model):
+    s = model.session(temperature=0.8, seed=5, max_tokens=4000)
+    t0 = time.monotonic()
+    timer = _interrupt_after(0.5)
+    with pytest.raises(KeyboardInterrupt):
+        s.chat("Write a very long story about the sea.")
+    timer.join()
+    assert time.monotonic() - t0 < 5, "the interrupt did not stop the generation promptly"
+    assert 0 < s.stats.generated_tokens < 4000
+    assert s.chat("Thanks.") != ""
+
+
+def test_ctrl_c_during_stream(model):
+    s = model.session(temperature=0.8, seed=6, max_tokens=4000)
+    pieces = []
+    timer = _interrupt_after(0.5)
+    with pytest.raises(KeyboardInterrupt):
+        # Unnamed: the interrupt may land in this loop's body rather than in the stream's
+        # wait; either way the stream is dropped, which stops it.
+        for piece in s.stream("Write a very long poem about the wind."):
+            pieces.append(piece)
+    timer.join()
+    assert pieces and s.last_stop_reason == "cancelled"
+    assert s.stats.generated_tokens < 4000
+    assert s.chat("Thanks.") != ""
+
+
+def test_ctrl_c_in_a_with_block(model):
+    s = model.session(temperature=0.8, seed=7, max_tokens=4000)
+    timer = _interrupt_after(0.5)
+    with pytest.raises(KeyboardInterrupt):
+        with s.stream("Describe every planet in great detail.") as stream:
+            for _ in stream:
+                pass
+    timer.join()
+    assert stream.stop_reason == "cancelled" and s.last_stop_reason == "cancelled"
+    assert s.chat("Thanks.") != ""
