@@ -35,10 +35,10 @@ echo "== pytest ffi/python/tests (${SECONDS}s)"
 
 echo "== aarch64 wheel (${SECONDS}s)"
 rustup target add aarch64-unknown-linux-gnu
-rm -rf target/wheels-aarch64
+rm -rf "$root/target/wheels-aarch64"
 PATH="$venv/bin:$PATH" maturin build --release --target aarch64-unknown-linux-gnu \
-    -m "$manifest" --out target/wheels-aarch64
-wheel=$(ls target/wheels-aarch64/tern-*-manylinux*_aarch64.whl target/wheels-aarch64/tern-*linux_aarch64.whl 2>/dev/null | head -1)
+    -m "$manifest" --out "$root/target/wheels-aarch64"
+wheel=$(ls "$root"/target/wheels-aarch64/tern-*aarch64.whl 2>/dev/null | head -1 || true)
 [ -n "$wheel" ] || { echo "no aarch64 wheel was built" >&2; exit 1; }
 # The extension inside must be an aarch64 ELF.
 "$venv/bin/python" - "$wheel" <<'PY'

@@ -22,8 +22,6 @@ pub struct Shared {
 
 /// A language model, loaded from a GGUF file or fetched by name.
 ///
-/// ``Model(model="smollm2-135m", *, threads=None, board="auto")``
-///
 /// ``model`` is a path to a GGUF file or a known model name (see ``tern.known_models()``),
 /// downloaded into the cache on first use with a progress bar. ``threads`` runs the matrix
 /// products (default: the board's choice, one per fast core); ``board`` is a board profile
@@ -92,6 +90,7 @@ impl ModelInfo {
 #[pymethods]
 impl Model {
     #[new]
+    #[pyo3(text_signature = "(model=\"smollm2-135m\", *, threads=None, board=\"auto\")")]
     #[pyo3(signature = (model = tern::catalog::DEFAULT_MODEL.to_string(), *, threads = None, board = "auto".to_string()))]
     fn new(py: Python<'_>, model: String, threads: Option<i64>, board: String) -> PyResult<Model> {
         if let Some(t) = threads {
@@ -141,19 +140,18 @@ impl Model {
 
     /// Starts a conversation with this model.
     ///
-    /// ``session(system=None, *, sinks=4, window=None, kv_type="f16", temperature=0.6,
-    /// top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1, seed=None, max_tokens=256,
-    /// stop=None, pin_system=True)``
-    ///
     /// ``system`` is a system prompt, fed now and (with ``pin_system``) kept in the cache for
     /// ever. The KV cache keeps ``sinks`` first tokens and a rolling ``window`` of the latest
     /// as ``kv_type`` ("f32", "f16" or "q8_0"); None takes the board's choice (for the
-    /// window, within the model's context). So a conversation can go on for ever in constant memory. Sampling:
-    /// ``temperature`` (0: always the most likely token), ``top_k`` (0: all), ``top_p``,
-    /// ``min_p``, ``repeat_penalty`` (1: none), ``seed`` (None: a random one). A reply ends
-    /// at the model's end of turn, after ``max_tokens`` tokens, or at a ``stop`` string (a
-    /// string or a list of them).
+    /// window, within the model's context). So a conversation can go on for ever in constant
+    /// memory. Sampling: ``temperature`` (0: always the most likely token), ``top_k`` (0:
+    /// all), ``top_p``, ``min_p``, ``repeat_penalty`` (1: none), ``seed`` (None: a random
+    /// one). A reply ends at the model's end of turn, after ``max_tokens`` tokens, or at a
+    /// ``stop`` string (a string or a list of them).
     #[pyo3(signature = (system = None, *, sinks = Some(4), window = None, kv_type = Some("f16".to_string()), temperature = 0.6, top_p = 0.95, top_k = 40, min_p = 0.05, repeat_penalty = 1.1, seed = None, max_tokens = 256, stop = None, pin_system = true))]
+    #[pyo3(
+        text_signature = "($self, system=None, *, sinks=4, window=None, kv_type=\"f16\", temperature=0.6, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1, seed=None, max_tokens=256, stop=None, pin_system=True)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn session(
         &self,

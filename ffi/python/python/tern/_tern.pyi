@@ -1,6 +1,7 @@
 """Type stubs of the Rust extension ``tern._tern`` (re-exported by ``tern``)."""
 
 import os
+import pathlib
 from typing import Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 DEFAULT_MODEL: str
@@ -11,7 +12,7 @@ KvType = Literal["f32", "f16", "q8_0"]
 def known_models() -> List[Tuple[str, str]]:
     """The models known by name, as ``(name, description)``; the first is the default."""
 
-def cache_dir() -> str:
+def cache_dir() -> pathlib.Path:
     """Where models fetched by name are kept."""
 
 def boards() -> List[str]:
