@@ -177,6 +177,11 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
         k.dot_rows = Some(if dotprod { d } else { n });
         ks.set(ty, k);
     }
+    if dotprod {
+        let mut k = *ks.get(Q4_K);
+        k.dot_rows = Some(w::d_rows_q4_k);
+        ks.set(Q4_K, k);
+    }
     // The NEON quantizers also serve the types that keep the scalar dots (Q5_1, Q5_K …).
     for ty in GgmlType::ALL {
         let mut k = *ks.get(ty);
@@ -384,11 +389,14 @@ unsafe fn hsum4(v: [int32x4_t; 4]) -> int32x4_t {
     vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]))
 }
 
-/// Four `f16`s as `f32` lanes with one `fcvtl`.
+/// Four `f16`s as `f32` lanes with one `fcvtl`. The halves are joined in a general register
+/// (independent loads, one move to the vector side) rather than inserted lane by lane, whose
+/// chain of dependent inserts would bound a decode loop.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn f16x4(h: [u16; 4]) -> float32x4_t {
-    let v = vld1_u16(h.as_ptr());
+    let bits = h[0] as u64 | (h[1] as u64) << 16 | (h[2] as u64) << 32 | (h[3] as u64) << 48;
+    let v = vcreate_u16(bits);
     let out: float32x4_t;
     // SAFETY (of the asm): register-only conversion, plain ARMv8 (no FP16 extension).
     asm!(
@@ -649,12 +657,11 @@ mod w {
     }
 
     macro_rules! wrap_rows {
-        ($($name:ident: $inner:path, $wb:expr;)*) => {$(
+        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
             pub(super) fn $name(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-                let ab = if $wb == 20 { 36 } else { 34 };
                 assert!(
-                    n.is_multiple_of(32) && w.len() == out.len() * (n / 32 * $wb)
-                        && a.len() == n / 32 * ab,
+                    n.is_multiple_of($bl) && w.len() == out.len() * (n / $bl * $wb)
+                        && a.len() == n / $bl * $ab,
                     "{}: sizes", stringify!($name)
                 );
                 // SAFETY: the features are present (see `sets`); sizes checked above.
@@ -663,14 +670,15 @@ mod w {
         )*};
     }
     wrap_rows! {
-        n_rows_q4_0: neon::rows_q4_0, 18;
-        n_rows_q4_1: neon::rows_q4_1, 20;
-        n_rows_q5_0: neon::rows_q5_0, 22;
-        n_rows_q8_0: neon::rows_q8_0, 34;
-        d_rows_q4_0: dotprod::rows_q4_0, 18;
-        d_rows_q4_1: dotprod::rows_q4_1, 20;
-        d_rows_q5_0: dotprod::rows_q5_0, 22;
-        d_rows_q8_0: dotprod::rows_q8_0, 34;
+        n_rows_q4_0: neon::rows_q4_0, 32, 18, 34;
+        n_rows_q4_1: neon::rows_q4_1, 32, 20, 36;
+        n_rows_q5_0: neon::rows_q5_0, 32, 22, 34;
+        n_rows_q8_0: neon::rows_q8_0, 32, 34, 34;
+        d_rows_q4_0: dotprod::rows_q4_0, 32, 18, 34;
+        d_rows_q4_1: dotprod::rows_q4_1, 32, 20, 36;
+        d_rows_q5_0: dotprod::rows_q5_0, 32, 22, 34;
+        d_rows_q8_0: dotprod::rows_q8_0, 32, 34, 34;
+        d_rows_q4_k: dotprod::rows_q4_k, 256, 144, 292;
     }
 
     macro_rules! wrap_quantize {
