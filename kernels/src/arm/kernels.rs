@@ -128,6 +128,52 @@ macro_rules! arm_kernels {
                 vaddvq_f32(acc)
             }
 
+            /// Q5_K × Q8_K: as Q4_K, each quant with its fifth bit from `qh` (bit `j` of byte
+            /// `l` for value `l` of sub-block `j`), added as 16 before the dot.
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                let (w, a) = (w.as_ptr(), a.as_ptr());
+                let mut acc = vdupq_n_f32(0.0);
+                let one = vdupq_n_u8(1);
+                for i in 0..n / QK_K {
+                    let (x, y) = (w.add(176 * i), a.add(292 * i));
+                    let yd = y.cast::<f32>().read_unaligned();
+                    let (sc, m) = q4k_scales(x.add(4));
+                    let sc = vmovl_u8(vld1_u8(sc.as_ptr()));
+                    let sc = [vget_low_u16(sc), vget_high_u16(sc)]
+                        .map(|v| vreinterpretq_s32_u32(vmovl_u16(v)));
+                    let m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m.as_ptr())));
+                    // The fifth bits of sub-block j: bit j of each `qh` byte, moved to 16.
+                    let mut qh = [vld1q_u8(x.add(16)), vld1q_u8(x.add(32))];
+                    let mut fifth = || {
+                        let b = qh.map(|h| vshlq_n_u8(vandq_u8(h, one), 4));
+                        qh = qh.map(|h| vshrq_n_u8(h, 1));
+                        b
+                    };
+                    let mut sums = [vdupq_n_s32(0); 8];
+                    for j in 0..4 {
+                        let [l0, h0] = nibbles(x.add(48 + 32 * j));
+                        let [l1, h1] = nibbles(x.add(64 + 32 * j));
+                        let q8 = y.add(4 + 64 * j);
+                        let [bl0, bl1] = fifth();
+                        let [bh0, bh1] = fifth();
+                        let lo = [vorrq_u8(l0, bl0), vorrq_u8(l1, bl1)];
+                        let hi = [vorrq_u8(h0, bh0), vorrq_u8(h1, bh1)];
+                        sums[2 * j] = block_dot(lo.map(|v| vreinterpretq_s8_u8(v)), q8);
+                        sums[2 * j + 1] = block_dot(hi.map(|v| vreinterpretq_s8_u8(v)), q8.add(32));
+                    }
+                    let s0 = hsum4([sums[0], sums[1], sums[2], sums[3]]);
+                    let s1 = hsum4([sums[4], sums[5], sums[6], sums[7]]);
+                    let isum = vmlaq_s32(vmulq_s32(s0, sc[0]), s1, sc[1]);
+                    let bs = y.add(260).cast::<i16>();
+                    let bs = vpaddq_s16(vld1q_s16(bs), vld1q_s16(bs.add(8)));
+                    let msum = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(m)), bs, m);
+                    acc = vfmaq_n_f32(acc, vcvtq_f32_s32(isum), f16_at(x) * yd);
+                    acc = vfmsq_n_f32(acc, vcvtq_f32_s32(msum), f16_at(x.add(2)) * yd);
+                }
+                vaddvq_f32(acc)
+            }
+
             /// One Q6_K super-block at `x` times one Q8_K block at `y`, in integers:
             /// `Σ_j sc_j Σ (q - 32) q8` over four lanes, the sixteen scales widened to four
             /// vectors and met by the sixteen sub-block sums gathered four to a vector.

@@ -2,10 +2,13 @@
 //! `smmla` (i8mm) where the CPU has them. The dotprod and i8mm instructions are written with
 //! `asm!`, since their intrinsics are not stable Rust.
 //!
-//! `kernels.rs` holds the dot products (decode) and panel kernels (prefill) once, as a macro
-//! instantiated for NEON (`neon`) and for dotprod (`dotprod`), which differ only in their
-//! two integer-dot primitives. `i8mm.rs` holds the `smmla` panel kernels of the 32-value
-//! formats. The activation quantizers are the scalar reference: activations are small.
+//! `kernels.rs` holds the dot products (decode: one row, and four rows sharing the activation
+//! loads) and panel kernels (prefill) once, as a macro instantiated for NEON (`neon`) and for
+//! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
+//! holds the `smmla` panel kernels of the 32-value formats, `quantize.rs` the NEON activation
+//! quantizers (byte-exact with the reference). Half-precision scales are converted by the
+//! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
+//! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
 //! Panels hold [`PANEL`] tokens. Weights are unpacked to signed bytes (`q - 8` for Q4_0 …),
 //! so the integer dots need no offsets.
@@ -162,6 +165,7 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
             g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk),
         ),
     );
+    ks.set(Q5_K, entry(Q5_K, pick_dot!(n_dot_q5_k, d_dot_q5_k), None));
     ks.set(F32, entry(F32, w::dot_f32, g(w::tile_f32, f, pbf)));
     for (ty, n, d) in [
         (
@@ -646,12 +650,14 @@ mod w {
         n_dot_q5_0: neon::dot_q5_0, 32, 22, 34;
         n_dot_q8_0: neon::dot_q8_0, 32, 34, 34;
         n_dot_q4_k: neon::dot_q4_k, 256, 144, 292;
+        n_dot_q5_k: neon::dot_q5_k, 256, 176, 292;
         n_dot_q6_k: neon::dot_q6_k, 256, 210, 292;
         d_dot_q4_0: dotprod::dot_q4_0, 32, 18, 34;
         d_dot_q4_1: dotprod::dot_q4_1, 32, 20, 36;
         d_dot_q5_0: dotprod::dot_q5_0, 32, 22, 34;
         d_dot_q8_0: dotprod::dot_q8_0, 32, 34, 34;
         d_dot_q4_k: dotprod::dot_q4_k, 256, 144, 292;
+        d_dot_q5_k: dotprod::dot_q5_k, 256, 176, 292;
         d_dot_q6_k: dotprod::dot_q6_k, 256, 210, 292;
         dot_f32: super::dot_f32, 1, 4, 4;
     }
