@@ -218,6 +218,13 @@ fn report(costs: &[Cost], json: bool) {
 
 /// Tern's kernels for aarch64 as one assembly file (v0 symbol names keep the const generics).
 fn tern_asm(root: &Path) -> Result<PathBuf> {
+    // The aarch64 standard library, as scripts/test-cross.sh adds it (a no-op when present).
+    let rustup = Command::new("rustup")
+        .args(["target", "add", "aarch64-unknown-linux-gnu"])
+        .status();
+    if !rustup.is_ok_and(|s| s.success()) {
+        eprintln!("arm-cost: `rustup target add aarch64-unknown-linux-gnu` failed; trying anyway");
+    }
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args([
