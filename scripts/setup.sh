@@ -5,7 +5,9 @@
 #                             oracle (built by llama-cpp-sys-2 through bindgen), and
 #                             python3-venv for the Python package's tests
 #   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
-#                             and a font for the plots
+#                             and a font for the plots; llvm-mca (llvm) and the aarch64 C++
+#                             headers (g++-aarch64-linux-gnu) for the aarch64 cycle estimates
+#                             of `arm-cost`
 set -euo pipefail
 
 need=()
@@ -34,6 +36,8 @@ fi
 if [ "${1:-}" = "bench" ]; then
   want bible-kjv
   want fonts-dejavu-core
+  want llvm
+  want g++-aarch64-linux-gnu
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,10 +2,13 @@
 //! `smmla` (i8mm) where the CPU has them. The dotprod and i8mm instructions are written with
 //! `asm!`, since their intrinsics are not stable Rust.
 //!
-//! `kernels.rs` holds the dot products (decode) and panel kernels (prefill) once, as a macro
-//! instantiated for NEON (`neon`) and for dotprod (`dotprod`), which differ only in their
-//! two integer-dot primitives. `i8mm.rs` holds the `smmla` panel kernels of the 32-value
-//! formats. The activation quantizers are the scalar reference: activations are small.
+//! `kernels.rs` holds the dot products (decode: one row, and four rows sharing the activation
+//! loads) and panel kernels (prefill) once, as a macro instantiated for NEON (`neon`) and for
+//! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
+//! holds the `smmla` panel kernels of the 32-value formats, `quantize.rs` the NEON activation
+//! quantizers (byte-exact with the reference). Half-precision scales are converted by the
+//! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
+//! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
 //! Panels hold [`PANEL`] tokens. Weights are unpacked to signed bytes (`q - 8` for Q4_0 …),
 //! so the integer dots need no offsets.
@@ -13,14 +16,14 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::quant;
-use crate::table::{GemmKernels, KernelSet, TypeKernels};
+use crate::table::{DotRowsFn, GemmKernels, KernelSet, QuantizeFn, TypeKernels};
 use crate::GgmlType::{self, *};
 use crate::QK_K;
 
 #[macro_use]
 mod kernels;
 mod i8mm;
+mod quantize;
 
 /// Tokens per panel: one per `i32` lane of a 128-bit vector.
 pub(crate) const PANEL: usize = 4;
@@ -82,9 +85,15 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
             }
         };
     }
+    let quantize = |act: GgmlType| match act {
+        Q8_0 => w::quantize_q8_0 as QuantizeFn,
+        Q8_1 => w::quantize_q8_1,
+        Q8_K => w::quantize_q8_k,
+        _ => scalar.get(act).quantize,
+    };
     let entry = |ty: GgmlType, dot, gemm| TypeKernels {
         act: ty.vec_dot_type(),
-        quantize: scalar.get(ty).quantize,
+        quantize: quantize(ty.vec_dot_type()),
         dot,
         dot_rows: None,
         gemm,
@@ -156,7 +165,33 @@ fn build(name: &'static str, dotprod: bool) -> KernelSet {
             g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk),
         ),
     );
+    ks.set(Q5_K, entry(Q5_K, pick_dot!(n_dot_q5_k, d_dot_q5_k), None));
     ks.set(F32, entry(F32, w::dot_f32, g(w::tile_f32, f, pbf)));
+    for (ty, n, d) in [
+        (
+            Q4_0,
+            w::n_rows_q4_0 as DotRowsFn,
+            w::d_rows_q4_0 as DotRowsFn,
+        ),
+        (Q4_1, w::n_rows_q4_1, w::d_rows_q4_1),
+        (Q5_0, w::n_rows_q5_0, w::d_rows_q5_0),
+        (Q8_0, w::n_rows_q8_0, w::d_rows_q8_0),
+    ] {
+        let mut k = *ks.get(ty);
+        k.dot_rows = Some(if dotprod { d } else { n });
+        ks.set(ty, k);
+    }
+    if dotprod {
+        let mut k = *ks.get(Q4_K);
+        k.dot_rows = Some(w::d_rows_q4_k);
+        ks.set(Q4_K, k);
+    }
+    // The NEON quantizers also serve the types that keep the scalar dots (Q5_1, Q5_K …).
+    for ty in GgmlType::ALL {
+        let mut k = *ks.get(ty);
+        k.quantize = quantize(k.act);
+        ks.set(ty, k);
+    }
     ks
 }
 
@@ -183,7 +218,7 @@ fn panel_bytes_f32(cols: usize) -> usize {
 }
 
 fn f16_le(b: &[u8]) -> f32 {
-    quant::f16_to_f32(half::f16::from_le_bytes([b[0], b[1]]))
+    f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 fn pack_q8(cols: usize, acts: &[u8], panel: &mut [u8], block: usize, qs: usize) {
@@ -233,18 +268,26 @@ fn pack_f32(_cols: usize, acts: &[u8], panel: &mut [u8]) {
     panel.copy_from_slice(acts);
 }
 
-/// The `f16` at `p` as `f32`, exactly, for every finite value (scales are never NaN).
+/// The `f16` at `p` as `f32`, exactly: one `fcvt` (plain ARMv8, no FP16 extension needed).
 #[inline]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    let h = p.cast::<u16>().read_unaligned() as u32;
-    let mag = (h & 0x7FFF) << 13;
-    let v = if h & 0x7C00 == 0x7C00 {
-        f32::from_bits(mag | 0x7F80_0000)
-    } else {
-        // Rebias the exponent by multiplying: also right for subnormal f16s.
-        f32::from_bits(mag) * f32::from_bits(0x7780_0000) // 2^112
-    };
-    f32::from_bits(v.to_bits() | (h & 0x8000) << 16)
+    f16_to_f32(p.cast::<u16>().read_unaligned())
+}
+
+/// The `f16` with bits `h` as `f32`, exactly (NaNs quieted, as `half` and ggml do).
+#[inline]
+fn f16_to_f32(h: u16) -> f32 {
+    let out: f32;
+    // SAFETY (of the asm): register-only conversion, part of every aarch64 CPU's FP unit.
+    unsafe {
+        asm!(
+            "fmov {t:s}, {h:w}",
+            "fcvt {o:s}, {t:h}",
+            h = in(reg) h as u32, t = out(vreg) _, o = out(vreg) out,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    out
 }
 
 /// 16 packed nibbles as 32 values: `[low nibbles, high nibbles]`.
@@ -255,20 +298,20 @@ unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
     [vandq_u8(x, vdupq_n_u8(0x0F)), vshrq_n_u8(x, 4)]
 }
 
-/// The 32 bits at `p` as 32 bytes, `0x10` where the bit is set (Q5's fifth bits).
+/// The 32 bits at `p` as 32 byte masks, all ones where the bit is set (Q5's fifth bits): the
+/// word is loaded into every lane (`ld1r`), each byte spread over eight lanes with one `tbl`,
+/// and each lane tests its own bit.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn fifth_bits(p: *const u8) -> [uint8x16_t; 2] {
-    let b = p.cast::<[u8; 4]>().read_unaligned();
+    let word = vreinterpretq_u8_u32(vld1q_dup_u32(p.cast()));
     let bit = vld1q_u8([1u8, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128].as_ptr());
-    let spread = |lo: u8, hi: u8| {
-        let v = vcombine_u8(vdup_n_u8(lo), vdup_n_u8(hi));
-        vandq_u8(vtstq_u8(v, bit), vdupq_n_u8(0x10))
-    };
-    [spread(b[0], b[1]), spread(b[2], b[3])]
+    let lo = vld1q_u8([0u8, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1].as_ptr());
+    let hi = vaddq_u8(lo, vdupq_n_u8(2));
+    [lo, hi].map(|i| vtstq_u8(vqtbl1q_u8(word, i), bit))
 }
 
-/// A 32-value block's quants as signed bytes, and where the block's quants start.
+/// A 32-value block's quants as signed bytes, exactly (`q - 8` for Q4_0 …).
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn legacy_quants(ty: GgmlType, x: *const u8) -> [int8x16_t; 2] {
@@ -276,12 +319,32 @@ unsafe fn legacy_quants(ty: GgmlType, x: *const u8) -> [int8x16_t; 2] {
         Q4_0 => nibbles(x.add(2)).map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(8))),
         Q4_1 => nibbles(x.add(4)).map(|v| vreinterpretq_s8_u8(v)),
         Q5_0 => {
+            // `(q | bit << 4) - 16`: `q` where the bit is set, `q - 16` where it is not.
             let [l, h] = nibbles(x.add(6));
             let [bl, bh] = fifth_bits(x.add(2));
-            [vorrq_u8(l, bl), vorrq_u8(h, bh)]
-                .map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(16)))
+            let off = |m: uint8x16_t| vreinterpretq_s8_u8(vbicq_u8(vdupq_n_u8(0xF0), m));
+            [
+                vaddq_s8(vreinterpretq_s8_u8(l), off(bl)),
+                vaddq_s8(vreinterpretq_s8_u8(h), off(bh)),
+            ]
         }
         _ => [vld1q_s8(x.add(2).cast()), vld1q_s8(x.add(18).cast())],
+    }
+}
+
+/// The quants of a block for the decode kernels, and the factor their sums take: as
+/// [`legacy_quants`], but Q4_0's come scaled by 16 in three instructions instead of four
+/// (`q - 8` is `q ^ 8` as a signed nibble: shifted up, or masked in place, it is `16 (q - 8)`),
+/// so their sums are taken times `1/16`, exactly.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn decode_quants(ty: GgmlType, x: *const u8) -> ([int8x16_t; 2], f32) {
+    if ty == Q4_0 {
+        let v = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(x.add(2)), vdupq_n_u8(0x88)));
+        let hi = vandq_s8(v, vdupq_n_s8(0xF0u8 as i8));
+        ([vshlq_n_s8(v, 4), hi], 1.0 / 16.0)
+    } else {
+        (legacy_quants(ty, x), 1.0)
     }
 }
 
@@ -310,16 +373,42 @@ unsafe fn q6k_half(ql: *const u8, qh: *const u8) -> [int8x16_t; 8] {
     out
 }
 
-/// The six-bit scales and mins of a Q4_K block (see `quant::kquants::scale_min_k4`).
+/// The six-bit scales and mins of a Q4_K block (see `quant::kquants::scale_min_k4`), all eight
+/// at once in 32-bit words: bytes `0..4` keep their low six bits, bytes `4..8` take four bits
+/// from the last word and two from the top of the first (scales) or second (mins).
 #[inline]
 unsafe fn q4k_scales(p: *const u8) -> ([u8; 8], [u8; 8]) {
-    let s = p.cast::<[u8; 12]>().read_unaligned();
-    let mut sc = [0; 8];
-    let mut m = [0; 8];
-    for j in 0..8 {
-        (sc[j], m[j]) = quant::kquants::scale_min_k4(j, &s);
-    }
-    (sc, m)
+    let word = |i: usize| p.add(4 * i).cast::<u32>().read_unaligned();
+    let (a, b, c) = (word(0), word(1), word(2));
+    let sc_hi = (c & 0x0F0F_0F0F) | ((a >> 2) & 0x3030_3030);
+    let m_hi = ((c >> 4) & 0x0F0F_0F0F) | ((b >> 2) & 0x3030_3030);
+    let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
+    (join(a & 0x3F3F_3F3F, sc_hi), join(b & 0x3F3F_3F3F, m_hi))
+}
+
+/// The four lanes' sums of four vectors, in order: `[Σ a, Σ b, Σ c, Σ d]`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn hsum4(v: [int32x4_t; 4]) -> int32x4_t {
+    vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]))
+}
+
+/// Four `f16`s as `f32` lanes with one `fcvtl`. The halves are joined in a general register
+/// (independent loads, one move to the vector side) rather than inserted lane by lane, whose
+/// chain of dependent inserts would bound a decode loop.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f16x4(h: [u16; 4]) -> float32x4_t {
+    let bits = h[0] as u64 | (h[1] as u64) << 16 | (h[2] as u64) << 32 | (h[3] as u64) << 48;
+    let v = vcreate_u16(bits);
+    let out: float32x4_t;
+    // SAFETY (of the asm): register-only conversion, plain ARMv8 (no FP16 extension).
+    asm!(
+        "fcvtl {o:v}.4s, {h:v}.4h",
+        h = in(vreg) v, o = out(vreg) out,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    out
 }
 
 // The two integer-dot primitives of each level.
@@ -381,6 +470,22 @@ unsafe fn gdot4_dotprod(mut acc: int32x4_t, a: [int8x16_t; 4], w: int8x16_t) -> 
         options(pure, nomem, nostack, preserves_flags)
     );
     acc
+}
+
+// The 32-value weight formats as const-generic codes (`legacy_dot::<LQ4_0>`), so that each
+// format's decode loop is compiled on its own, without a test of the format inside.
+const LQ4_0: u8 = 0;
+const LQ4_1: u8 = 1;
+const LQ5_0: u8 = 2;
+const LQ8_0: u8 = 3;
+
+const fn legacy_type(code: u8) -> GgmlType {
+    match code {
+        LQ4_0 => Q4_0,
+        LQ4_1 => Q4_1,
+        LQ5_0 => Q5_0,
+        _ => Q8_0,
+    }
 }
 
 /// Unpacked weights of up to [`R`] rows and [`KV`] values: signed quants in value order and
@@ -545,14 +650,59 @@ mod w {
         n_dot_q5_0: neon::dot_q5_0, 32, 22, 34;
         n_dot_q8_0: neon::dot_q8_0, 32, 34, 34;
         n_dot_q4_k: neon::dot_q4_k, 256, 144, 292;
+        n_dot_q5_k: neon::dot_q5_k, 256, 176, 292;
         n_dot_q6_k: neon::dot_q6_k, 256, 210, 292;
         d_dot_q4_0: dotprod::dot_q4_0, 32, 18, 34;
         d_dot_q4_1: dotprod::dot_q4_1, 32, 20, 36;
         d_dot_q5_0: dotprod::dot_q5_0, 32, 22, 34;
         d_dot_q8_0: dotprod::dot_q8_0, 32, 34, 34;
         d_dot_q4_k: dotprod::dot_q4_k, 256, 144, 292;
+        d_dot_q5_k: dotprod::dot_q5_k, 256, 176, 292;
         d_dot_q6_k: dotprod::dot_q6_k, 256, 210, 292;
         dot_f32: super::dot_f32, 1, 4, 4;
+    }
+
+    macro_rules! wrap_rows {
+        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
+            pub(super) fn $name(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+                assert!(
+                    n.is_multiple_of($bl) && w.len() == out.len() * (n / $bl * $wb)
+                        && a.len() == n / $bl * $ab,
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: the features are present (see `sets`); sizes checked above.
+                unsafe { $inner(n, w, a, out) }
+            }
+        )*};
+    }
+    wrap_rows! {
+        n_rows_q4_0: neon::rows_q4_0, 32, 18, 34;
+        n_rows_q4_1: neon::rows_q4_1, 32, 20, 36;
+        n_rows_q5_0: neon::rows_q5_0, 32, 22, 34;
+        n_rows_q8_0: neon::rows_q8_0, 32, 34, 34;
+        d_rows_q4_0: dotprod::rows_q4_0, 32, 18, 34;
+        d_rows_q4_1: dotprod::rows_q4_1, 32, 20, 36;
+        d_rows_q5_0: dotprod::rows_q5_0, 32, 22, 34;
+        d_rows_q8_0: dotprod::rows_q8_0, 32, 34, 34;
+        d_rows_q4_k: dotprod::rows_q4_k, 256, 144, 292;
+    }
+
+    macro_rules! wrap_quantize {
+        ($($name:ident: $inner:path, $bl:expr, $bb:expr;)*) => {$(
+            pub(super) fn $name(src: &[f32], dst: &mut [u8]) {
+                assert!(
+                    src.len().is_multiple_of($bl) && dst.len() == src.len() / $bl * $bb,
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: NEON is present (see `sets`); sizes checked above.
+                unsafe { $inner(src, dst) }
+            }
+        )*};
+    }
+    wrap_quantize! {
+        quantize_q8_0: quantize::q8_0, 32, 34;
+        quantize_q8_1: quantize::q8_1, 32, 36;
+        quantize_q8_k: quantize::q8_k, 256, 292;
     }
 
     macro_rules! wrap_tile {
