@@ -29,6 +29,6 @@ pub fn run(a: Args) -> Result<()> {
     let text = super::read_text(&a.file)?;
     let ids = tok.encode(&text, !a.no_special, !a.no_parse_special)?;
     let line: Vec<String> = ids.iter().map(u32::to_string).collect();
-    println!("{}", line.join(" "));
+    outln!("{}", line.join(" "))?;
     Ok(())
 }
