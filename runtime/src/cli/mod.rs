@@ -62,6 +62,9 @@ enum Command {
     Pull {
         /// A known model name.
         name: Option<String>,
+        /// Re-hash a cached file against its pinned sha256 (a mismatch is pulled again).
+        #[arg(long)]
+        verify: bool,
     },
     /// List the known models and where they are cached.
     Models,
@@ -82,9 +85,13 @@ pub fn main() -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect { file } => inspect::run(&file),
-        Command::Pull { name } => {
+        Command::Pull { name, verify } => {
             let name = name.as_deref().unwrap_or(tern::catalog::DEFAULT_MODEL);
-            let path = tern::catalog::pull(name)?;
+            let path = if verify {
+                tern::catalog::pull_verified(name)?
+            } else {
+                tern::catalog::pull(name)?
+            };
             outln!("{}", path.display())?;
             Ok(())
         }
