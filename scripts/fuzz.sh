@@ -3,7 +3,7 @@
 # fuzz/ under libFuzzer with cargo-fuzz (installed here if missing) and the nightly toolchain.
 #
 #   scripts/fuzz.sh                     every target, 10 million executions each
-#   TERN_FUZZ_RUNS=0 TERN_FUZZ_SECONDS=60 scripts/fuzz.sh tokenizer   60 s of one target
+#   TERN_FUZZ_RUNS=-1 TERN_FUZZ_SECONDS=60 scripts/fuzz.sh tokenizer   60 s of one target
 #
 # Corpora grow in fuzz/corpus/TARGET, crashes land in fuzz/artifacts/TARGET, and each run's
 # log in fuzz/logs/TARGET.log; the summary prints executions, time and corpus size per target.
