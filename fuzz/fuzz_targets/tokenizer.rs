@@ -1,5 +1,5 @@
 //! SmolLM2's tokenizer on any text: encoding never fails or panics, and decoding gives the
-//! text back byte for byte (with and without special-token parsing).
+//! text back (with and without special-token parsing), less any byte without a token.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -25,10 +25,22 @@ fuzz_target!(|data: &[u8]| {
         let ids = tok
             .encode(text, false, parse_special)
             .expect("any text encodes");
-        assert_eq!(
-            tok.decode(&ids),
-            text,
-            "round trip, parse_special {parse_special}"
-        );
+        // Byte for byte, except bytes the vocabulary has no token for, which llama.cpp drops
+        // too (found here: 0x04 in SmolLM2; a parity case in tests/tokenizer_parity.rs).
+        let back = tok.decode(&ids);
+        let mut rest = text.chars();
+        for c in back.chars() {
+            assert!(
+                rest.any(|t| t == c),
+                "round trip, parse_special {parse_special}: {back:?} is not {text:?} less \
+                 dropped characters"
+            );
+        }
+        if text
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || b == b'\n')
+        {
+            assert_eq!(back, text, "printable ASCII round-trips exactly");
+        }
     }
 });
