@@ -142,6 +142,9 @@ impl From<SessionError> for Error {
             SessionError::Cancelled => TERN_CANCELLED,
             SessionError::BadRole(_) => TERN_ERR_INVALID_ARGUMENT,
             SessionError::Snapshot(SnapshotError::Io { .. }) => TERN_ERR_IO,
+            SessionError::Snapshot(SnapshotError::TooLarge { .. }) | SessionError::Memory(_) => {
+                TERN_ERR_OUT_OF_MEMORY
+            }
             SessionError::Snapshot(_) => TERN_ERR_SESSION_FILE,
             SessionError::Cache(c) | SessionError::Model(ModelError::Cache(c)) => match c {
                 // A cache that cannot be made: the session parameters are at fault.
@@ -149,6 +152,7 @@ impl From<SessionError> for Error {
                 | CacheError::BadEvictChunk { .. }
                 | CacheError::Q8HeadSize(_)
                 | CacheError::HeadTooLarge(_) => TERN_ERR_INVALID_ARGUMENT,
+                CacheError::TooLarge { .. } => TERN_ERR_OUT_OF_MEMORY,
                 _ => TERN_ERR_RUNTIME,
             },
             _ => TERN_ERR_RUNTIME,
@@ -164,7 +168,8 @@ thread_local! {
 /// Records `message` as this thread's last error.
 pub(crate) fn set_last_error(message: &str) {
     // A message cannot hold a NUL byte in C; none of Tern's do, but a path might.
-    let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // Control characters (from a file's metadata, say) are escaped: one clean line.
+    let c = CString::new(tern::untrusted::escape(message)).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 

@@ -193,7 +193,9 @@ pub extern "C" fn tern_session_new(
         };
         let opts = session_options(&m, settings)?;
         log_with(TERN_LOG_DEBUG, || format!("session options: {opts:?}"));
-        let session = m.pool.install(|| Session::new(m.model.clone(), opts))?;
+        let session = m
+            .pool
+            .install(|| Session::new_within(m.model.clone(), opts, &m.board))?;
         publish(m, session, out)
     })
 }
@@ -530,7 +532,9 @@ pub unsafe extern "C" fn tern_session_restore(
         // SAFETY: forwarded contract.
         let path = unsafe { str_arg(path, "path") }?;
         let m = handle::get::<ModelHandle>(model, "model")?;
-        let session = m.pool.install(|| Session::restore(m.model.clone(), path))?;
+        let session = m
+            .pool
+            .install(|| Session::restore_within(m.model.clone(), path, &m.board))?;
         publish(m, session, out)
     })
 }

@@ -106,7 +106,7 @@ impl CacheConfig {
 
     /// Tokens held at most.
     pub fn capacity(&self) -> usize {
-        self.sinks + self.window
+        self.sinks.saturating_add(self.window)
     }
 }
 
@@ -134,8 +134,19 @@ pub enum CacheError {
     Q8HeadSize(usize),
     #[error("heads of {0} values are larger than the cache supports (256)")]
     HeadTooLarge(usize),
+    #[error("a cache of {sinks} sinks and a window of {window} tokens is too large to allocate")]
+    TooLarge { sinks: usize, window: usize },
     #[error("{n} tokens at once exceed the cache's batch of {batch}")]
     BatchTooLarge { n: usize, batch: usize },
+}
+
+/// `n` zero bytes, or `None` when the allocator cannot give them (an error for the caller,
+/// rather than the abort of `vec![0; n]`).
+fn zeroed(n: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, 0);
+    Some(v)
 }
 
 /// Largest head the attention loop handles (its key buffer lives on the stack).
@@ -211,17 +222,34 @@ impl KvCache {
         }
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let row_bytes = ty.bytes_for(kv_dim as u64).expect("whole blocks") as usize;
-        let ring = cfg.window + shape.batch.max(1);
-        let rows = cfg.sinks + ring;
-        let total = shape.n_layer * rows * row_bytes;
+        // Checked: sizes may come from a file, and a wrapped size would make a small ring
+        // that claims a huge window.
+        let too_large = || CacheError::TooLarge {
+            sinks: cfg.sinks,
+            window: cfg.window,
+        };
+        let ring = cfg
+            .window
+            .checked_add(shape.batch.max(1))
+            .ok_or_else(too_large)?;
+        let rows = cfg.sinks.checked_add(ring).ok_or_else(too_large)?;
+        let total = rows
+            .checked_mul(row_bytes)
+            .and_then(|b| b.checked_mul(shape.n_layer))
+            .filter(|&b| b <= isize::MAX as usize / 2)
+            .ok_or_else(too_large)?;
+        // Epochs run up to `2 × ring` in a u64, and positions in a u32.
+        if u32::try_from(rows).is_err() {
+            return Err(too_large());
+        }
         let half = shape.rope_dims / 2;
         Ok(KvCache {
             ty,
             row_bytes,
             rows,
             ring,
-            k: vec![0; total],
-            v: vec![0; total],
+            k: zeroed(total).ok_or_else(too_large)?,
+            v: zeroed(total).ok_or_else(too_large)?,
             sinks_filled: 0,
             next_epoch: cfg.sinks as u64,
             first_epoch: cfg.sinks as u64,

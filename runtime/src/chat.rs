@@ -33,6 +33,41 @@ impl Message {
 pub enum ChatError {
     #[error("the chat template failed: {0}")]
     Template(String),
+    #[error("the chat template ran out of fuel (more than {0} steps): it loops too long")]
+    OutOfFuel(u64),
+    #[error("the chat template's output exceeds its limit of {0} bytes")]
+    OutputTooLarge(usize),
+}
+
+/// Steps (minijinja's fuel) a template may take for one rendering. A real chat template
+/// over a session's few messages takes a few thousand; two nested `range(100000)` loops
+/// would take 10¹⁰.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// Largest rendering of `input` bytes of messages: the messages four times over plus
+/// 1 MiB for the template's own text.
+fn output_cap(input: usize) -> usize {
+    input.saturating_mul(4).saturating_add(1 << 20)
+}
+
+/// A byte sink that refuses to grow past `cap`, which stops the rendering with an error.
+struct CappedOutput {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > self.cap {
+            self.buf.resize(self.cap, 0);
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How a model's conversations are written out.
@@ -108,16 +143,38 @@ impl ChatTemplate {
                         Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
                     },
                 );
-                env.render_str(
-                    source,
+                // The template comes from the model file: bound its work and its output, so
+                // a hostile one is an error rather than a hang or an allocation abort.
+                env.set_fuel(Some(TEMPLATE_FUEL));
+                let tmpl = env
+                    .template_from_str(source)
+                    .map_err(|e| ChatError::Template(format!("{e:#}")))?;
+                let input: usize = messages
+                    .iter()
+                    .map(|m| m.role.len() + m.content.len())
+                    .sum();
+                let mut out = CappedOutput {
+                    buf: Vec::new(),
+                    cap: output_cap(input),
+                };
+                let rendered = tmpl.render_captured_to(
                     context! {
                         messages => messages,
                         add_generation_prompt => add_generation_prompt,
                         bos_token => bos_token,
                         eos_token => eos_token,
                     },
-                )
-                .map_err(|e| ChatError::Template(format!("{e:#}")))
+                    &mut out,
+                );
+                match rendered {
+                    Ok(_) => String::from_utf8(out.buf)
+                        .map_err(|_| ChatError::Template("the output is not UTF-8".into())),
+                    Err(_) if out.buf.len() >= out.cap => Err(ChatError::OutputTooLarge(out.cap)),
+                    Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                        Err(ChatError::OutOfFuel(TEMPLATE_FUEL))
+                    }
+                    Err(e) => Err(ChatError::Template(format!("{e:#}"))),
+                }
             }
         }
     }
@@ -202,6 +259,43 @@ mod tests {
             eos_token: String::new(),
         };
         assert!(bad.render(&[], false).is_err());
+    }
+
+    fn jinja(source: &str) -> ChatTemplate {
+        ChatTemplate::Jinja {
+            source: source.into(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+        }
+    }
+
+    /// Defect 5: two nested `range(100000)` loops never returned.
+    #[test]
+    fn hostile_template_loop_runs_out_of_fuel() {
+        let t = jinja(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+        );
+        let t0 = std::time::Instant::now();
+        let e = t.render(&[Message::new("user", "hi")], true).unwrap_err();
+        assert!(matches!(e, ChatError::OutOfFuel(_)), "{e}");
+        assert!(t0.elapsed().as_secs() < 20, "took {:?}", t0.elapsed());
+    }
+
+    /// Defect 5: a template whose output doubles 40 times (10¹² bytes) stops at its cap.
+    #[test]
+    fn hostile_template_output_is_capped() {
+        let t = jinja("{% macro d(n) %}{% if n %}{{ d(n - 1) }}{{ d(n - 1) }}{% else %}ab{% endif %}{% endmacro %}{{ d(40) }}");
+        let e = t.render(&[Message::new("user", "hi")], true).unwrap_err();
+        assert!(
+            matches!(e, ChatError::OutputTooLarge(_) | ChatError::OutOfFuel(_)),
+            "{e}"
+        );
+        // A real template over a long message still renders.
+        let long = "word ".repeat(200_000);
+        let text = smollm2()
+            .render(&[Message::new("user", &long)], true)
+            .unwrap();
+        assert!(text.contains(&long));
     }
 
     #[test]

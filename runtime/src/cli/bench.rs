@@ -43,14 +43,14 @@ pub fn run(a: Args) -> Result<()> {
             "prefill_tps": prefill,
             "decode_tps": decode,
         });
-        println!("{v}");
+        outln!("{v}")?;
     } else {
-        println!(
+        outln!(
             "{}: {threads} threads, prefill {prefill:.1} tokens/s ({} tokens), decode {decode:.1} tokens/s ({} tokens)",
             l.model.path().display(),
             long.len(),
             a.n
-        );
+        )?;
     }
     Ok(())
 }

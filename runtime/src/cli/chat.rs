@@ -63,11 +63,12 @@ pub fn run(a: Args) -> Result<()> {
     };
     let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::Relaxed));
     let pool = &l.pool;
-    let mut session = pool.install(|| Session::new(l.model.clone(), opts.clone()))?;
+    let board = &l.board;
+    let mut session = pool.install(|| Session::new_within(l.model.clone(), opts.clone(), board))?;
     if std::io::stdin().is_terminal() {
-        interactive(&mut session, pool, &l.model, &opts)
+        interactive(&mut session, pool, &l.model, board, &opts)
     } else {
-        scripted(&mut session, pool, &l.model, &opts)
+        scripted(&mut session, pool, &l.model, board, &opts)
     }
 }
 
@@ -75,13 +76,19 @@ pub fn run(a: Args) -> Result<()> {
 fn reply(session: &mut Session, pool: &rayon::ThreadPool, text: &str) -> Result<StopReason> {
     INTERRUPT.store(false, Ordering::Relaxed);
     let mut out = std::io::stdout();
+    let mut closed = None;
     let r = pool.install(|| {
         session.chat(text, |piece| {
-            let _ = write!(out, "{piece}");
-            let _ = out.flush();
+            if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
+                closed = Some(e); // stdout closed: stop the reply, end the chat
+                return false;
+            }
             !INTERRUPT.load(Ordering::Relaxed)
         })
     })?;
+    if let Some(e) = closed {
+        return Err(e.into());
+    }
     writeln!(out)?;
     Ok(r.stop)
 }
@@ -92,6 +99,7 @@ fn command(
     session: &mut Session,
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
+    board: &tern_boards::Board,
     opts: &SessionOptions,
 ) -> Result<bool> {
     let mut parts = line.splitn(2, ' ');
@@ -104,13 +112,13 @@ fn command(
             eprintln!("saved to {arg}");
         }
         "/load" if !arg.is_empty() => {
-            *session = pool
-                .install(|| Session::restore(model.clone(), Path::new(arg)))
-                .with_context(|| format!("loading {arg}"))?;
+            // The error names the file already.
+            *session =
+                pool.install(|| Session::restore_within(model.clone(), Path::new(arg), board))?;
             eprintln!("loaded {arg}");
         }
         "/reset" => {
-            *session = pool.install(|| Session::new(model.clone(), opts.clone()))?;
+            *session = pool.install(|| Session::new_within(model.clone(), opts.clone(), board))?;
             eprintln!("the conversation starts afresh");
         }
         "/stats" => {
@@ -135,6 +143,7 @@ fn interactive(
     session: &mut Session,
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
+    board: &tern_boards::Board,
     opts: &SessionOptions,
 ) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
@@ -152,7 +161,7 @@ fn interactive(
         }
         let _ = editor.add_history_entry(line);
         if line.starts_with('/') {
-            match command(line, session, pool, model, opts) {
+            match command(line, session, pool, model, board, opts) {
                 Ok(true) => continue,
                 Ok(false) => return Ok(()),
                 Err(e) => {
@@ -172,6 +181,7 @@ fn scripted(
     session: &mut Session,
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
+    board: &tern_boards::Board,
     opts: &SessionOptions,
 ) -> Result<()> {
     for line in std::io::stdin().lock().lines() {
@@ -181,13 +191,13 @@ fn scripted(
             continue;
         }
         if line.starts_with('/') {
-            if !command(line, session, pool, model, opts)? {
+            if !command(line, session, pool, model, board, opts)? {
                 return Ok(());
             }
             continue;
         }
         reply(session, pool, line)?;
-        println!();
+        outln!()?;
     }
     Ok(())
 }

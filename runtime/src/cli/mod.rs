@@ -1,5 +1,22 @@
 //! Command-line parsing and the commands, each in its own file.
 
+/// `println!` that returns the write's error instead of panicking: a closed stdout (`tern
+/// tokenize | head`) ends the command through `?`, and `main` treats it as a normal end.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's error; see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod boards;
 mod chat;
@@ -45,6 +62,9 @@ enum Command {
     Pull {
         /// A known model name.
         name: Option<String>,
+        /// Re-hash a cached file against its pinned sha256 (a mismatch is pulled again).
+        #[arg(long)]
+        verify: bool,
     },
     /// List the known models and where they are cached.
     Models,
@@ -65,10 +85,14 @@ pub fn main() -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect { file } => inspect::run(&file),
-        Command::Pull { name } => {
+        Command::Pull { name, verify } => {
             let name = name.as_deref().unwrap_or(tern::catalog::DEFAULT_MODEL);
-            let path = tern::catalog::pull(name)?;
-            println!("{}", path.display());
+            let path = if verify {
+                tern::catalog::pull_verified(name)?
+            } else {
+                tern::catalog::pull(name)?
+            };
+            outln!("{}", path.display())?;
             Ok(())
         }
         Command::Boards { board } => boards::run(Some(&board)),
@@ -80,7 +104,7 @@ pub fn main() -> Result<()> {
                 } else {
                     "not cached"
                 };
-                println!("{:<14} {} ({state})", m.name, path.display());
+                outln!("{:<14} {} ({state})", m.name, path.display())?;
             }
             Ok(())
         }
@@ -155,13 +179,38 @@ impl ModelArgs {
             eprintln!("note: {note}");
         }
         let model = Arc::new(Model::load(&path)?);
-        let threads = self.threads.unwrap_or(board.settings.threads.value).max(1);
+        let threads = clamp_threads(self.threads, &board);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .context("starting the thread pool")?;
         Ok(Loaded { model, board, pool })
     }
+}
+
+/// The threads to run: the board's, or those asked for within 1 and the board's CPUs (more
+/// threads than CPUs only slow the matrix products down, and thousands never answer).
+fn clamp_threads(asked: Option<usize>, board: &tern_boards::Board) -> usize {
+    let cpus = match board.facts.cpus.len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    match asked {
+        None => board.settings.threads.value.max(1),
+        Some(n) if n > cpus => {
+            eprintln!("note: --threads {n} lowered to the board's {cpus} CPUs");
+            cpus
+        }
+        Some(n) => n.max(1),
+    }
+}
+
+/// True when `e` comes from writing to a closed stdout (the reader of a pipe went away).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Reads a text file as UTF-8, with a clear error otherwise.

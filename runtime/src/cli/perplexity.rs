@@ -85,15 +85,15 @@ pub fn run(a: Args) -> Result<()> {
                 "seconds": secs,
                 "nll": score.nll,
             });
-            println!("{v}");
+            outln!("{v}")?;
         } else {
-            println!(
+            outln!(
                 "{} tokens streamed through a {mode:?} cache (sinks {}, window {}) in {secs:.1} s",
                 score.nll.len(),
                 a.sinks,
                 a.window
-            );
-            println!("PPL = {:.4}", score.ppl());
+            )?;
+            outln!("PPL = {:.4}", score.ppl())?;
         }
         return Ok(());
     }
@@ -121,16 +121,16 @@ pub fn run(a: Args) -> Result<()> {
             "ctx": a.ctx,
             "seconds": start.elapsed().as_secs_f64(),
         });
-        println!("{v}");
+        outln!("{v}")?;
     } else {
-        println!(
+        outln!(
             "{} chunks of {} tokens, {} tokens scored in {:.1} s",
             p.chunks,
             a.ctx,
             p.tokens,
             start.elapsed().as_secs_f64()
-        );
-        println!("PPL = {:.4} +/- {:.5}", p.ppl, p.error);
+        )?;
+        outln!("PPL = {:.4} +/- {:.5}", p.ppl, p.error)?;
     }
     Ok(())
 }

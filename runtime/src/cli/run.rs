@@ -61,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         sampler,
         ..SessionOptions::default()
     };
-    let mut session = Session::new(l.model.clone(), opts)?;
+    let mut session = Session::new_within(l.model.clone(), opts, &l.board)?;
     let mut text = Utf8Stream::new();
 
     let (prefill_secs, generated, gen_secs) = l.pool.install(|| -> Result<_> {

@@ -1,5 +1,6 @@
 //! `tern tokenize`: the token ids of a text file.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -28,7 +29,13 @@ pub fn run(a: Args) -> Result<()> {
     let tok = Tokenizer::from_gguf(&g)?;
     let text = super::read_text(&a.file)?;
     let ids = tok.encode(&text, !a.no_special, !a.no_parse_special)?;
-    let line: Vec<String> = ids.iter().map(u32::to_string).collect();
-    println!("{}", line.join(" "));
+    // Streamed: a string per id would take ~40 bytes per token of a long text.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, id) in ids.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        write!(out, "{sep}{id}")?;
+    }
+    writeln!(out)?;
+    out.flush()?;
     Ok(())
 }

@@ -33,6 +33,7 @@ pub fn inspect(g: &GgufFile, out: &mut impl Write) -> io::Result<()> {
         .unwrap_or(0)
         .min(40);
     for (key, value) in g.metadata() {
+        let key = crate::untrusted::escape(key);
         writeln!(
             out,
             "  {key:<key_width$}  {:<12} {}",
@@ -60,7 +61,7 @@ pub fn inspect(g: &GgufFile, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
             "  {:<name_width$}  {:<5}  {:<shape_width$}  {:>12}",
-            t.name,
+            crate::untrusted::escape(&t.name),
             t.ty.name(),
             shape,
             t.bytes

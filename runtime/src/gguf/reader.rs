@@ -25,6 +25,12 @@ pub(crate) const MAX_DIMS: u32 = 4;
 /// Arrays of arrays deeper than this are refused, so recursion cannot exhaust the stack.
 pub(crate) const MAX_ARRAY_DEPTH: usize = 16;
 
+/// Array elements a file may hold in all its metadata. Each is decoded into a [`Value`] of
+/// 32 bytes, so a file of one huge `u8` array would cost 32 times its size in memory (a
+/// 100 MB file, 3.2 GB); this caps that at 512 MiB. The largest real vocabularies (~262 000
+/// tokens, with their scores, types and merges) hold a few million.
+pub(crate) const MAX_ARRAY_ELEMENTS: u64 = 16 << 20;
+
 /// The fewest bytes a metadata entry takes: key length, value type, a one-byte value.
 const MIN_KV_LEN: u64 = 8 + 4 + 1;
 /// The fewest bytes a tensor info takes: name length, n_dims, type, offset.
@@ -47,6 +53,8 @@ struct Cursor<'a> {
     pos: usize,
     /// What is being read, for error messages ("metadata key \"x\"", "tensor \"y\"").
     context: String,
+    /// Array elements still allowed ([`MAX_ARRAY_ELEMENTS`] in all).
+    elements_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -152,6 +160,12 @@ impl<'a> Cursor<'a> {
                 let elem = self.value_type()?;
                 let len = self.u64()?;
                 let n = self.count(len, elem.min_encoded_len())?;
+                self.elements_left = self.elements_left.checked_sub(n as u64).ok_or_else(|| {
+                    GgufError::ArraysTooLarge {
+                        context: self.context.clone(),
+                        max: MAX_ARRAY_ELEMENTS,
+                    }
+                })?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem, depth + 1)?);
@@ -168,6 +182,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         bytes,
         pos: 0,
         context: "header".to_string(),
+        elements_left: MAX_ARRAY_ELEMENTS,
     };
 
     let magic: [u8; 4] = c.array()?;

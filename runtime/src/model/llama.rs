@@ -7,7 +7,7 @@ use tern_kernels::ops;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{hparam_usize, load_vector, ModelError, WeightRef};
+use super::{block_count, hparam_usize, load_vector, ModelError, WeightRef};
 use crate::cache::{CacheConfig, CacheError, CacheShape, KvCache};
 use crate::gguf::GgufFile;
 
@@ -73,7 +73,7 @@ impl LlamaConfig {
         Ok(LlamaConfig {
             n_vocab,
             n_embd,
-            n_layer: hparam_usize(file, a, "block_count")?,
+            n_layer: block_count(file, a, 9)?,
             n_head,
             n_head_kv,
             head_dim,

@@ -114,6 +114,27 @@ fn load_vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, Mode
     Ok(out)
 }
 
+/// The number of blocks, `{arch}.block_count`, checked against the tensors present before
+/// it sizes anything: a file with `per_block` tensors per block holds at most
+/// `tensors / per_block` blocks, and its last block must be there. (2³¹ blocks in a small
+/// file once aborted the load on `Vec::with_capacity`.)
+fn block_count(file: &GgufFile, arch: &str, per_block: usize) -> Result<usize, ModelError> {
+    let n = hparam_usize(file, arch, "block_count")?;
+    let held = file.tensors().len() / per_block.max(1);
+    let last = format!("blk.{}.", n - 1);
+    if n > held || !file.tensors().iter().any(|t| t.name.starts_with(&last)) {
+        return Err(ModelError::HyperParameter {
+            key: format!("{arch}.block_count"),
+            why: format!(
+                "{n} blocks, but the file's {} tensors hold at most {}",
+                file.tensors().len(),
+                held.min(n - 1)
+            ),
+        });
+    }
+    Ok(n)
+}
+
 /// Reads a required unsigned hyper-parameter `{arch}.{key}`.
 fn hparam_usize(file: &GgufFile, arch: &str, key: &str) -> Result<usize, ModelError> {
     let v = file.get_u32(&format!("{arch}.{key}"))? as usize;
@@ -211,5 +232,46 @@ impl Model {
         h.update(&data[..edge]);
         h.update(&data[data.len() - edge..]);
         h.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufWriter, Value};
+
+    /// Defect 3: `llama.block_count = 2³¹` aborted the load on an allocation sized by it.
+    #[test]
+    fn block_count_beyond_the_tensors_present_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", Value::String("llama".into()));
+        w.add_metadata("llama.embedding_length", Value::U32(64));
+        w.add_metadata("llama.attention.head_count", Value::U32(4));
+        w.add_metadata("llama.feed_forward_length", Value::U32(128));
+        w.add_metadata("llama.block_count", Value::U32(1 << 31));
+        w.add_tensor(
+            "token_embd.weight",
+            GgmlType::F32,
+            &[64, 10],
+            vec![0; 64 * 10 * 4],
+        );
+        w.add_tensor(
+            "blk.0.attn_norm.weight",
+            GgmlType::F32,
+            &[64],
+            vec![0; 64 * 4],
+        );
+        w.write_file(&path).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let e = match Llama::load(file) {
+            Err(e) => e,
+            Ok(_) => panic!("loaded 2^31 blocks"),
+        };
+        assert!(
+            e.to_string().contains("llama.block_count") && e.to_string().contains("2147483648"),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,9 @@
 //!
 //! Decoding is the inverse: each token's piece is its raw bytes ([`Tokenizer::token_to_bytes`],
 //! llama.cpp's `token_to_piece` with special tokens rendered), and [`Tokenizer::decode`]
-//! concatenates them so that `decode(encode(x)) == x` for any text.
+//! concatenates them so that `decode(encode(x)) == x` for any text whose bytes all have
+//! tokens (a byte-level vocabulary without one, as SmolLM2 has none for 0x04, drops it, as
+//! llama.cpp does).
 //!
 //! Known differences from llama.cpp, all outside ordinary text: a single run of more than
 //! about a million characters that the split regex must backtrack over (such as a million

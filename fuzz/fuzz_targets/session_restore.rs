@@ -1,0 +1,37 @@
+//! Session restore on fuzzed files for SmolLM2. The input is a payload: it is sealed with a
+//! valid header and checksum (as an attacker can), so the fuzzer reaches the decoding and
+//! the size checks behind the checksum. An error or a session, never a panic or an abort.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use sha2::{Digest, Sha256};
+use tern::model::Model;
+use tern::session::Session;
+
+fn model() -> &'static (Arc<Model>, tern_boards::Board) {
+    static M: OnceLock<(Arc<Model>, tern_boards::Board)> = OnceLock::new();
+    M.get_or_init(|| {
+        let m = Arc::new(Model::load(tern_testkit::smollm2()).expect("the model loads"));
+        // A small budget (the model and 64 MiB), so a restored cache stays quick to allocate.
+        let mut board = tern_boards::select(None).expect("a board");
+        board.settings.memory_budget.value = m.llama().file().file_size() + (64 << 20);
+        (m, board)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (m, board) = model();
+    // The model's fingerprint first, so most inputs pass the "another model" check.
+    let mut payload = m.fingerprint().to_vec();
+    payload.extend_from_slice(data);
+    let mut file = b"TERNSESS".to_vec();
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    file.extend_from_slice(&payload);
+    file.extend_from_slice(&Sha256::digest(&payload));
+    let path = std::env::temp_dir().join(format!("tern-fuzz-{}.tern", std::process::id()));
+    std::fs::write(&path, &file).expect("temp file");
+    let _ = Session::restore_within(m.clone(), &path, board);
+});

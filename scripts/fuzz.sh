@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# On-demand fuzzing (issue 12; not part of scripts/test.sh): the coverage-guided targets in
+# fuzz/ under libFuzzer with cargo-fuzz (installed here if missing) and the nightly toolchain.
+#
+#   scripts/fuzz.sh                     every target, 10 million executions each
+#   TERN_FUZZ_RUNS=-1 TERN_FUZZ_SECONDS=60 scripts/fuzz.sh tokenizer   60 s of one target
+#
+# Corpora grow in fuzz/corpus/TARGET, crashes land in fuzz/artifacts/TARGET, and each run's
+# log in fuzz/logs/TARGET.log; the summary prints executions, time and corpus size per target.
+# Every crash found becomes a regression test in the crate it belongs to.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache} # the model, pulled by tern-testkit
+
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+runs=${TERN_FUZZ_RUNS:-10000000}
+seconds=${TERN_FUZZ_SECONDS:-0}
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore)
+mkdir -p fuzz/logs
+summary=()
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$t"
+    status=ok
+    (cd fuzz && cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
+        -runs="$runs" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
+        -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 || status=FAILED
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "fuzz/logs/$t.log" | tail -1 |
+        grep -o '[0-9]*$' || echo "?")
+    secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "fuzz/logs/$t.log" | tail -1 |
+        grep -o 'in [0-9]*' | grep -o '[0-9]*' || echo "?")
+    corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
+    summary+=("$t: $status, $execs executions, ${secs}s, corpus $corpus files")
+done
+printf '%s\n' "${summary[@]}"
+! printf '%s\n' "${summary[@]}" | grep -q FAILED
