@@ -2,7 +2,8 @@
 # Installs what Tern's builds and tests need on a fresh Debian machine, and nothing twice.
 #   scripts/setup.sh          what the runtime needs (a C compiler for crates with C parts)
 #   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
-#                             oracle (built by llama-cpp-sys-2 through bindgen)
+#                             oracle (built by llama-cpp-sys-2 through bindgen); python3 with
+#                             jinja2, the reference for chat templates
 #   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
 #                             and a font for the plots
 set -euo pipefail
@@ -26,6 +27,9 @@ if [ "${1:-}" = "test" ] || [ "${1:-}" = "bench" ]; then
   want gcc-arm-linux-gnueabihf
   want libc6-dev-armhf-cross
   want valgrind
+  # Chat templates are checked against Python's jinja2 (runtime/tests/chat_template.rs).
+  want python3
+  want python3-jinja2
 fi
 if [ "${1:-}" = "bench" ]; then
   want bible-kjv
