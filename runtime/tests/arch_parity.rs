@@ -4,7 +4,8 @@
 //!
 //! The default tests are short enough for the test command (a few hundred positions, two
 //! perplexity chunks). The full figures come from the `#[ignore]` tests:
-//! `cargo test --release -p tern --test arch_parity -- --ignored --nocapture --test-threads 1`.
+//! `cargo test --release -p tern --test arch_parity -- --ignored --nocapture --test-threads 1`
+//! (or one of them by name, e.g. `full_logits_gemma`).
 #![cfg(target_arch = "x86_64")]
 
 use std::path::{Path, PathBuf};
@@ -274,7 +275,8 @@ fn qwen2_5_coder_1_5b_logits_match_llama_cpp() {
     assert_agreement(QWEN_15B, &tern, &floor, 0.05);
 }
 
-// The full figures (minutes each).
+// The full figures (minutes each). Top-1 is asked to be no lower than llama.cpp's agreement
+// with itself, without slack.
 
 #[test]
 #[ignore]
@@ -284,13 +286,8 @@ fn full_qwen2_5_coder_1_5b_tokenization() {
 
 #[test]
 #[ignore]
-fn full_logits() {
-    for (name, n, stride) in [
-        (QWEN_05B, 1024, 2),
-        (QWEN_15B, 512, 1),
-        (GEMMA, 512, 1),
-        (GEMMA, 2048, 4),
-    ] {
+fn full_logits_qwen() {
+    for (name, n, stride) in [(QWEN_05B, 1024, 2), (QWEN_15B, 512, 1)] {
         let (tern, floor) = logits_agreement(name, n, stride);
         assert_agreement(name, &tern, &floor, 0.0);
     }
@@ -298,13 +295,23 @@ fn full_logits() {
 
 #[test]
 #[ignore]
-fn full_perplexity() {
-    for (name, ctx) in [
-        (QWEN_05B, 512),
-        (QWEN_15B, 512),
-        (GEMMA, 512),
-        (GEMMA, 2048),
-    ] {
-        perplexity_ratio(name, ctx, None);
+fn full_logits_gemma() {
+    for (n, stride) in [(512, 1), (2048, 4)] {
+        let (tern, floor) = logits_agreement(GEMMA, n, stride);
+        assert_agreement(GEMMA, &tern, &floor, 0.0);
     }
+}
+
+#[test]
+#[ignore]
+fn full_perplexity_gemma() {
+    perplexity_ratio(GEMMA, 512, None);
+    perplexity_ratio(GEMMA, 2048, None);
+}
+
+#[test]
+#[ignore]
+fn full_perplexity_qwen() {
+    perplexity_ratio(QWEN_05B, 512, None);
+    perplexity_ratio(QWEN_15B, 512, None);
 }
