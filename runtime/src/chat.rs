@@ -170,13 +170,13 @@ fn write_json(
             Some(i) => out.push_str(&i.to_string()),
             None => {
                 let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
-                // Python writes floats with a fractional part or an exponent: 1.0, 0.5.
-                let mut text = format!("{f:?}");
-                if text == "NaN" {
-                    text = "NaN".into();
-                } else if text.ends_with("inf") {
-                    text = if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-                }
+                // Python writes floats with a fractional part or an exponent (1.0, 0.5), and
+                // the non-finite ones as NaN, Infinity and -Infinity.
+                let text = match f {
+                    f if f.is_nan() => "NaN".to_string(),
+                    f if f.is_infinite() => if f > 0.0 { "Infinity" } else { "-Infinity" }.into(),
+                    f => format!("{f:?}"),
+                };
                 out.push_str(&text);
             }
         },
