@@ -2,8 +2,9 @@
 # Installs what Tern's builds and tests need on a fresh Debian machine, and nothing twice.
 #   scripts/setup.sh          what the runtime needs (a C compiler for crates with C parts)
 #   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
-#                             oracle (built by llama-cpp-sys-2 through bindgen), and
-#                             python3-venv for the Python package's tests
+#                             oracle (built by llama-cpp-sys-2 through bindgen); python3 with
+#                             jinja2, the reference for chat templates; python3-venv for
+#                             the Python package's tests
 #   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
 #                             and a font for the plots; llvm-mca (llvm) and the aarch64 C++
 #                             headers (g++-aarch64-linux-gnu) for the aarch64 cycle estimates
@@ -32,6 +33,9 @@ if [ "${1:-}" = "test" ] || [ "${1:-}" = "bench" ]; then
   # The Python package is built and tested in a virtual environment (scripts/test-python.sh).
   want python3-venv
   want python3-pip
+  # Chat templates are checked against Python's jinja2 (runtime/tests/chat_template.rs).
+  want python3
+  want python3-jinja2
 fi
 if [ "${1:-}" = "bench" ]; then
   want bible-kjv

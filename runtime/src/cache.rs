@@ -119,8 +119,44 @@ pub struct CacheShape {
     pub head_dim: usize,
     pub rope_base: f32,
     pub rope_dims: usize,
+    /// How RoPE pairs the values of a head.
+    pub rope_style: RopeStyle,
+    /// Scale of the attention scores (`1/√head_dim` for most models).
+    pub attn_scale: f32,
+    /// Layers restricted to a sliding window of recent tokens, if the model has any.
+    pub sliding: Option<SlidingWindow>,
     /// Largest number of tokens appended at once.
     pub batch: usize,
+}
+
+/// Which values of a head RoPE rotates together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])`: ggml's "normal" RoPE (llama).
+    Norm,
+    /// Halves `(x[i], x[i + d/2])`: ggml's "NeoX" RoPE (Qwen, Gemma, Phi).
+    Neox,
+}
+
+/// Local attention (Gemma 3): on the marked layers a token sees only the keys less than
+/// `window` positions behind it (llama.cpp's `LLAMA_SWA_TYPE_STANDARD` masks `p1 - p0 >=
+/// n_swa`), and RoPE uses its own base.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlidingWindow {
+    pub window: usize,
+    pub rope_base: f32,
+    /// One flag per layer: true where the window applies.
+    pub layers: Vec<bool>,
+}
+
+impl CacheShape {
+    /// Rotates each head of `x` by `angles` in this model's RoPE style.
+    fn rotate(&self, x: &mut [f32], angles: &[(f32, f32)]) {
+        match self.rope_style {
+            RopeStyle::Norm => ops::rope_norm(x, self.head_dim, angles),
+            RopeStyle::Neox => ops::rope_neox(x, self.head_dim, angles),
+        }
+    }
 }
 
 /// Why a cache cannot be made or used.
@@ -199,6 +235,8 @@ pub struct KvCache {
     batch: Vec<NewToken>,
     /// Rotation angles per token of the batch: key, query for sinks, query for the window.
     angles: Vec<(f32, f32)>,
+    /// The same for the sliding-window layers' RoPE base (empty without such layers).
+    angles_local: Vec<(f32, f32)>,
 }
 
 impl KvCache {
@@ -256,6 +294,10 @@ impl KvCache {
             seen: 0,
             batch: Vec::with_capacity(shape.batch),
             angles: vec![(0.0, 0.0); shape.batch * 3 * half],
+            angles_local: match shape.sliding {
+                Some(_) => vec![(0.0, 0.0); shape.batch * 3 * half],
+                None => Vec::new(),
+            },
             cfg,
             shape,
         })
@@ -348,15 +390,22 @@ impl KvCache {
         self.seen += n as u64;
 
         let half = self.shape.rope_dims / 2;
-        let (base, dims) = (self.shape.rope_base, self.shape.rope_dims);
-        for (i, t) in self.batch.iter().enumerate() {
-            let a = &mut self.angles[i * 3 * half..(i + 1) * 3 * half];
-            let (key, rest) = a.split_at_mut(half);
-            let (q_sink, q_win) = rest.split_at_mut(half);
-            let key_pos = t.epoch.unwrap_or(t.pos as u64) as u32;
-            ops::rope_angles(key_pos, base, dims, key);
-            ops::rope_angles(t.pos, base, dims, q_sink);
-            q_win.copy_from_slice(key);
+        let dims = self.shape.rope_dims;
+        let local_base = self.shape.sliding.as_ref().map(|s| s.rope_base);
+        for (angles, base) in [
+            (&mut self.angles, Some(self.shape.rope_base)),
+            (&mut self.angles_local, local_base),
+        ] {
+            let Some(base) = base else { continue };
+            for (i, t) in self.batch.iter().enumerate() {
+                let a = &mut angles[i * 3 * half..(i + 1) * 3 * half];
+                let (key, rest) = a.split_at_mut(half);
+                let (q_sink, q_win) = rest.split_at_mut(half);
+                let key_pos = t.epoch.unwrap_or(t.pos as u64) as u32;
+                ops::rope_angles(key_pos, base, dims, key);
+                ops::rope_angles(t.pos, base, dims, q_sink);
+                q_win.copy_from_slice(key);
+            }
         }
         Ok(())
     }
@@ -437,29 +486,55 @@ impl KvCache {
     fn rebase(&mut self) {
         let shift = self.ring as u64;
         let half = self.shape.rope_dims / 2;
-        let mut back = vec![(0.0f32, 0.0f32); half];
-        ops::rope_angles(
-            shift as u32,
-            self.shape.rope_base,
-            self.shape.rope_dims,
-            &mut back,
-        );
-        for cs in back.iter_mut() {
-            cs.1 = -cs.1; // rotate by -shift
-        }
         let kv_dim = self.shape.n_head_kv * self.shape.head_dim;
+        let mut back = vec![(0.0f32, 0.0f32); half];
         let mut row = vec![0.0f32; kv_dim];
         for layer in 0..self.shape.n_layer {
+            ops::rope_angles(
+                shift as u32,
+                self.rope_base(layer),
+                self.shape.rope_dims,
+                &mut back,
+            );
+            for cs in back.iter_mut() {
+                cs.1 = -cs.1; // rotate by -shift
+            }
             for e in self.first_epoch..self.next_epoch {
                 let r = self.row_index(layer, e);
                 let bytes = &mut self.k[r * self.row_bytes..(r + 1) * self.row_bytes];
                 quant::dequantize(self.ty, bytes, &mut row);
-                ops::rope_norm(&mut row, self.shape.head_dim, &back);
+                self.shape.rotate(&mut row, &back);
                 quant::quantize(self.ty, &row, bytes);
             }
         }
         self.first_epoch -= shift;
         self.next_epoch -= shift;
+    }
+
+    /// The sliding window of `layer`, if it has one.
+    fn local_window(&self, layer: usize) -> Option<usize> {
+        let s = self.shape.sliding.as_ref()?;
+        s.layers
+            .get(layer)
+            .copied()
+            .unwrap_or(false)
+            .then_some(s.window)
+    }
+
+    /// RoPE base of `layer`.
+    fn rope_base(&self, layer: usize) -> f32 {
+        match (self.local_window(layer), &self.shape.sliding) {
+            (Some(_), Some(s)) => s.rope_base,
+            _ => self.shape.rope_base,
+        }
+    }
+
+    /// The batch's rotation angles for `layer` (see `angles`).
+    fn angles_of(&self, layer: usize) -> &[(f32, f32)] {
+        match self.local_window(layer) {
+            Some(_) => &self.angles_local,
+            None => &self.angles,
+        }
     }
 
     /// Row of the whole buffer that holds window epoch `e` of `layer`.
@@ -482,8 +557,8 @@ impl KvCache {
         let half = self.shape.rope_dims / 2;
         for (i, t) in self.batch.iter().enumerate() {
             let key = &mut k[i * kv_dim..(i + 1) * kv_dim];
-            let angles = &self.angles[i * 3 * half..i * 3 * half + half];
-            ops::rope_norm(key, self.shape.head_dim, angles);
+            let angles = &self.angles_of(layer)[i * 3 * half..i * 3 * half + half];
+            self.shape.rotate(key, angles);
             let r = self.batch_row(layer, t);
             let span = r * self.row_bytes..(r + 1) * self.row_bytes;
             quant::quantize(self.ty, key, &mut self.k[span.clone()]);
@@ -512,7 +587,8 @@ impl KvCache {
         let half = sh.rope_dims / 2;
         let q_dim = sh.n_head * hd;
         let n = self.batch.len();
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = sh.attn_scale;
+        let angles = self.angles_of(layer);
 
         // The two rotations of each query: at its cache position (for sinks) and at its
         // epoch; both scaled by 1/√d here rather than every score later. Against f16 keys
@@ -523,12 +599,12 @@ impl KvCache {
             _ => v,
         };
         for i in 0..n {
-            let a = &self.angles[i * 3 * half..(i + 1) * 3 * half];
+            let a = &angles[i * 3 * half..(i + 1) * 3 * half];
             let qi = &q[i * q_dim..(i + 1) * q_dim];
             let (qs, qw) = qbuf[i * 2 * q_dim..(i + 1) * 2 * q_dim].split_at_mut(q_dim);
             for (x, angles) in [(qs, &a[half..2 * half]), (qw, &a[2 * half..])] {
                 x.copy_from_slice(qi);
-                ops::rope_norm(x, hd, angles);
+                sh.rotate(x, angles);
                 x.iter_mut().for_each(|v| *v = round(*v * scale));
             }
         }
@@ -596,12 +672,24 @@ impl Tile<'_> {
         let sinks = batch.iter().map(|t| t.sinks_seen).max().unwrap_or(0);
         let epochs = epochs_seen(batch);
         let total = sinks + (epochs.end - epochs.start) as usize;
+        // A sliding window hides keys `local` or more positions behind the query: sink `j`
+        // sits at position `j`, the query at `t.pos`; window distances are epoch distances.
+        let local = c.local_window(self.layer);
         let seen = |t: &NewToken| -> (Range<usize>, Range<usize>) {
+            let (first_sink, first_epoch) = match local {
+                Some(w) => (
+                    (t.pos as usize + 1).saturating_sub(w).min(t.sinks_seen),
+                    t.epoch.map_or(t.first_epoch, |e| {
+                        t.first_epoch.max((e + 1).saturating_sub(w as u64))
+                    }),
+                ),
+                None => (0, t.first_epoch),
+            };
             let window = t.epoch.map_or(0..0, |e| {
-                sinks + (t.first_epoch - epochs.start) as usize
+                sinks + (first_epoch - epochs.start) as usize
                     ..sinks + (e + 1 - epochs.start) as usize
             });
-            (0..t.sinks_seen, window)
+            (first_sink..t.sinks_seen, window)
         };
         // Slice of this KV head in a cached row: whole blocks (q8_0 needs 32 | head_dim).
         let head_bytes = c.row_bytes / c.shape.n_head_kv;
@@ -729,6 +817,9 @@ mod tests {
             head_dim: 32,
             rope_base: 10_000.0,
             rope_dims: 32,
+            rope_style: RopeStyle::Norm,
+            attn_scale: 1.0 / 32f32.sqrt(),
+            sliding: None,
             batch,
         }
     }

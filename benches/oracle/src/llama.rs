@@ -301,6 +301,19 @@ impl OracleModel {
         Ok(rows)
     }
 
+    /// As [`OracleModel::logits_for`], but hands each row to `sink(position, logits)` as it
+    /// is computed instead of keeping them all (long contexts of large vocabularies).
+    pub fn logits_each(
+        &mut self,
+        tokens: &[i32],
+        sink: impl FnMut(usize, &[f32]),
+    ) -> Result<(), OracleError> {
+        self.check_fits(tokens.len())?;
+        let n_vocab = self.n_vocab();
+        self.clear_memory();
+        self.decode_all(tokens, 0, sink, n_vocab)
+    }
+
     /// Perplexity of `tokens` the way llama.cpp's `llama-perplexity` computes it (its
     /// `perplexity()` function in tools/perplexity/perplexity.cpp, without `--ppl-stride`);
     /// the Tern CLI implements the same steps so the two numbers are comparable:

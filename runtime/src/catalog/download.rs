@@ -95,17 +95,16 @@ fn http_error(url: &str, e: ureq::Error) -> CatalogError {
     }
 }
 
-/// Downloads `url` into `out` (from its start), showing progress, and returns the lower-case
-/// hex sha256 of what was received.
+/// Downloads `url` into `out` (from its start), advancing `bar` by the bytes received, and
+/// returns the lower-case hex sha256 of what was received.
 pub(super) fn download(
     agent: &ureq::Agent,
     url: &str,
     out: &mut PartFile,
-    label: &str,
+    bar: &ProgressBar,
 ) -> Result<String, CatalogError> {
     let mut resp = agent.get(url).call().map_err(|e| http_error(url, e))?;
     let total = resp.body().content_length();
-    let bar = progress_bar(total, label);
     let mut reader = resp.body_mut().as_reader();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -116,7 +115,6 @@ pub(super) fn download(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                bar.abandon();
                 return Err(CatalogError::Download {
                     url: url.to_string(),
                     received,
@@ -129,7 +127,6 @@ pub(super) fn download(
         received += n as u64;
         bar.inc(n as u64);
     }
-    bar.finish_and_clear();
     // ureq already fails a body cut short of its Content-Length; this covers a server that
     // closes a length-delimited body early without ureq noticing.
     if let Some(expected) = total.filter(|&t| t != received) {
@@ -173,8 +170,6 @@ pub(super) fn extract_member(
         }
         Err(e) => return Err(bad(e)),
     };
-    let short = member.rsplit('/').next().unwrap_or(member);
-    let bar = progress_bar(Some(entry.size()), &format!("unpacking {short}"));
     let mut buf = vec![0u8; CHUNK];
     let mut written: u64 = 0;
     loop {
@@ -182,23 +177,18 @@ pub(super) fn extract_member(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                bar.abandon();
-                return Err(bad(e.into()));
-            }
+            Err(e) => return Err(bad(e.into())),
         };
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
         written += n as u64;
-        bar.inc(n as u64);
     }
-    bar.finish_and_clear();
     Ok(written)
 }
 
 /// A progress bar on stderr (bytes, rate, ETA); indicatif draws nothing when stderr is not
 /// a terminal.
-fn progress_bar(total: Option<u64>, label: &str) -> ProgressBar {
+pub(super) fn progress_bar(total: Option<u64>, label: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     let template = if total.is_some() {
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"

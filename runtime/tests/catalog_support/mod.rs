@@ -22,6 +22,9 @@ pub enum Reply {
     /// Announces the whole body in Content-Length, sends only `sent` bytes, then closes the
     /// connection: a download dropped midway.
     CutShort { body: Vec<u8>, sent: usize },
+    /// As `CutShort` the first time this path is asked for, then as `Ok`: a download that
+    /// fails once and succeeds when tried again.
+    CutShortOnce { body: Vec<u8>, sent: usize },
 }
 
 /// A one-connection-at-a-time HTTP/1.1 server on 127.0.0.1; stops when dropped.
@@ -113,6 +116,13 @@ fn serve(stream: &mut TcpStream, routes: &HashMap<String, Reply>, log: &Mutex<Ve
         Some(Reply::CutShort { body, sent }) => stream
             .write_all(header("200 OK", body.len()).as_bytes())
             .and_then(|_| stream.write_all(&body[..*sent])),
+        Some(Reply::CutShortOnce { body, sent }) => {
+            let asked = log.lock().unwrap().iter().filter(|p| **p == path).count();
+            let sent = if asked == 1 { *sent } else { body.len() };
+            stream
+                .write_all(header("200 OK", body.len()).as_bytes())
+                .and_then(|_| stream.write_all(&body[..sent]))
+        }
         None => stream.write_all(header("404 Not Found", 0).as_bytes()),
     };
     let _ = stream.flush();
