@@ -94,11 +94,15 @@ impl From<SessionError> for Failure {
     fn from(e: SessionError) -> Failure {
         let class = match &e {
             SessionError::BadRole(_) => "InvalidArgumentError",
-            SessionError::Snapshot(SnapshotError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            SessionError::Snapshot(SnapshotError::Io { err, .. })
+                if err.kind() == std::io::ErrorKind::NotFound =>
             {
                 "SessionFileNotFoundError"
             }
+            // A cache (new or restored) that the memory budget does not allow.
+            SessionError::Memory(_)
+            | SessionError::Snapshot(SnapshotError::TooLarge { .. })
+            | SessionError::Cache(CacheError::TooLarge { .. }) => "MemoryBudgetError",
             SessionError::Snapshot(_) => "SessionFileError",
             SessionError::Cache(c) | SessionError::Model(ModelError::Cache(c)) => match c {
                 // A cache that cannot be made: the session's arguments are at fault.
