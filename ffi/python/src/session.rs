@@ -172,23 +172,26 @@ fn next_event(py: Python<'_>, inner: &Inner, rx: &mut Option<Receiver<Event>>) -
             let got = r.recv_timeout(POLL);
             (r, got)
         });
-        match got {
+        let piece = match got {
             Ok(e @ Event::Done(_)) => return Ok(e),
-            Ok(e) => {
-                *rx = Some(r);
-                return Ok(e);
-            }
+            Ok(e) => Some(e),
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(Failure::new("InternalError", "the generation job vanished").into())
             }
-            Err(RecvTimeoutError::Timeout) => *rx = Some(r),
-        }
+            Err(RecvTimeoutError::Timeout) => None,
+        };
+        *rx = Some(r);
+        // Checked after every piece too: a fast model sends pieces more often than POLL, so
+        // waiting for a timeout would leave Ctrl-C unseen until the reply ends.
         if let Err(interrupt) = py.check_signals() {
             inner.cancel.store(true, Ordering::Relaxed);
             if let Some(r) = rx.take() {
                 py.detach(move || while let Ok(Event::Piece(_)) = r.recv() {});
             }
             return Err(interrupt);
+        }
+        if let Some(e) = piece {
+            return Ok(e);
         }
     }
 }
