@@ -279,7 +279,7 @@ impl Session {
                 let m = shared.model.clone();
                 Ok(shared
                     .pool
-                    .install(|| tern::session::Session::restore(m, &path))?)
+                    .install(|| tern::session::Session::restore_within(m, &path, &shared.board))?)
             })
         })?;
         Ok(Session {
@@ -324,7 +324,7 @@ impl Session {
                 let m = shared.model.clone();
                 Ok(shared
                     .pool
-                    .install(|| tern::session::Session::new(m, opts))?)
+                    .install(|| tern::session::Session::new_within(m, opts, &shared.board))?)
             })
         })?;
         Ok(Session {
