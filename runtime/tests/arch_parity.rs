@@ -15,6 +15,7 @@ use tern::cache::CacheConfig;
 use tern::model::Model;
 use tern::session::{Session, DEFAULT_BATCH};
 use tern_oracle::llama::OracleModel;
+use tern_testkit::log_softmax;
 
 const QWEN_05B: &str = "qwen2.5-coder-0.5b";
 const QWEN_15B: &str = "qwen2.5-coder-1.5b";
@@ -81,12 +82,6 @@ fn tokenization_matches(name: &str) -> usize {
     }
     println!("{name}: tokenization identical to llama.cpp's on {total} tokens of mixed text");
     total
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
 }
 
 fn argmax(x: &[f32]) -> usize {

@@ -16,15 +16,10 @@ use tern::cache::CacheConfig;
 use tern::model::Model;
 use tern::session::{Session, DEFAULT_BATCH};
 use tern_oracle::llama::OracleModel;
+use tern_testkit::log_softmax;
 
 const N_TOKENS: usize = 600;
 const CLEAR_MARGIN: f32 = 1.0;
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
 
 /// Index of the largest value, and its margin over the second largest.
 fn top2(x: &[f32]) -> (usize, f32) {

@@ -13,6 +13,7 @@ use tern::model::Model;
 use tern::session::{Session, DEFAULT_BATCH};
 use tern_kernels::GgmlType;
 use tern_oracle::llama::OracleModel;
+use tern_testkit::log_softmax;
 
 const N_TOKENS: usize = 96;
 
@@ -121,12 +122,6 @@ fn write_model(shape: &Shape, tokenizer_from: &Path, path: &Path) {
 
 fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
 }
 
 /// Mean KL(llama.cpp ‖ Tern) over the first `N_TOKENS` tokens of the GPL.

@@ -47,3 +47,11 @@ fn cache_note() -> String {
 pub fn natural_text() -> String {
     std::fs::read_to_string("/usr/share/common-licenses/GPL-3").expect("GPL-3 text present")
 }
+
+/// Natural-log softmax of a row of logits, in f64: what the parity tests compare (KL
+/// divergence, perplexity) between Tern and llama.cpp.
+pub fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}

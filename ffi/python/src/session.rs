@@ -543,13 +543,6 @@ pub struct Stats {
 
 impl From<&tern::session::Stats> for Stats {
     fn from(s: &tern::session::Stats) -> Stats {
-        let rate = |n: u64, secs: f64| {
-            if n == 0 {
-                0.0
-            } else {
-                n as f64 / secs.max(1e-9)
-            }
-        };
         Stats {
             tokens: s.tokens,
             cache_used: s.cache_used,
@@ -558,8 +551,8 @@ impl From<&tern::session::Stats> for Stats {
             prompt_seconds: s.prompt_secs,
             generated_tokens: s.generated_tokens,
             generated_seconds: s.generated_secs,
-            prompt_tokens_per_second: rate(s.prompt_tokens, s.prompt_secs),
-            generation_tokens_per_second: rate(s.generated_tokens, s.generated_secs),
+            prompt_tokens_per_second: s.prompt_tps(),
+            generation_tokens_per_second: s.generation_tps(),
         }
     }
 }

@@ -11,6 +11,7 @@ subclasses of :class:`TernError`. ``python -m tern chat`` starts the same chat a
 ``tern chat`` command.
 """
 
+from . import _errors
 from ._errors import (
     BusyError,
     DownloadError,
@@ -48,15 +49,5 @@ __all__ = [
     "boards",
     "cache_dir",
     "known_models",
-    "TernError",
-    "InvalidArgumentError",
-    "ModelNotFoundError",
-    "ModelError",
-    "DownloadError",
-    "SessionError",
-    "SessionFileError",
-    "SessionFileNotFoundError",
-    "BusyError",
-    "MemoryBudgetError",
-    "InternalError",
 ]
+__all__ += _errors.__all__
