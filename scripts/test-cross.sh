@@ -4,8 +4,10 @@
 #    Raspberry Pi 4 class) and as qemu's `max` CPU (dotprod and i8mm), so that every aarch64
 #    kernel set is checked against the scalar reference and the runtime runs on each. The
 #    llama.cpp oracle is built for the host only; the tests that compare with it run there.
-#  - greedy decoding of SmolLM2 recorded on the host and compared under both CPUs
-#    (runtime/tests/greedy.rs: equal text, or a divergence at a near-tie of the top two).
+#  - greedy replies of SmolLM2, Qwen2.5-Coder-0.5B and Gemma 3 recorded on the host and
+#    compared under both CPUs (runtime/tests/greedy.rs: equal text, or a divergence at a
+#    near-tie of the top two), and the logits of the synthetic architectures
+#    (runtime/tests/synthetic_arch.rs: llama.cpp on the host, the host's logits under qemu).
 #  - `cargo check` for 32-bit ARM (armv7, a Pi with a 32-bit OS) and Android arm64.
 # Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, gcc-arm-linux-gnueabihf,
 # libc6-dev-armhf-cross and qemu-user (scripts/setup.sh test installs them); linkers and the
@@ -15,16 +17,18 @@ cd "$(dirname "$0")/.."
 
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-linux-android
 crates=(-p tern -p tern-kernels -p tern-boards -p tern-ffi)
-reference="$PWD/target/greedy-x86_64.json"
+reference="$PWD/target/host-reference"
+rm -rf "$reference" && mkdir -p "$reference"
 
-echo "== greedy reference on the host"
-TERN_GREEDY_RECORD="$reference" cargo test --release -p tern --test greedy -- --nocapture
+echo "== greedy replies and synthetic-architecture logits recorded on the host"
+TERN_GREEDY_RECORD="$reference" TERN_SYNTHETIC_RECORD="$reference" \
+    cargo test --release -p tern --test greedy --test synthetic_arch -- --nocapture
 
 for cpu in cortex-a72 max; do
     echo "== cargo test aarch64 (QEMU_CPU=$cpu)"
     # Tests that start the `tern` binary go through the emulator too (no binfmt here).
     QEMU_CPU=$cpu TERN_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
-        TERN_GREEDY_REFERENCE="$reference" \
+        TERN_GREEDY_REFERENCE="$reference" TERN_SYNTHETIC_REFERENCE="$reference" \
         cargo test --release --no-fail-fast --target aarch64-unknown-linux-gnu "${crates[@]}" -- --nocapture
 done
 

@@ -157,8 +157,8 @@ fn assert_same(ours: &GgufFile, o: &Oracle) {
                 Value::Array(items) => {
                     assert_eq!(sys::gguf_get_arr_n(ctx, id), items.len(), "{key}");
                     let ty = sys::gguf_get_arr_type(ctx, id);
-                    if let Some(first) = items.first() {
-                        assert_eq!(ty, type_number(first), "{key}");
+                    if let Some(first) = items.iter().next() {
+                        assert_eq!(ty, type_number(&first), "{key}");
                     }
                     for (i, item) in items.iter().enumerate() {
                         if ty == sys::GGUF_TYPE_STRING {
@@ -167,7 +167,7 @@ fn assert_same(ours: &GgufFile, o: &Oracle) {
                         } else {
                             let data = sys::gguf_get_arr_data(ctx, id) as *const u8;
                             let theirs = array_item(data, ty, i);
-                            assert!(same(item, &theirs), "{key}[{i}]: {item:?} vs {theirs:?}");
+                            assert!(same(&item, &theirs), "{key}[{i}]: {item:?} vs {theirs:?}");
                         }
                     }
                 }
@@ -236,12 +236,12 @@ fn llama_cpp_reads_what_the_writer_writes() {
         .add_metadata("a.str", Value::String("{% for m in messages %}".into()))
         .add_metadata(
             "a.strs",
-            Value::Array(["<s>", "", "▁a"].map(|s| Value::String(s.into())).to_vec()),
+            Value::array(["<s>", "", "▁a"].map(|s| Value::String(s.into())).to_vec()),
         )
-        .add_metadata("a.i32s", Value::Array((-3..4).map(Value::I32).collect()))
+        .add_metadata("a.i32s", Value::array((-3..4).map(Value::I32).collect()))
         .add_metadata(
             "a.bools",
-            Value::Array(vec![Value::Bool(false), Value::Bool(true)]),
+            Value::array(vec![Value::Bool(false), Value::Bool(true)]),
         )
         .set_alignment(64);
     let mut seed = 7u32;
@@ -277,7 +277,7 @@ fn small_file() -> Vec<u8> {
         .add_metadata("llama.rope.freq_base", Value::F32(10000.0))
         .add_metadata(
             "tokenizer.ggml.tokens",
-            Value::Array(
+            Value::array(
                 ["<s>", "</s>", "a", "b"]
                     .map(|s| Value::String(s.into()))
                     .to_vec(),
@@ -285,7 +285,7 @@ fn small_file() -> Vec<u8> {
         )
         .add_metadata(
             "tokenizer.ggml.scores",
-            Value::Array(vec![Value::F32(0.5); 4]),
+            Value::array(vec![Value::F32(0.5); 4]),
         )
         .add_metadata("flag", Value::Bool(true))
         .add_metadata("i8", Value::I8(-1))

@@ -220,7 +220,7 @@ fn write_spm_fixture(dir: &Path, add_space_prefix: bool) -> PathBuf {
     }
     let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
     let decoder = byte_level_decoder();
-    for v in &src[17..] {
+    for v in src.iter().skip(17) {
         let bytes: Option<Vec<u8>> = v
             .as_str()
             .expect("token text")
@@ -242,12 +242,12 @@ fn write_spm_fixture(dir: &Path, add_space_prefix: bool) -> PathBuf {
         .add_metadata("tokenizer.ggml.model", Value::String("llama".into()))
         .add_metadata(
             "tokenizer.ggml.tokens",
-            Value::Array(tokens.into_iter().map(Value::String).collect()),
+            Value::array(tokens.into_iter().map(Value::String).collect()),
         )
-        .add_metadata("tokenizer.ggml.scores", Value::Array(scores))
+        .add_metadata("tokenizer.ggml.scores", Value::array(scores))
         .add_metadata(
             "tokenizer.ggml.token_type",
-            Value::Array(types.into_iter().map(Value::I32).collect()),
+            Value::array(types.into_iter().map(Value::I32).collect()),
         )
         .add_metadata("tokenizer.ggml.bos_token_id", Value::U32(1))
         .add_metadata("tokenizer.ggml.eos_token_id", Value::U32(2))

@@ -106,7 +106,28 @@ impl OracleModel {
         n_threads: usize,
         flash_attn: Option<bool>,
     ) -> Result<Self, OracleError> {
-        let model = load_model(path.as_ref(), false)?;
+        Self::load_ctx(path.as_ref(), n_ctx, n_threads, flash_attn, false)
+    }
+
+    /// As [`OracleModel::load`], computed as exactly as llama.cpp can: keys and values cached
+    /// in f32 (its default is f16) and flash attention off (its CPU path accumulates in f16).
+    /// The reference for a runtime that caches in f32.
+    pub fn load_exact(
+        path: impl AsRef<Path>,
+        n_ctx: usize,
+        n_threads: usize,
+    ) -> Result<Self, OracleError> {
+        Self::load_ctx(path.as_ref(), n_ctx, n_threads, Some(false), true)
+    }
+
+    fn load_ctx(
+        path: &Path,
+        n_ctx: usize,
+        n_threads: usize,
+        flash_attn: Option<bool>,
+        f32_cache: bool,
+    ) -> Result<Self, OracleError> {
+        let model = load_model(path, false)?;
         let n_ctx = u32::try_from(n_ctx)
             .ok()
             .filter(|&n| n > 0)
@@ -125,6 +146,10 @@ impl OracleModel {
                 Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
             };
             cp.n_threads_batch = threads;
+            if f32_cache {
+                cp.type_k = sys::GGML_TYPE_F32;
+                cp.type_v = sys::GGML_TYPE_F32;
+            }
             cp.no_perf = true;
             sys::llama_init_from_model(model.model, cp)
         };

@@ -67,10 +67,6 @@ pub enum GgufError {
     #[error("{context}: arrays nested more than {max} deep")]
     ArrayTooDeep { context: String, max: usize },
 
-    /// More array elements in the metadata than any model has (each costs 32 bytes decoded).
-    #[error("{context}: the metadata arrays hold more than {max} elements in all")]
-    ArraysTooLarge { context: String, max: u64 },
-
     /// The same metadata key twice.
     #[error("duplicate metadata key {key:?}")]
     DuplicateKey { key: String },

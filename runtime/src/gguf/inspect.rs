@@ -143,7 +143,7 @@ fn format_value(v: &Value, depth: usize) -> String {
             let mut parts: Vec<String> = items
                 .iter()
                 .take(shown)
-                .map(|item| format_value(item, depth + 1))
+                .map(|item| format_value(&item, depth + 1))
                 .collect();
             if items.len() > shown {
                 parts.push(format!("… {} more", items.len() - shown));
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn abbreviates_long_arrays_and_strings() {
-        let tokens = Value::Array((0..10).map(|i| Value::String(format!("t{i}"))).collect());
+        let tokens = Value::array((0..10).map(|i| Value::String(format!("t{i}"))).collect());
         assert_eq!(
             format_value(&tokens, 0),
             r#"["t0", "t1", "t2", "t3", "t4", "t5", … 4 more]"#
@@ -185,7 +185,7 @@ mod tests {
             format_value(&long, 0),
             format!("{:?}… (100 bytes)", "x".repeat(72))
         );
-        let nested = Value::Array(vec![Value::Array((0..5).map(Value::U8).collect())]);
+        let nested = Value::array(vec![Value::array((0..5).map(Value::U8).collect())]);
         assert_eq!(format_value(&nested, 0), "[[0, 1, 2, … 2 more]]");
     }
 

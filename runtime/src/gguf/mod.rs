@@ -25,6 +25,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use memmap2::{Mmap, MmapMut};
 
@@ -33,7 +34,7 @@ pub use tern_kernels::GgmlType;
 
 pub use error::GgufError;
 pub use inspect::inspect;
-pub use value::Value;
+pub use value::{Array, ArrayIter, Value};
 pub use writer::GgufWriter;
 
 /// Where a tensor's data lies and how to read it.
@@ -81,7 +82,8 @@ impl TensorView<'_> {
 
 /// An open, validated GGUF file.
 pub struct GgufFile {
-    map: Mmap,
+    /// Shared with the metadata arrays, which stay packed in it.
+    map: Arc<Mmap>,
     version: u32,
     alignment: u64,
     metadata: Vec<(String, Value)>,
@@ -138,6 +140,7 @@ impl GgufFile {
     }
 
     fn from_map(map: Mmap) -> Result<GgufFile, GgufError> {
+        let map = Arc::new(map);
         let p = reader::parse(&map)?;
         Ok(GgufFile {
             version: p.version,
@@ -235,7 +238,7 @@ impl GgufFile {
     }
 
     /// The array stored under `key`.
-    pub fn get_array(&self, key: &str) -> Result<&[Value], GgufError> {
+    pub fn get_array(&self, key: &str) -> Result<&Array, GgufError> {
         let v = self.require(key)?;
         v.as_array()
             .ok_or_else(|| Self::wrong_type(key, "array", v))

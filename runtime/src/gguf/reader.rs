@@ -3,15 +3,19 @@
 //! Every read goes through [`Cursor`], which checks it against the bytes that are left. A
 //! length read from the file (of a string, an array, or the key and tensor lists) is checked
 //! against the rest of the file *before* anything is allocated for it, so a hostile length
-//! costs an error, not memory: what a file can make the reader allocate is bounded by a small
-//! multiple of its size (one `Value` of 32 bytes for each array element of at least one byte).
+//! costs an error, not memory. Arrays are validated element by element but kept packed in
+//! the map ([`Array`]): what a file makes the reader allocate is bounded by a small multiple
+//! of its keys, strings and tensor infos, whatever its arrays hold.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use tern_kernels::GgmlType;
 
 use super::error::GgufError;
-use super::value::{Value, ValueType};
+use super::value::{Array, Value, ValueType};
 use super::TensorInfo;
 
 /// "GGUF" as the first four bytes.
@@ -24,12 +28,6 @@ pub(crate) const ALIGNMENT_KEY: &str = "general.alignment";
 pub(crate) const MAX_DIMS: u32 = 4;
 /// Arrays of arrays deeper than this are refused, so recursion cannot exhaust the stack.
 pub(crate) const MAX_ARRAY_DEPTH: usize = 16;
-
-/// Array elements a file may hold in all its metadata. Each is decoded into a [`Value`] of
-/// 32 bytes, so a file of one huge `u8` array would cost 32 times its size in memory (a
-/// 100 MB file, 3.2 GB); this caps that at 512 MiB. The largest real vocabularies (~262 000
-/// tokens, with their scores, types and merges) hold a few million.
-pub(crate) const MAX_ARRAY_ELEMENTS: u64 = 16 << 20;
 
 /// The fewest bytes a metadata entry takes: key length, value type, a one-byte value.
 const MIN_KV_LEN: u64 = 8 + 4 + 1;
@@ -49,12 +47,12 @@ pub(crate) struct Parsed {
 
 /// A bounds-checked little-endian reader over the file bytes.
 struct Cursor<'a> {
+    /// The file, which packed arrays keep a handle to.
+    map: &'a Arc<Mmap>,
     bytes: &'a [u8],
     pos: usize,
     /// What is being read, for error messages ("metadata key \"x\"", "tensor \"y\"").
     context: String,
-    /// Array elements still allowed ([`MAX_ARRAY_ELEMENTS`] in all).
-    elements_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -160,29 +158,34 @@ impl<'a> Cursor<'a> {
                 let elem = self.value_type()?;
                 let len = self.u64()?;
                 let n = self.count(len, elem.min_encoded_len())?;
-                self.elements_left = self.elements_left.checked_sub(n as u64).ok_or_else(|| {
-                    GgufError::ArraysTooLarge {
-                        context: self.context.clone(),
-                        max: MAX_ARRAY_ELEMENTS,
+                let start = self.pos;
+                match elem.fixed_len() {
+                    // Numbers need no check; bools must be 0 or 1.
+                    Some(size) if elem != ValueType::Bool => {
+                        self.take((n * size) as u64)?;
                     }
-                })?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(elem, depth + 1)?);
+                    // Strings (UTF-8), bools and nested arrays are checked one by one and
+                    // dropped: only their bytes' place is kept.
+                    _ => {
+                        for _ in 0..n {
+                            self.value(elem, depth + 1)?;
+                        }
+                    }
                 }
-                Value::Array(items)
+                Value::Array(Array::packed(self.map.clone(), elem, n, start, self.pos))
             }
         })
     }
 }
 
 /// Parses and validates a whole GGUF file held in `bytes`.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
+pub(crate) fn parse(map: &Arc<Mmap>) -> Result<Parsed, GgufError> {
+    let bytes: &[u8] = map;
     let mut c = Cursor {
+        map,
         bytes,
         pos: 0,
         context: "header".to_string(),
-        elements_left: MAX_ARRAY_ELEMENTS,
     };
 
     let magic: [u8; 4] = c.array()?;

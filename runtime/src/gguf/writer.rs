@@ -8,7 +8,7 @@ use tern_kernels::GgmlType;
 
 use super::error::GgufError;
 use super::reader::{align_up, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
-use super::value::{Value, ValueType};
+use super::value::Value;
 
 /// Builds a GGUF v3 file from metadata and raw tensor bytes.
 ///
@@ -210,9 +210,9 @@ fn check_value(key: &str, value: &Value, depth: usize) -> Result<(), GgufError> 
             max: MAX_ARRAY_DEPTH,
         });
     }
-    if let Some(first) = items.first() {
+    if let Some(first) = items.iter().next() {
         let ty = first.value_type();
-        for item in items {
+        for item in items.iter() {
             if item.value_type() != ty {
                 return Err(GgufError::MixedArray {
                     key: key.to_string(),
@@ -220,7 +220,7 @@ fn check_value(key: &str, value: &Value, depth: usize) -> Result<(), GgufError> 
                     other: item.type_name(),
                 });
             }
-            check_value(key, item, depth + 1)?;
+            check_value(key, &item, depth + 1)?;
         }
     }
     Ok(())
@@ -271,12 +271,11 @@ impl<W: Write> Counting<'_, W> {
             Value::Bool(x) => self.bytes(&[u8::from(*x)]),
             Value::String(s) => self.str(s),
             Value::Array(items) => {
-                // An empty array has no element to take the type from; any type reads back
-                // as the same empty array.
-                let elem = items.first().map_or(ValueType::U8, Value::value_type);
-                self.bytes(&(elem as u32).to_le_bytes())?;
+                // An empty array built in memory has no element to take the type from (it
+                // says u8); any type reads back as the same empty array.
+                self.bytes(&(items.elem_type() as u32).to_le_bytes())?;
                 self.bytes(&(items.len() as u64).to_le_bytes())?;
-                items.iter().try_for_each(|item| self.value(item))
+                items.iter().try_for_each(|item| self.value(&item))
             }
         }
     }

@@ -7,7 +7,9 @@
 //! - `qwen3`: RMSNorm of each query and key head (QK-norm), NeoX RoPE;
 //! - `gemma3`: QK-norm, norms after attention and after the feed-forward as well as before,
 //!   GELU-gated feed-forward, embeddings scaled by √n_embd, and local layers (five of every
-//!   six) that see only the last `sliding_window` tokens with their own RoPE base.
+//!   six) that see only the last `sliding_window` tokens with their own RoPE base;
+//! - `phi3`: q, k and v fused in one matrix (`attn_qkv`), gate and up fused in `ffn_up`
+//!   (gate first), NeoX RoPE; the fused matrices are used as their parts in place.
 
 use tern_kernels::matmul::{matmul, matmul_many};
 use tern_kernels::ops;
@@ -26,10 +28,11 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Gemma3,
+    Phi3,
 }
 
 /// The names accepted in `general.architecture`, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, gemma3";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, gemma3, phi3";
 
 impl Arch {
     fn from_name(name: &str) -> Option<Arch> {
@@ -38,6 +41,7 @@ impl Arch {
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "gemma3" => Arch::Gemma3,
+            "phi3" => Arch::Phi3,
             _ => return None,
         })
     }
@@ -49,13 +53,27 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
+    }
+
+    /// Fewest tensors a block has (phi3 fuses five matrices into two).
+    fn tensors_per_block(self) -> usize {
+        match self {
+            Arch::Phi3 => 6,
+            _ => 9,
+        }
+    }
+
+    /// Gate and up projections fused in one `ffn_up` of `2 × n_ff` rows, gate first.
+    fn fused_gate_up(self) -> bool {
+        self == Arch::Phi3
     }
 
     fn rope_style(self) -> RopeStyle {
         match self {
             Arch::Llama => RopeStyle::Norm,
-            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Phi3 => RopeStyle::Neox,
         }
     }
 
@@ -128,7 +146,7 @@ impl LlamaConfig {
         let n_embd = hparam_usize(file, a, "embedding_length")?;
         let n_head = hparam_usize(file, a, "attention.head_count")?;
         // Checked against the tensors present before it sizes anything (a hostile count).
-        let n_layer = block_count(file, a, 9)?;
+        let n_layer = block_count(file, a, arch.tensors_per_block())?;
         let n_head_kv = match file.get_u32(&key("attention.head_count_kv")) {
             Ok(v) => v as usize,
             Err(_) => n_head,
@@ -176,6 +194,21 @@ impl LlamaConfig {
         let n_vocab = *token_embd.dims.get(1).unwrap_or(&0) as usize;
         if n_vocab == 0 {
             return Err(bad("vocab_size", "token_embd.weight has no rows"));
+        }
+        // Per-frequency RoPE factors (Llama 3.1's `rope_freqs`, Phi-3's LongRoPE) change every
+        // angle: refused until they are applied, rather than run with the wrong positions.
+        if let Some(t) = [
+            "rope_freqs.weight",
+            "rope_factors_long.weight",
+            "rope_factors_short.weight",
+        ]
+        .into_iter()
+        .find(|t| file.tensor_info(t).is_some())
+        {
+            return Err(bad(
+                "rope",
+                &format!("RoPE frequency factors (`{t}`) are not supported"),
+            ));
         }
         let rope_base = file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
         let sliding = match (arch, file.get_u32(&key("attention.sliding_window"))) {
@@ -291,11 +324,33 @@ impl Llama {
                     false => Ok(None),
                 }
             };
+            // q, k and v: three matrices, or one of their rows stacked (`attn_qkv`).
+            let (wq, wk, wv) = match f.tensor_info(&t("attn_qkv")) {
+                Some(_) => {
+                    let w = WeightRef::find(f, &t("attn_qkv"), d, q_dim + 2 * kv)?;
+                    (w.rows(0, q_dim), w.rows(q_dim, kv), w.rows(q_dim + kv, kv))
+                }
+                None => (
+                    WeightRef::find(f, &t("attn_q"), d, q_dim)?,
+                    WeightRef::find(f, &t("attn_k"), d, kv)?,
+                    WeightRef::find(f, &t("attn_v"), d, kv)?,
+                ),
+            };
+            let (w_gate, w_up) = match c.arch.fused_gate_up() {
+                true => {
+                    let w = WeightRef::find(f, &t("ffn_up"), d, 2 * ff)?;
+                    (w.rows(0, ff), w.rows(ff, ff))
+                }
+                false => (
+                    WeightRef::find(f, &t("ffn_gate"), d, ff)?,
+                    WeightRef::find(f, &t("ffn_up"), d, ff)?,
+                ),
+            };
             layers.push(Layer {
                 attn_norm: load_vector(f, &t("attn_norm"), d)?,
-                wq: WeightRef::find(f, &t("attn_q"), d, q_dim)?,
-                wk: WeightRef::find(f, &t("attn_k"), d, kv)?,
-                wv: WeightRef::find(f, &t("attn_v"), d, kv)?,
+                wq,
+                wk,
+                wv,
                 qkv_bias: match c.arch.qkv_bias() {
                     true => Some([
                         load_vector(f, &b("attn_q"), q_dim)?,
@@ -314,8 +369,8 @@ impl Llama {
                 wo: WeightRef::find(f, &t("attn_output"), q_dim, d)?,
                 attn_post_norm: post("post_attention_norm")?,
                 ffn_norm: load_vector(f, &t("ffn_norm"), d)?,
-                w_gate: WeightRef::find(f, &t("ffn_gate"), d, ff)?,
-                w_up: WeightRef::find(f, &t("ffn_up"), d, ff)?,
+                w_gate,
+                w_up,
                 w_down: WeightRef::find(f, &t("ffn_down"), ff, d)?,
                 ffn_post_norm: post("post_ffw_norm")?,
             });

@@ -90,6 +90,19 @@ impl WeightRef {
         })
     }
 
+    /// Rows `start..start + n` of this matrix. Fused tensors (phi3's `attn_qkv` and
+    /// `ffn_up`) are used as their parts, in place.
+    fn rows(&self, start: usize, n: usize) -> WeightRef {
+        debug_assert!(start + n <= self.rows);
+        let row_bytes = self.bytes / self.rows.max(1);
+        WeightRef {
+            rows: n,
+            offset: self.offset + start * row_bytes,
+            bytes: n * row_bytes,
+            ..*self
+        }
+    }
+
     /// The matrix, borrowed from the file's data section.
     fn view<'a>(&self, data: &'a [u8]) -> QMatrix<'a> {
         QMatrix {

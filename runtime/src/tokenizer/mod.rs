@@ -662,11 +662,14 @@ fn read_tokens(g: &GgufFile) -> Result<Vec<String>, TokenizerError> {
     }
     arr.iter()
         .enumerate()
-        .map(|(i, v)| match v.as_str().map(c_str) {
+        .map(|(i, v)| match v {
             // llama.cpp renames empty tokens so that they never match text.
-            Some("") => Ok(format!("[EMPTY_{i}]")),
-            Some(s) => Ok(s.to_string()),
-            None => Err(TokenizerError::Invalid {
+            Value::String(s) if c_str(&s).is_empty() => Ok(format!("[EMPTY_{i}]")),
+            Value::String(mut s) => {
+                s.truncate(c_str(&s).len());
+                Ok(s)
+            }
+            v => Err(TokenizerError::Invalid {
                 key: KEY,
                 reason: format!("element {i} is a {}, expected a string", v.type_name()),
             }),
@@ -689,8 +692,8 @@ fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
             reason: format!("{} types for {n} tokens", arr.len()),
         });
     }
-    arr[..n]
-        .iter()
+    arr.iter()
+        .take(n)
         .enumerate()
         .map(|(i, v)| {
             let t = v.as_i64().ok_or_else(|| TokenizerError::Invalid {
@@ -725,8 +728,8 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
             reason: format!("{} scores for {n} tokens", arr.len()),
         });
     }
-    arr[..n]
-        .iter()
+    arr.iter()
+        .take(n)
         .enumerate()
         .map(|(i, v)| {
             v.as_f32().ok_or_else(|| TokenizerError::Invalid {
@@ -739,7 +742,7 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
 
 fn read_merges(g: &GgufFile) -> Result<Vec<(String, String)>, TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
-    let arr: &[Value] = g.get_array(KEY)?;
+    let arr = g.get_array(KEY)?;
     let mut merges = Vec::with_capacity(arr.len());
     for (i, v) in arr.iter().enumerate() {
         let s = v
