@@ -9,8 +9,19 @@ use std::process::Command;
 /// Version) from Debian's `bible-kjv` package, verse references removed. `scripts/setup.sh
 /// bench` installs the package.
 pub fn genesis() -> anyhow::Result<String> {
+    kjv("Gen1:1-Gen50:26")
+}
+
+/// The whole King James Bible (about 4.4 MB of text, a million tokens and more), as
+/// [`genesis`].
+pub fn whole_bible() -> anyhow::Result<String> {
+    kjv("Gen1:1-Rev22:21")
+}
+
+/// The verses `range` of the King James Version (`bible -f` syntax), references removed.
+fn kjv(range: &str) -> anyhow::Result<String> {
     let out = Command::new("bible")
-        .args(["-f", "Gen1:1-Gen50:26"])
+        .args(["-f", range])
         .env("COLUMNS", "100000")
         .output()
         .map_err(|e| anyhow::anyhow!("running `bible` (apt-get install bible-kjv): {e}"))?;
@@ -18,9 +29,13 @@ pub fn genesis() -> anyhow::Result<String> {
     let text = String::from_utf8(out.stdout)?;
     let mut prose = String::with_capacity(text.len());
     for line in text.lines() {
-        // "Ge1:1 In the beginning…": drop the reference.
+        // "Ge1:1 In the beginning…": drop the reference (letters, digits and a colon).
         let verse = match line.split_once(' ') {
-            Some((r, rest)) if r.starts_with("Ge") && r.contains(':') => rest,
+            Some((r, rest))
+                if r.contains(':') && r.chars().all(|c| c.is_ascii_alphanumeric() || c == ':') =>
+            {
+                rest
+            }
             _ => line,
         };
         let verse = verse.trim();
@@ -30,6 +45,28 @@ pub fn genesis() -> anyhow::Result<String> {
         }
     }
     Ok(prose)
+}
+
+/// Mean of `nll` over consecutive bins of `bin` tokens, as (bin centre, mean).
+pub fn binned(nll: &[f64], bin: usize) -> Vec<(f64, f64)> {
+    nll.chunks(bin)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                ((i * bin) + c.len() / 2) as f64,
+                c.iter().sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// Registers DejaVu Sans as the plots' "sans-serif" font (`fonts-dejavu-core`).
+pub fn plot_font() -> anyhow::Result<()> {
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .map_err(|e| anyhow::anyhow!("DejaVuSans.ttf (apt-get install fonts-dejavu-core): {e}"))?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("the font cannot be read"))
 }
 
 /// Resident memory of this process, in KiB (`VmRSS` of `/proc/self/status`).
@@ -68,4 +105,14 @@ pub fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The text after `--name` on the command line, or `default`.
+pub fn arg_str(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }

@@ -19,7 +19,8 @@ use crate::sampler::SamplerConfig;
 use crate::session::{Session, SessionError, SessionOptions, Stats};
 
 const MAGIC: &[u8; 8] = b"TERNSESS";
-const VERSION: u32 = 1;
+/// 2: the cache holds a ring per layer kind (global layers, local sliding-window layers).
+const VERSION: u32 = 2;
 
 /// Why a session file cannot be written or read.
 #[derive(Debug, thiserror::Error)]

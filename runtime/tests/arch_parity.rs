@@ -205,10 +205,20 @@ fn assert_agreement(name: &str, tern: &Agreement, floor: &Agreement, slack: f64)
 /// Perplexity of the first `chunks` chunks of `ctx` tokens of the GPL (all of it if `None`),
 /// Tern's and llama.cpp's; returns their ratio.
 fn perplexity_ratio(name: &str, ctx: usize, chunks: Option<usize>) -> f64 {
+    perplexity_ratio_of(name, &tern_testkit::natural_text(), "GPL-3", ctx, chunks)
+}
+
+/// [`perplexity_ratio`] over `text`.
+fn perplexity_ratio_of(
+    name: &str,
+    text: &str,
+    what: &str,
+    ctx: usize,
+    chunks: Option<usize>,
+) -> f64 {
     let path = tern_testkit::model(name);
     let model = Arc::new(Model::load(&path).unwrap());
-    let text = tern_testkit::natural_text();
-    let mut tokens = model.tokenizer().encode(&text, true, false).unwrap();
+    let mut tokens = model.tokenizer().encode(text, true, false).unwrap();
     if let Some(c) = chunks {
         tokens.truncate(c * ctx);
     }
@@ -222,7 +232,7 @@ fn perplexity_ratio(name: &str, ctx: usize, chunks: Option<usize>) -> f64 {
         .unwrap();
     let ratio = ours.ppl / theirs.ppl;
     println!(
-        "{name}: perplexity at ctx {ctx} over {} chunks of GPL-3: Tern {:.4} | llama.cpp {:.4} | ratio {ratio:.5}",
+        "{name}: perplexity at ctx {ctx} over {} chunks of {what}: Tern {:.4} | llama.cpp {:.4} | ratio {ratio:.5}",
         theirs.chunks, ours.ppl, theirs.ppl
     );
     assert!((ratio - 1.0).abs() < 0.01, "{name}: ratio {ratio}");
@@ -262,6 +272,13 @@ fn gemma3_270m_logits_match_llama_cpp_past_the_window() {
 #[test]
 fn gemma3_270m_perplexity_matches_llama_cpp() {
     perplexity_ratio(GEMMA, 512, Some(2));
+}
+
+/// One window of 2 048 tokens, four times the local layers' window: global layers see the
+/// whole chunk, local layers a ring of their last 512 tokens.
+#[test]
+fn gemma3_270m_perplexity_at_ctx_2048_matches_llama_cpp() {
+    perplexity_ratio(GEMMA, 2048, Some(2));
 }
 
 #[test]
@@ -308,6 +325,20 @@ fn full_logits_gemma() {
 fn full_perplexity_gemma() {
     perplexity_ratio(GEMMA, 512, None);
     perplexity_ratio(GEMMA, 2048, None);
+    gemma3_270m_perplexity_at_ctx_4096();
+}
+
+/// Debian's GPL-3, GPL-2 and LGPL-2.1 in a row (about 17 000 Gemma tokens): long enough for
+/// chunks of 4 096 tokens, eight times the local layers' window.
+#[test]
+#[ignore]
+fn gemma3_270m_perplexity_at_ctx_4096() {
+    let text: String = ["GPL-3", "GPL-2", "LGPL-2.1"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("/usr/share/common-licenses/{f}")).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    perplexity_ratio_of(GEMMA, &text, "GPL-3 + GPL-2 + LGPL-2.1", 4096, None);
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn session_files_are_checked_from_a_bounded_header() {
     let f = dir.path().join("big.tern");
     let len: u64 = 64 << 30;
     let mut head = b"TERNSESS".to_vec();
-    head.extend_from_slice(&1u32.to_le_bytes());
+    head.extend_from_slice(&2u32.to_le_bytes());
     head.extend_from_slice(&len.to_le_bytes());
     std::fs::write(&f, &head).unwrap();
     std::fs::OpenOptions::new()

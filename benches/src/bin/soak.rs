@@ -1,5 +1,6 @@
-//! Unbounded generation: SmolLM2-135M generates a long stream (200 000 tokens by default)
-//! through a 4 + 508 attention-sink cache. Every 1 000 tokens it records the resident memory
+//! Unbounded generation: SmolLM2-135M (or `--model NAME`) generates a long stream (200 000
+//! tokens by default) through a 4 + 508 attention-sink cache (`--sinks`, `--window`; a
+//! sliding-window model's local layers keep their own ring). Every 1 000 tokens it records the resident memory
 //! (`VmRSS` of /proc/self/status) and the decode speed over the last 1 000 tokens.
 //!
 //! Speed on a shared machine swings with its load, so the end speed is also measured against
@@ -8,7 +9,10 @@
 //! says whether decoding slowed down over the stream.
 //!
 //! `cargo run --release -p tern-benches --bin soak [-- --tokens 200000 --threads 2]`
-//! writes docs/soak.json and prints the figures the README quotes.
+//! writes docs/soak.json (docs/soak-NAME.json for another model) and prints the figures the
+//! README quotes. Gemma 3 at its default cache:
+//! `cargo run --release -p tern-benches --bin soak -- --model gemma3-270m --window 1020
+//! --tokens 100000`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,16 +26,21 @@ use tern::session::{Session, SessionOptions};
 fn main() -> Result<()> {
     let total = tern_benches::arg("--tokens", 200_000);
     let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
+    let name = tern_benches::arg_str("--model", tern_testkit::SMOLLM2);
+    let (sinks, window) = (
+        tern_benches::arg("--sinks", 4),
+        tern_benches::arg("--window", 508),
+    );
     const EVERY: usize = 1_000;
-    let path = tern_testkit::smollm2();
+    let path = tern_testkit::model(&name);
     let model = Arc::new(Model::load(&path)?);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     let opts = SessionOptions {
         cache: CacheConfig {
-            sinks: 4,
-            window: 508,
+            sinks,
+            window,
             ..CacheConfig::default()
         },
         // Sampling keeps the stream from settling into a short loop.
@@ -48,8 +57,19 @@ fn main() -> Result<()> {
     const ROUND: usize = 500;
     let peer_file = std::env::temp_dir().join(format!("tern-soak-{}.sess", std::process::id()));
     let mut paired = None;
+    let mut memory = String::new();
     pool.install(|| -> Result<()> {
         let mut s = Session::new(model.clone(), opts.clone())?;
+        let m = s.cache().memory();
+        memory = format!(
+            "KV cache {} KiB: {} global layers of {} KiB, {} local layers of {} KiB",
+            s.cache().memory_bytes() / 1024,
+            m.global_layers,
+            m.global_bytes_per_layer / 1024,
+            m.local_layers,
+            m.local_bytes_per_layer / 1024
+        );
+        eprintln!("{name}, cache {sinks} + {window}: {memory}");
         s.feed_text("Once upon a time, in a harbour town by the cold northern sea,")?;
         let mut t = Instant::now();
         let mut cpu = tern_benches::cpu_secs().unwrap_or(0.0);
@@ -101,9 +121,11 @@ fn main() -> Result<()> {
     let early = at(2_000.min(total)).map_or(0.0, |r| r.1);
     let late = rows.last().map_or(0.0, |r| r.1);
     let summary = serde_json::json!({
+        "model": name,
         "tokens": total,
         "threads": threads,
-        "cache": "4 + 508, f16",
+        "cache": format!("{sinks} + {window}, f16"),
+        "kv_memory": memory,
         "rss_kib_at_1000": base_rss,
         "rss_kib_max_after_1000": max_rss,
         "rss_growth_kib": max_rss.saturating_sub(base_rss),
@@ -119,12 +141,13 @@ fn main() -> Result<()> {
     });
     let dir = tern_benches::docs_dir();
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("soak.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )?;
+    let file = match name.as_str() {
+        tern_testkit::SMOLLM2 => "soak.json".to_string(),
+        other => format!("soak-{other}.json"),
+    };
+    std::fs::write(dir.join(file), serde_json::to_string_pretty(&summary)?)?;
     println!(
-        "{total} tokens, 4+508 cache, {threads} threads: RSS {base_rss} KiB at 1000 tokens, \
+        "{name}: {total} tokens, {sinks}+{window} cache ({memory}), {threads} threads: RSS {base_rss} KiB at 1000 tokens, \
          at most {max_rss} KiB after (growth {} KiB); decode {early:.1} tokens/s at 2000, \
          {late:.1} at {total} (ratio {:.3}); paired at the end: {paired_end:.1} tokens/s \
          vs {paired_peer:.1} for the session restored at 2000 (ratio {:.3})",

@@ -445,10 +445,8 @@ impl Llama {
             st.n_logits = 0;
             return Ok(());
         }
-        // A checkpoint to undo this batch if it is cancelled (after any rebase of epochs).
-        cache.make_room(n);
-        let checkpoint = cache.checkpoint();
-        cache.append(n)?;
+        // Room for the batch, and a checkpoint to undo it if it is cancelled.
+        let checkpoint = cache.open(n)?;
         let data = self.file.tensor_data();
         let (d, q_dim, kv_dim, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
 
