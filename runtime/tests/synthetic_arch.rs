@@ -1,7 +1,8 @@
 //! Architectures with no real file reachable here, checked on small random-weight models that
 //! the project's GGUF writer makes (f32 weights, a few layers, the real models' shape ratios,
-//! and SmolLM2's real tokenizer copied in): llama.cpp runs the same files, and Tern's
-//! next-token distributions must match its own (mean KL ≤ 0.001).
+//! and SmolLM2's real tokenizer copied in) — qwen3, qwen2, gemma3 (sliding window), phi3
+//! (fused matrices) and llama with Llama 3.1's RoPE scaling and GQA: llama.cpp runs the
+//! same files, and Tern's next-token distributions must match its own: mean KL ≤ [`MAX_KL`].
 //!
 //! llama.cpp runs on the x86-64 host only. There, `TERN_SYNTHETIC_RECORD=DIR` also writes
 //! Tern's logits for each model to `DIR/{arch}.logits`; on other CPUs (aarch64 under qemu,
@@ -19,6 +20,9 @@ use tern_kernels::GgmlType;
 use tern_testkit::log_softmax;
 
 const N_TOKENS: usize = 96;
+/// At f32 weights the two implementations agree to about 1e-8 (the issue asks ≤ 0.001, which
+/// is too loose to see a fault: leaving out Llama 3.1's RoPE factors costs only 8e-4 here).
+const MAX_KL: f64 = 1e-5;
 
 /// A small deterministic generator of weights in `[-scale, scale)`.
 struct Lcg(u64);
@@ -90,6 +94,15 @@ fn write_model(shape: &Shape, tokenizer_from: &Path, path: &Path) {
     };
     tensor(&mut w, "token_embd.weight".into(), &[d, n_vocab], 0.5, 0.0);
     tensor(&mut w, "output_norm.weight".into(), &[d], 0.2, 1.0);
+    if a == "llama" {
+        let f = llama3_rope_factors(100_000.0, hd);
+        w.add_tensor(
+            "rope_freqs.weight",
+            GgmlType::F32,
+            &[f.len() as u64],
+            bytemuck_bytes(&f),
+        );
+    }
     for l in 0..shape.n_layer {
         let t = |n: &str| format!("blk.{l}.{n}.weight");
         let (sd, sq, sf) = (
@@ -127,6 +140,29 @@ fn write_model(shape: &Shape, tokenizer_from: &Path, path: &Path) {
         }
     }
     w.write_file(path).unwrap();
+}
+
+/// Llama 3.1's RoPE scaling as its converter stores it (`rope_freqs`: one divisor per
+/// frequency: 1 for short wavelengths, `factor` for long ones, a blend between), with its
+/// factor 8 and low/high frequency factors 1 and 4, but for an original context of 32
+/// tokens instead of 8 192, so that the factors change the angles within the test's text.
+fn llama3_rope_factors(base: f32, dims: usize) -> Vec<f32> {
+    let (factor, low, high, context) = (8.0f32, 1.0f32, 4.0f32, 32.0f32);
+    let (low_wavelen, high_wavelen) = (context / low, context / high);
+    (0..dims / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(2.0 * i as f32 / dims as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
 }
 
 fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
@@ -235,7 +271,7 @@ fn qwen3_matches_llama_cpp() {
         n_ff: 384,
         n_layer: 3,
     });
-    assert!(kl <= 0.001, "{kl}");
+    assert!(kl <= MAX_KL, "{kl}");
 }
 
 #[test]
@@ -249,7 +285,7 @@ fn qwen2_matches_llama_cpp() {
         n_ff: 384,
         n_layer: 3,
     });
-    assert!(kl <= 0.001, "{kl}");
+    assert!(kl <= MAX_KL, "{kl}");
 }
 
 #[test]
@@ -264,7 +300,7 @@ fn gemma3_sliding_window_matches_llama_cpp() {
         n_ff: 384,
         n_layer: 6,
     });
-    assert!(kl <= 0.001, "{kl}");
+    assert!(kl <= MAX_KL, "{kl}");
 }
 
 #[test]
@@ -279,5 +315,20 @@ fn phi3_fused_matrices_match_llama_cpp() {
         n_ff: 512,
         n_layer: 3,
     });
-    assert!(kl <= 0.001, "{kl}");
+    assert!(kl <= MAX_KL, "{kl}");
+}
+
+#[test]
+fn llama3_rope_scaling_and_gqa_match_llama_cpp() {
+    // Llama-3.2-1B: 2048 wide, 32 heads of 64, 8 KV heads (GQA 4:1), `rope_freqs` factors.
+    let kl = check(&Shape {
+        arch: "llama",
+        n_embd: 128,
+        n_head: 8,
+        n_head_kv: 2,
+        head_dim: 32,
+        n_ff: 384,
+        n_layer: 3,
+    });
+    assert!(kl <= MAX_KL, "{kl}");
 }

@@ -98,6 +98,9 @@ pub struct CacheShape {
     pub head_dim: usize,
     pub rope_base: f32,
     pub rope_dims: usize,
+    /// Per-frequency divisors of the RoPE angles (`rope_dims / 2` of them: Llama 3.1's
+    /// `rope_freqs`, how its long-context scaling is stored), if the model has them.
+    pub rope_factors: Option<Vec<f32>>,
     /// How RoPE pairs the values of a head.
     pub rope_style: RopeStyle,
     /// Scale of the attention scores (`1/√head_dim` for most models).

@@ -96,11 +96,21 @@ impl KvCache {
             cfg.evict_chunk,
             batch,
             shape.rope_base,
+            shape.rope_factors.clone(),
             dims,
         )?;
         let local = match &shape.sliding {
             Some(s) if s.layers.iter().any(|&l| l) => {
-                Some(Ring::new(0, s.window, 1, batch, s.rope_base, dims)?)
+                let factors = shape.rope_factors.clone();
+                Some(Ring::new(
+                    0,
+                    s.window,
+                    1,
+                    batch,
+                    s.rope_base,
+                    factors,
+                    dims,
+                )?)
             }
             _ => None,
         };

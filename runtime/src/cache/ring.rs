@@ -52,6 +52,8 @@ pub(super) struct Ring {
     pub slots: usize,
     /// RoPE base of this kind's layers.
     pub rope_base: f32,
+    /// Per-frequency divisors of the angles ([`super::CacheShape::rope_factors`]).
+    pub rope_factors: Option<Vec<f32>>,
     pub c: Counters,
     /// The batch being processed, set by [`Ring::advance`].
     pub batch: Vec<NewToken>,
@@ -66,6 +68,7 @@ impl Ring {
         evict_chunk: usize,
         batch: usize,
         rope_base: f32,
+        rope_factors: Option<Vec<f32>>,
         rope_dims: usize,
     ) -> Result<Ring, CacheError> {
         if window == 0 {
@@ -94,6 +97,7 @@ impl Ring {
             evict_chunk,
             slots,
             rope_base,
+            rope_factors,
             c: Counters {
                 sinks_filled: 0,
                 next_epoch: sinks as u64,
@@ -168,8 +172,8 @@ impl Ring {
             let (key, rest) = a.split_at_mut(half);
             let (q_sink, q_win) = rest.split_at_mut(half);
             let key_pos = t.epoch.unwrap_or(t.pos as u64) as u32;
-            ops::rope_angles(key_pos, self.rope_base, rope_dims, key);
-            ops::rope_angles(t.pos, self.rope_base, rope_dims, q_sink);
+            angles(self.rope_base, &self.rope_factors, key_pos, rope_dims, key);
+            angles(self.rope_base, &self.rope_factors, t.pos, rope_dims, q_sink);
             q_win.copy_from_slice(key);
         }
     }
@@ -278,9 +282,10 @@ impl KvCache {
         let half = self.shape.rope_dims / 2;
         let kv_dim = self.shape.n_head_kv * self.shape.head_dim;
         let mut back = vec![(0.0f32, 0.0f32); half];
-        ops::rope_angles(
-            shift as u32,
+        angles(
             ring.rope_base,
+            &ring.rope_factors,
+            shift as u32,
             self.shape.rope_dims,
             &mut back,
         );
@@ -306,5 +311,27 @@ impl KvCache {
         };
         ring.c.first_epoch -= shift;
         ring.c.next_epoch -= shift;
+    }
+}
+
+/// The RoPE angles of position `pos`: [`ops::rope_angles`], or with per-frequency `factors`
+/// each angle divided by its factor, computed as ggml's `rope_ext` does (θᵢ = pos ·
+/// base^(-2i/dims) / factorᵢ, the base power taken by repeated f32 products).
+pub(super) fn angles(
+    base: f32,
+    factors: &Option<Vec<f32>>,
+    pos: u32,
+    dims: usize,
+    out: &mut [(f32, f32)],
+) {
+    let Some(factors) = factors else {
+        return ops::rope_angles(pos, base, dims, out);
+    };
+    let theta_scale = base.powf(-2.0 / dims as f32);
+    let mut theta = pos as f32;
+    for (cs, &f) in out.iter_mut().take(dims / 2).zip(factors) {
+        let t = theta / f;
+        *cs = (t.cos(), t.sin());
+        theta *= theta_scale;
     }
 }

@@ -29,6 +29,7 @@ fn shape(batch: usize) -> CacheShape {
         head_dim: 32,
         rope_base: 10_000.0,
         rope_dims: 32,
+        rope_factors: None,
         rope_style: RopeStyle::Norm,
         attn_scale: 1.0 / 32f32.sqrt(),
         sliding: None,

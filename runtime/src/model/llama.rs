@@ -2,7 +2,8 @@
 //! grouped-query attention and a gated feed-forward. What differs between architectures is
 //! data read from the GGUF file ([`Arch`] and [`LlamaConfig`]), not code:
 //!
-//! - `llama` (Llama 2/3, SmolLM, TinyLlama): the plain form, SwiGLU, adjacent-pair RoPE;
+//! - `llama` (Llama 2/3, SmolLM, TinyLlama): the plain form, SwiGLU, adjacent-pair RoPE, and
+//!   Llama 3.1's long-context RoPE scaling as per-frequency factors (`rope_freqs`);
 //! - `qwen2`: biases on q, k and v, NeoX RoPE;
 //! - `qwen3`: RMSNorm of each query and key head (QK-norm), NeoX RoPE;
 //! - `gemma3`: QK-norm, norms after attention and after the feed-forward as well as before,
@@ -122,6 +123,8 @@ pub struct LlamaConfig {
     pub n_ff: usize,
     pub rope_base: f32,
     pub rope_dims: usize,
+    /// Divisors of the RoPE angles per frequency (Llama 3.1's `rope_freqs`), if any.
+    pub rope_factors: Option<Vec<f32>>,
     pub rms_eps: f32,
     /// The context length the model was trained with.
     pub n_ctx_train: usize,
@@ -195,19 +198,30 @@ impl LlamaConfig {
         if n_vocab == 0 {
             return Err(bad("vocab_size", "token_embd.weight has no rows"));
         }
-        // Per-frequency RoPE factors (Llama 3.1's `rope_freqs`, Phi-3's LongRoPE) change every
-        // angle: refused until they are applied, rather than run with the wrong positions.
+        // Per-frequency RoPE factors change every angle. Llama 3.1 stores its long-context
+        // scaling as `rope_freqs`; Phi-3's LongRoPE factors (and their attention scaling)
+        // are refused by name rather than run with the wrong positions.
+        let rope_factors = match file.tensor_info("rope_freqs.weight") {
+            Some(_) if arch == Arch::Llama => {
+                let f = load_vector(file, "rope_freqs.weight", rope_dims / 2)?;
+                if f.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                    return Err(bad("rope_freqs", "factors must be positive numbers"));
+                }
+                Some(f)
+            }
+            _ => None,
+        };
         if let Some(t) = [
             "rope_freqs.weight",
             "rope_factors_long.weight",
             "rope_factors_short.weight",
         ]
         .into_iter()
-        .find(|t| file.tensor_info(t).is_some())
+        .find(|t| rope_factors.is_none() && file.tensor_info(t).is_some())
         {
             return Err(bad(
                 "rope",
-                &format!("RoPE frequency factors (`{t}`) are not supported"),
+                &format!("RoPE frequency factors (`{t}`) are not supported for {a}"),
             ));
         }
         let rope_base = file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0);
@@ -250,6 +264,7 @@ impl LlamaConfig {
             n_ff: hparam_usize(file, a, "feed_forward_length")?,
             rope_base,
             rope_dims,
+            rope_factors,
             rms_eps: file
                 .get_f32(&key("attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5),
@@ -412,6 +427,7 @@ impl Llama {
                 head_dim: c.head_dim,
                 rope_base: c.rope_base,
                 rope_dims: c.rope_dims,
+                rope_factors: c.rope_factors.clone(),
                 rope_style: c.arch.rope_style(),
                 attn_scale: c.attn_scale,
                 sliding: c.sliding.clone(),
