@@ -12,6 +12,8 @@
 use core::arch::x86_64::*;
 
 use super::{bits_to_bytes, dot_i8, dot_u8, f16_at, hsum, load128, load256, nibbles, q4k_scales};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
+use crate::quant::{BlockQ8_1, BlockQ8_K};
 use crate::QK_K;
 
 /// Q4_0 × Q8_0: `d_w d_a Σ (q - 8) q8` per block.
@@ -20,7 +22,10 @@ pub(super) unsafe fn q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (w.as_ptr(), a.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 2];
     for i in 0..n / 32 {
-        let (x, y) = (w.add(18 * i), a.add(34 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ4_0>() * i),
+            a.add(size_of::<BlockQ8_0>() * i),
+        );
         let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
         let q = _mm256_sub_epi8(nibbles(x.add(2)), _mm256_set1_epi8(8));
         let p = _mm256_cvtepi32_ps(dot_i8(q, load256(y.add(2))));
@@ -36,7 +41,10 @@ pub(super) unsafe fn q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut mins = 0.0f32;
     for i in 0..n / 32 {
-        let (x, y) = (w.add(20 * i), a.add(36 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ4_1>() * i),
+            a.add(size_of::<BlockQ8_1>() * i),
+        );
         // d and m of the weights, d and s of the activations, in one conversion each.
         let xs = _mm_cvtph_ps(_mm_cvtsi32_si128(x.cast::<i32>().read_unaligned()));
         let ys = _mm_cvtph_ps(_mm_cvtsi32_si128(y.cast::<i32>().read_unaligned()));
@@ -55,7 +63,10 @@ pub(super) unsafe fn q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (w.as_ptr(), a.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 2];
     for i in 0..n / 32 {
-        let (x, y) = (w.add(22 * i), a.add(34 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ5_0>() * i),
+            a.add(size_of::<BlockQ8_0>() * i),
+        );
         let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
         // q - 16 = the nibble with 0xF0 or-ed in where the fifth bit is clear.
         let clear = _mm256_andnot_si256(bits_to_bytes(x.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
@@ -72,7 +83,10 @@ pub(super) unsafe fn q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (w.as_ptr(), a.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 2];
     for i in 0..n / 32 {
-        let (x, y) = (w.add(34 * i), a.add(34 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ8_0>() * i),
+            a.add(size_of::<BlockQ8_0>() * i),
+        );
         let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
         let p = _mm256_cvtepi32_ps(dot_i8(load256(x.add(2)), load256(y.add(2))));
         acc[i & 1] = _mm256_fmadd_ps(d, p, acc[i & 1]);
@@ -88,7 +102,10 @@ pub(super) unsafe fn q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     let low = _mm256_set1_epi8(0x0F);
     for i in 0..n / QK_K {
-        let (x, y) = (w.add(144 * i), a.add(292 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ4_K>() * i),
+            a.add(size_of::<BlockQ8_K>() * i),
+        );
         let yd = y.cast::<f32>().read_unaligned();
         let d = yd * f16_at(x);
         let dmin = yd * f16_at(x.add(2));
@@ -151,7 +168,10 @@ pub(super) unsafe fn q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (w.as_ptr(), a.as_ptr());
     let mut acc = _mm256_setzero_ps();
     for i in 0..n / QK_K {
-        let (x, y) = (w.add(210 * i), a.add(292 * i));
+        let (x, y) = (
+            w.add(size_of::<BlockQ6_K>() * i),
+            a.add(size_of::<BlockQ8_K>() * i),
+        );
         let d = y.cast::<f32>().read_unaligned() * f16_at(x.add(208));
         let scales = load128(x.add(192)); // 16 signed scales
         let sc = x.add(192).cast::<i8>();
@@ -229,6 +249,16 @@ pub(super) const Q4_1: u8 = 1;
 pub(super) const Q5_0: u8 = 2;
 pub(super) const Q8_0: u8 = 3;
 
+/// Bytes per block of the weights and of their activations, for the format coded `k`.
+const fn legacy_bytes(k: u8) -> (usize, usize) {
+    match k {
+        Q4_0 => (size_of::<BlockQ4_0>(), size_of::<BlockQ8_0>()),
+        Q4_1 => (size_of::<BlockQ4_1>(), size_of::<BlockQ8_1>()),
+        Q5_0 => (size_of::<BlockQ5_0>(), size_of::<BlockQ8_0>()),
+        _ => (size_of::<BlockQ8_0>(), size_of::<BlockQ8_0>()),
+    }
+}
+
 /// Several rows of a 32-value format times one activation row: rows four at a time, so
 /// that four independent accumulations run side by side and share each activation block.
 ///
@@ -236,13 +266,7 @@ pub(super) const Q8_0: u8 = 3;
 /// As the module; `w` holds `out.len()` rows of `cols` values, `a` one activation row.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn rows_legacy<const K: u8>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    let wb = match K {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        _ => 34,
-    };
-    let rb = cols / 32 * wb;
+    let rb = cols / 32 * legacy_bytes(K).0;
     let mut r = 0;
     while r + 4 <= out.len() {
         legacy_rows::<K, 4>(
@@ -275,12 +299,7 @@ unsafe fn legacy_rows<const K: u8, const NR: usize>(
     a: *const u8,
     out: &mut [f32],
 ) {
-    let (wb, ab) = match K {
-        Q4_0 => (18, 34),
-        Q4_1 => (20, 36),
-        Q5_0 => (22, 34),
-        _ => (34, 34),
-    };
+    let (wb, ab) = legacy_bytes(K);
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut acc_m = [_mm_setzero_ps(); NR];
     for i in 0..cols / 32 {

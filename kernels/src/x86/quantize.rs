@@ -4,6 +4,7 @@
 use core::arch::x86_64::*;
 
 use crate::quant::{f32_to_f16, legacy::QK};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
 use crate::QK_K;
 
 /// `round(x)` half away from zero (C's `roundf`), exactly: the truncation plus one step
@@ -74,7 +75,10 @@ unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
 /// AVX2; `src.len()` a multiple of 32 and `dst.len() == src.len() / 32 * 34`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+    for (x, out) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_0>()))
+    {
         let (d, _) = q8_block(x.as_ptr(), out.as_mut_ptr().add(2));
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     }
@@ -86,7 +90,10 @@ pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
 /// AVX2; `src.len()` a multiple of 32 and `dst.len() == src.len() / 32 * 36`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(36)) {
+    for (x, out) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_1>()))
+    {
         let (d, sum) = q8_block(x.as_ptr(), out.as_mut_ptr().add(4));
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         out[2..4].copy_from_slice(&f32_to_f16(sum as f32 * d).to_le_bytes());
@@ -118,7 +125,10 @@ unsafe fn round_exact_product(x: __m256, s: __m256) -> __m256 {
 /// AVX2/FMA; `src.len()` a multiple of 256 and `dst.len() == src.len() / 256 * 292`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, out) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_K>()))
+    {
         let sign = _mm256_set1_ps(-0.0);
         let mut m = _mm256_setzero_ps();
         for i in (0..QK_K).step_by(8) {
