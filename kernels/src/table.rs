@@ -263,7 +263,10 @@ fn row(ty: GgmlType) -> Row {
         Q2_K => row(scalar!(Q2_K)),
         Q3_K => row(scalar!(Q3_K)),
         Q4_K => Row {
-            avx2: x86!(none.dot(dot_q4_k).gemm(gemm_q8_k(tile_q4_k))),
+            avx2: x86!(none
+                .dot(dot_q4_k)
+                .rows(rows_q4_k)
+                .gemm(gemm_q8_k(tile_q4_k))),
             neon: arm!(none.dot(n_dot_q4_k).gemm(gemm_q8_k(n_tile_q4_k))),
             dotprod: arm!(none
                 .dot(d_dot_q4_k)
@@ -277,7 +280,10 @@ fn row(ty: GgmlType) -> Row {
             ..row(scalar!(Q5_K))
         },
         Q6_K => Row {
-            avx2: x86!(none.dot(dot_q6_k).gemm(gemm_q8_k(tile_q6_k))),
+            avx2: x86!(none
+                .dot(dot_q6_k)
+                .rows(rows_q6_k)
+                .gemm(gemm_q8_k(tile_q6_k))),
             neon: arm!(none.dot(n_dot_q6_k).gemm(gemm_q8_k(n_tile_q6_k))),
             dotprod: arm!(none.dot(d_dot_q6_k).gemm(gemm_q8_k(d_tile_q6_k))),
             ..row(scalar!(Q6_K))

@@ -184,7 +184,7 @@ mod w {
     }
 
     macro_rules! wrap_rows {
-        ($($name:ident: $k:path, $w:ty, $a:ty;)*) => {$(
+        ($($name:ident: $k:expr, $w:ty, $a:ty;)*) => {$(
             pub(crate) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                 let rb = cols / <$w>::LEN * size_of::<$w>();
                 assert!(
@@ -194,15 +194,17 @@ mod w {
                     "{}: sizes", stringify!($name)
                 );
                 // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
-                unsafe { dot::rows_legacy::<{ $k }>(cols, w, a, out) }
+                unsafe { $k(cols, w, a, out) }
             }
         )*};
     }
     wrap_rows! {
-        rows_q4_0: dot::Q4_0, BlockQ4_0, BlockQ8_0;
-        rows_q4_1: dot::Q4_1, BlockQ4_1, BlockQ8_1;
-        rows_q5_0: dot::Q5_0, BlockQ5_0, BlockQ8_0;
-        rows_q8_0: dot::Q8_0, BlockQ8_0, BlockQ8_0;
+        rows_q4_0: dot::rows_legacy::<{ dot::Q4_0 }>, BlockQ4_0, BlockQ8_0;
+        rows_q4_1: dot::rows_legacy::<{ dot::Q4_1 }>, BlockQ4_1, BlockQ8_1;
+        rows_q5_0: dot::rows_legacy::<{ dot::Q5_0 }>, BlockQ5_0, BlockQ8_0;
+        rows_q8_0: dot::rows_legacy::<{ dot::Q8_0 }>, BlockQ8_0, BlockQ8_0;
+        rows_q4_k: dot::rows_q4_k, BlockQ4_K, BlockQ8_K;
+        rows_q6_k: dot::rows_q6_k, BlockQ6_K, BlockQ8_K;
     }
 
     /// Whether `w` is whole rows of `row_bytes` bytes, `panels` whole panels of
