@@ -185,6 +185,7 @@ fn row(ty: GgmlType) -> Row {
                 .quantize(quantize_f16)
                 .dot(dot_f16)
                 .gemm(gemm_f16(tile_f16))),
+            neon: arm!(none.dot(dot_f16).gemm(gemm_f16(tile_f16))),
             ..row(scalar!(F16))
         },
         BF16 => row(scalar!(BF16)),

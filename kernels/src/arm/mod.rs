@@ -71,6 +71,14 @@ pub(crate) const fn gemm_f32(tile: TileFn) -> GemmKernels {
     }
 }
 
+/// Panel kernels over F16 activations (widened to `f32` in the panel).
+pub(crate) const fn gemm_f16(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: pack_f16,
+        ..gemm_f32(tile)
+    }
+}
+
 /// i8mm panel kernels over Q8_0 activations (their own panel layout).
 pub(crate) const fn i8mm_q8_0(tile: TileFn) -> GemmKernels {
     GemmKernels {
@@ -161,6 +169,13 @@ fn pack_q8_k(cols: usize, acts: &[u8], panel: &mut [u8]) {
 
 fn pack_f32(_cols: usize, acts: &[u8], panel: &mut [u8]) {
     panel.copy_from_slice(acts);
+}
+
+/// F16 activations into an `f32` panel (the F16 panel kernels widen only the weights).
+fn pack_f16(_cols: usize, acts: &[u8], panel: &mut [u8]) {
+    for (o, h) in panel.chunks_exact_mut(4).zip(acts.chunks_exact(2)) {
+        o.copy_from_slice(&f16_le(h).to_le_bytes());
+    }
 }
 
 /// The `f16` at `p` as `f32`, exactly: one `fcvt` (plain ARMv8, no FP16 extension needed).
@@ -470,16 +485,46 @@ impl Unpacked {
 arm_kernels!(neon, "neon", dot16_neon, gdot4_neon);
 arm_kernels!(dotprod, "neon,dotprod", dot16_dotprod, gdot4_dotprod);
 
-/// F32 × F32.
+/// Four values of a float row from element `i`: `f32`, or (`HALF`) `f16` widened exactly
+/// with one `fcvtl` (plain ARMv8).
+#[inline]
 #[target_feature(enable = "neon")]
-unsafe fn f32_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+unsafe fn load4<const HALF: bool>(p: *const u8, i: usize) -> float32x4_t {
+    if HALF {
+        let h = vld1_u16(p.add(2 * i).cast());
+        let out: float32x4_t;
+        // SAFETY (of the asm): register-only conversion, plain ARMv8 (no FP16 extension).
+        asm!(
+            "fcvtl {o:v}.4s, {h:v}.4h",
+            h = in(vreg) h, o = out(vreg) out,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        out
+    } else {
+        vld1q_f32(p.cast::<f32>().add(i))
+    }
+}
+
+/// Element `i` of a float row, as [`load4`].
+#[inline]
+unsafe fn load1<const HALF: bool>(p: *const u8, i: usize) -> f32 {
+    if HALF {
+        f16_at(p.add(2 * i))
+    } else {
+        p.cast::<f32>().add(i).read_unaligned()
+    }
+}
+
+/// F32 × F32, or (`HALF`) F16 × F16 in `f32`.
+#[target_feature(enable = "neon")]
+unsafe fn float_dot<const HALF: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (w.as_ptr(), a.as_ptr());
     let mut acc = [vdupq_n_f32(0.0); 4];
     let main = n / 16 * 16;
     for i in (0..main).step_by(16) {
         for (k, acc) in acc.iter_mut().enumerate() {
-            let xv = vld1q_f32(x.add(i + 4 * k));
-            *acc = vfmaq_f32(*acc, xv, vld1q_f32(y.add(i + 4 * k)));
+            let xv = load4::<HALF>(x, i + 4 * k);
+            *acc = vfmaq_f32(*acc, xv, load4::<HALF>(y, i + 4 * k));
         }
     }
     let mut sum = vaddvq_f32(vaddq_f32(
@@ -487,26 +532,27 @@ unsafe fn f32_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
         vaddq_f32(acc[2], acc[3]),
     ));
     for i in main..n {
-        sum += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+        sum += load1::<HALF>(x, i) * load1::<HALF>(y, i);
     }
     sum
 }
 
-/// F32 weights: rows 2 at a time against the panel's 4 tokens, lanes along the row.
+/// F32 (or, `HALF`, F16) weights against the panel's 4 tokens (always `f32`), lanes along
+/// the row.
 #[target_feature(enable = "neon")]
-unsafe fn f32_tile(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    let rb = cols * 4;
+unsafe fn float_tile<const HALF: bool>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    let rb = cols * if HALF { 2 } else { 4 };
     let rows = w.len() / rb;
     let pb = panel_bytes_f32(cols);
     let np = panels.len() / pb;
     for p in 0..np {
         let a = panels.as_ptr().add(p * pb).cast::<f32>();
         for r in 0..rows {
-            let x = w.as_ptr().add(r * rb).cast::<f32>();
+            let x = w.as_ptr().add(r * rb);
             let mut acc = [vdupq_n_f32(0.0); PANEL];
             let main = cols / 4 * 4;
             for k in (0..main).step_by(4) {
-                let xv = vld1q_f32(x.add(k));
+                let xv = load4::<HALF>(x, k);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     *acc = vfmaq_f32(*acc, xv, vld1q_f32(a.add(t * cols + k)));
                 }
@@ -514,7 +560,7 @@ unsafe fn f32_tile(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
             for (t, acc) in acc.iter().enumerate() {
                 let mut s = vaddvq_f32(*acc);
                 for k in main..cols {
-                    s += x.add(k).read_unaligned() * a.add(t * cols + k).read_unaligned();
+                    s += load1::<HALF>(x, k) * a.add(t * cols + k).read_unaligned();
                 }
                 out[(p * rows + r) * PANEL + t] = s;
             }
@@ -583,7 +629,14 @@ mod w {
         let bytes = n * size_of::<f32>();
         assert!(w.len() == bytes && a.len() == bytes, "dot_f32: sizes");
         // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
-        unsafe { super::f32_dot(n, w, a) }
+        unsafe { super::float_dot::<false>(n, w, a) }
+    }
+
+    pub(crate) fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let bytes = n * size_of::<half::f16>();
+        assert!(w.len() == bytes && a.len() == bytes, "dot_f16: sizes");
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_dot::<true>(n, w, a) }
     }
 
     macro_rules! wrap_rows {
@@ -666,6 +719,16 @@ mod w {
             "tile_f32: sizes"
         );
         // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
-        unsafe { super::f32_tile(cols, w, panels, out) }
+        unsafe { super::float_tile::<false>(cols, w, panels, out) }
+    }
+
+    pub(crate) fn tile_f16(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+        let rb = cols * size_of::<half::f16>();
+        assert!(
+            tile_fits(rb, panel_bytes_f32(cols), w, panels, out),
+            "tile_f16: sizes"
+        );
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_tile::<true>(cols, w, panels, out) }
     }
 }
