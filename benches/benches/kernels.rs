@@ -16,8 +16,17 @@ use tern_kernels::GgmlType::{self, *};
 /// (rows, cols): q/o projections, the feed-forward up and down, the classifier.
 const SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
 
-/// Shapes for the k-quants, whose rows are whole 256-value super-blocks.
-const K_SHAPES: [(usize, usize); 3] = [(576, 1536), (1536, 768), (8192, 1536)];
+/// Shapes for the k-quants, whose rows are whole 256-value super-blocks: small ones, then
+/// Qwen2.5-Coder-1.5B's (q/o, k/v, feed-forward up and down), the files users run in K-quants.
+const K_SHAPES: [(usize, usize); 7] = [
+    (576, 1536),
+    (1536, 768),
+    (8192, 1536),
+    (1536, 1536),
+    (256, 1536),
+    (8960, 1536),
+    (1536, 8960),
+];
 
 const TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, F16, F32];
 

@@ -5,11 +5,15 @@
 //! type. Every faster kernel is tested against this reference. [`matmul`] is the one matrix
 //! product the runtime calls; [`ops`] holds the elementwise primitives of a forward pass.
 //!
-//! [`table`] chooses, once per process, the kernels this CPU runs: AVX2 (`x86/`), NEON with
-//! dotprod and i8mm where present (`arm/`), or the scalar reference everywhere else
-//! (`TERN_KERNELS=scalar` forces it); a board profile may cap the choice
-//! ([`choose_kernels`]).
+//! [`table`] maps each weight type to its kernels at each level, one row per type as ggml's
+//! type traits do; a [`KernelSet`] is one level's column, chosen once per process from the
+//! levels this CPU runs ([`cpu`]): AVX2 (`x86/`), NEON with dotprod and i8mm where present
+//! (`arm/`), or the scalar reference everywhere else (`TERN_KERNELS=scalar` forces it); a
+//! board profile may cap the choice ([`choose_kernels`]). [`kernel`] names the kernels'
+//! function types, so the table and the per-ISA modules never import each other.
 
+pub mod cpu;
+pub mod kernel;
 pub mod matmul;
 pub mod ops;
 pub mod quant;

@@ -3,33 +3,10 @@
 //! Each follows ggml's arithmetic where the order of operations changes the result (sums of
 //! squares in f64, RoPE angles by repeated multiplication), so Tern's logits track
 //! llama.cpp's. [`rms_norm`], [`softmax`] and [`swiglu`] run the kernel set's vectorised
-//! versions where it has them ([`OpKernels`]); [`scalar`] holds the plain versions they are
-//! tested against.
+//! versions where it has them ([`crate::kernel::OpKernels`]); [`scalar`] holds the plain
+//! versions they are tested against.
 
 use crate::table::kernels;
-
-/// The vectorisable primitives, as one kernel set implements them.
-#[derive(Clone, Copy)]
-pub struct OpKernels {
-    pub rms_norm: fn(&[f32], &[f32], f32, &mut [f32]),
-    pub softmax: fn(&mut [f32]),
-    pub swiglu: fn(&mut [f32], &[f32]),
-    pub dot_rows: fn(&[f32], &[f32], usize, &mut [f32]),
-    pub axpy_rows: fn(&[f32], &[f32], usize, &mut [f32]),
-    pub exp_sum: fn(&mut [f32], f32) -> f32,
-}
-
-impl OpKernels {
-    /// The plain versions.
-    pub const SCALAR: OpKernels = OpKernels {
-        rms_norm: scalar::rms_norm,
-        softmax: scalar::softmax,
-        swiglu: scalar::swiglu,
-        dot_rows: scalar::dot_rows,
-        axpy_rows: scalar::axpy_rows,
-        exp_sum: scalar::exp_sum,
-    };
-}
 
 /// RMSNorm: `out = x / sqrt(mean(x²) + eps) * w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -76,79 +53,9 @@ pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
 }
 
 /// The plain versions of the vectorised primitives: the reference for their tests and the
-/// fallback on CPUs without a kernel set.
-pub mod scalar {
-    /// RMSNorm: `out = x / sqrt(mean(x²) + eps) * w`, the squares summed in f64 as ggml does.
-    pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-        let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-        let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
-        for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w) {
-            *o = v * scale * wi;
-        }
-    }
-
-    /// In-place softmax, the exponentials summed in f64.
-    pub fn softmax(x: &mut [f32]) {
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f64;
-        for v in x.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v as f64;
-        }
-        let inv = (1.0 / sum) as f32;
-        for v in x.iter_mut() {
-            *v *= inv;
-        }
-    }
-
-    /// `gate = silu(gate) * up`.
-    pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-        for (g, &u) in gate.iter_mut().zip(up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-    }
-
-    /// `out[j] = Σ_d q[d] · rows[j·stride + d]`, each in eight independent sums (as the
-    /// vector versions add).
-    pub fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        for (j, o) in out.iter_mut().enumerate() {
-            let r = &rows[j * stride..j * stride + q.len()];
-            let mut acc = [0.0f32; 8];
-            let (cq, cr) = (q.chunks_exact(8), r.chunks_exact(8));
-            let tail: f32 = cq
-                .remainder()
-                .iter()
-                .zip(cr.remainder())
-                .map(|(x, y)| x * y)
-                .sum();
-            for (x, y) in cq.zip(cr) {
-                for i in 0..8 {
-                    acc[i] += x[i] * y[i];
-                }
-            }
-            *o = acc.iter().sum::<f32>() + tail;
-        }
-    }
-
-    /// `y[d] += Σ_j p[j] · rows[j·stride + d]`.
-    pub fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
-        for (j, &pj) in p.iter().enumerate() {
-            for (b, &a) in y.iter_mut().zip(&rows[j * stride..]) {
-                *b += pj * a;
-            }
-        }
-    }
-
-    /// `x[i] = e^(x[i] - max)`, returning the sum.
-    pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
-        let mut sum = 0.0f32;
-        for v in x.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        sum
-    }
-}
+/// fallback on CPUs without a kernel set. (Its own file, which imports nothing: the table
+/// takes its kernels from it while this module takes the table's.)
+pub mod scalar;
 
 /// `x += y`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {

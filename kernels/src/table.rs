@@ -1,76 +1,326 @@
-//! The kernel table: for each weight type, how it is multiplied on this CPU.
+//! The kernel table: for each weight type, how it is multiplied at each kernel level.
 //!
-//! A [`KernelSet`] is chosen once per process from the CPU's features ([`kernels`]) and maps
-//! every weight type to its activation quantizer, its dot product (decode) and, where there is
-//! one, its panel kernels (prefill). Types without a SIMD kernel, and CPUs without a SIMD set
-//! (armv7, x86 without AVX2), use the scalar reference of [`crate::quant`].
+//! As ggml's `type_traits_cpu` does, the table has one row per type ([`row`]); here a row has
+//! a column per level (scalar, avx2, neon, dotprod, i8mm), and each cell names the level's
+//! activation quantizer (`from_float`), dot product (decode), multi-row dot and panel kernels
+//! (prefill). A cell left empty runs the level below's kernel ([`Level::fallback`]), down to
+//! the scalar reference of [`crate::quant`], which every row has. The activation quantizer of
+//! a weight type is the `from_float` of its activation type's row, as in ggml.
 //!
-//! `TERN_KERNELS=scalar` forces the reference everywhere (tests, benchmarks); a set's name
-//! (`avx2`, `neon`, `dotprod`, `i8mm`) asks for that set when the CPU has it.
+//! A [`KernelSet`] is one level's column, built once per process from the levels the CPU runs
+//! ([`crate::cpu`]). `TERN_KERNELS=scalar` forces the reference everywhere (tests,
+//! benchmarks); a set's name (`avx2`, `neon`, `dotprod`, `i8mm`) asks for that set when the
+//! CPU has it.
+//!
+//! Module graph: `table` → `cpu`, `kernel`, `quant`, `ops::scalar`, `x86`/`arm`; the per-ISA
+//! modules → `kernel`, `quant`; `ops` and `matmul` → `table`. Nothing imports back.
 
 use std::sync::OnceLock;
 
-use crate::ops::OpKernels;
+use crate::cpu::{self, Level};
+pub use crate::kernel::{DotFn, DotRowsFn, GemmKernels, OpKernels, QuantizeFn, TypeKernels};
+use crate::ops::scalar as scalar_ops;
 use crate::quant;
 use crate::GgmlType;
 
-/// Quantizes activations (whole blocks) to the activation type, in ggml's block layout,
-/// bit-exact with [`quant::quantize`].
-pub type QuantizeFn = fn(&[f32], &mut [u8]);
-/// `quant::vec_dot` for one weight type: `(n, weights, activations) -> dot`.
-pub type DotFn = fn(usize, &[u8], &[u8]) -> f32;
-
-/// Several rows times one activation row (decode): `out[r] = dot(row r of w, act)` for the
-/// `out.len()` rows in `w`, `(cols, w, act, out)`. Rows are interleaved for parallelism in
-/// the core and share the activation loads.
-pub type DotRowsFn = fn(usize, &[u8], &[u8], &mut [f32]);
-
-/// Prefill kernels: the activations of [`GemmKernels::panel`] tokens are packed together, and
-/// each tile of weight rows is read once for all of them.
+/// One level's cell of a row: the kernels the level has for the type, `None` where it runs
+/// the level below's.
 #[derive(Clone, Copy)]
-pub struct GemmKernels {
-    /// Tokens per panel.
-    pub panel: usize,
-    /// Bytes of one packed panel of `cols` columns.
-    pub panel_bytes: fn(cols: usize) -> usize,
-    /// Packs `panel` tokens of quantized activations (ggml blocks, `cols` values each, one
-    /// token after the other) into one panel.
-    pub pack: fn(cols: usize, acts: &[u8], panel: &mut [u8]),
-    /// `out[(p * rows + r) * panel + t] = row r · token t of panel p`, for every row of `w`
-    /// (`rows` whole rows of `cols` values) and every panel in `panels`.
-    pub tile: fn(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]),
+struct Cell {
+    /// The quantizer of this row's type, as an activation type.
+    from_float: Option<QuantizeFn>,
+    dot: Option<DotFn>,
+    dot_rows: Option<DotRowsFn>,
+    gemm: Option<GemmKernels>,
 }
 
-/// How one weight type is multiplied.
-#[derive(Clone, Copy)]
-pub struct TypeKernels {
-    /// The activation type (`ty.vec_dot_type()`).
-    pub act: GgmlType,
-    pub quantize: QuantizeFn,
-    pub dot: DotFn,
-    /// Faster than `dot` row by row, where there is one.
-    pub dot_rows: Option<DotRowsFn>,
-    pub gemm: Option<GemmKernels>,
+impl Cell {
+    const NONE: Cell = Cell {
+        from_float: None,
+        dot: None,
+        dot_rows: None,
+        gemm: None,
+    };
+
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const fn quantize(self, f: QuantizeFn) -> Cell {
+        Cell {
+            from_float: Some(f),
+            ..self
+        }
+    }
+
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const fn dot(self, f: DotFn) -> Cell {
+        Cell {
+            dot: Some(f),
+            ..self
+        }
+    }
+
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const fn rows(self, f: DotRowsFn) -> Cell {
+        Cell {
+            dot_rows: Some(f),
+            ..self
+        }
+    }
+
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    const fn gemm(self, g: GemmKernels) -> Cell {
+        Cell {
+            gemm: Some(g),
+            ..self
+        }
+    }
+}
+
+/// One weight type's row: the scalar reference and a cell per SIMD level.
+struct Row {
+    /// The reference quantizer (for the activation types; the weight types' is never used)
+    /// and dot product.
+    scalar: (QuantizeFn, DotFn),
+    avx2: Cell,
+    neon: Cell,
+    dotprod: Cell,
+    i8mm: Cell,
+}
+
+impl Row {
+    fn cell(&self, level: Level) -> &Cell {
+        match level {
+            Level::Scalar => &Cell::NONE,
+            Level::Avx2 => &self.avx2,
+            Level::Neon => &self.neon,
+            Level::Dotprod => &self.dotprod,
+            Level::I8mm => &self.i8mm,
+        }
+    }
+
+    /// The kernel `pick` takes from the cell of `level`, or of the first level below that
+    /// has one.
+    fn find<T>(&self, level: Level, pick: impl Fn(&Cell) -> Option<T>) -> Option<T> {
+        let mut at = Some(level);
+        while let Some(l) = at {
+            if let Some(k) = pick(self.cell(l)) {
+                return Some(k);
+            }
+            at = l.fallback();
+        }
+        None
+    }
+}
+
+/// A cell of the x86 kernels: empty on other targets, whose compiler never sees its names.
+macro_rules! x86 {
+    ($cell:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        let c = {
+            #[allow(unused_imports)]
+            use crate::x86::*;
+            $cell
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let c = Cell::NONE;
+        c
+    }};
+}
+
+/// A cell of the aarch64 kernels: empty on other targets.
+macro_rules! arm {
+    ($cell:expr) => {{
+        #[cfg(target_arch = "aarch64")]
+        let c = {
+            #[allow(unused_imports)]
+            use crate::arm::*;
+            $cell
+        };
+        #[cfg(not(target_arch = "aarch64"))]
+        let c = Cell::NONE;
+        c
+    }};
+}
+
+/// The reference quantizer and dot of a type.
+macro_rules! scalar {
+    ($ty:ident) => {
+        (
+            |src, dst| quant::quantize(GgmlType::$ty, src, dst),
+            |n, w, a| quant::vec_dot(GgmlType::$ty, n, w, a),
+        )
+    };
+}
+
+/// The table: one row per weight type, a cell per level.
+fn row(ty: GgmlType) -> Row {
+    use GgmlType::*;
+    let none = Cell::NONE;
+    let row = |scalar| Row {
+        scalar,
+        avx2: none,
+        neon: none,
+        dotprod: none,
+        i8mm: none,
+    };
+    match ty {
+        F32 => Row {
+            avx2: x86!(none.dot(dot_f32).gemm(gemm_f32(tile_f32))),
+            neon: arm!(none.dot(dot_f32).gemm(gemm_f32(tile_f32))),
+            ..row(scalar!(F32))
+        },
+        F16 => Row {
+            avx2: x86!(none
+                .quantize(quantize_f16)
+                .dot(dot_f16)
+                .gemm(gemm_f16(tile_f16))),
+            neon: arm!(none.dot(dot_f16).gemm(gemm_f16(tile_f16))),
+            ..row(scalar!(F16))
+        },
+        BF16 => row(scalar!(BF16)),
+        Q4_0 => Row {
+            avx2: x86!(none
+                .dot(dot_q4_0)
+                .rows(rows_q4_0)
+                .gemm(gemm_q8_0(tile_q4_0))),
+            neon: arm!(none
+                .dot(n_dot_q4_0)
+                .rows(n_rows_q4_0)
+                .gemm(gemm_q8_0(n_tile_q4_0))),
+            dotprod: arm!(none
+                .dot(d_dot_q4_0)
+                .rows(d_rows_q4_0)
+                .gemm(gemm_q8_0(d_tile_q4_0))),
+            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q4_0))),
+            ..row(scalar!(Q4_0))
+        },
+        Q4_1 => Row {
+            avx2: x86!(none
+                .dot(dot_q4_1)
+                .rows(rows_q4_1)
+                .gemm(gemm_q8_1(tile_q4_1))),
+            neon: arm!(none
+                .dot(n_dot_q4_1)
+                .rows(n_rows_q4_1)
+                .gemm(gemm_q8_1(n_tile_q4_1))),
+            dotprod: arm!(none
+                .dot(d_dot_q4_1)
+                .rows(d_rows_q4_1)
+                .gemm(gemm_q8_1(d_tile_q4_1))),
+            i8mm: arm!(none.gemm(i8mm_q8_1(mm_q4_1))),
+            ..row(scalar!(Q4_1))
+        },
+        Q5_0 => Row {
+            avx2: x86!(none
+                .dot(dot_q5_0)
+                .rows(rows_q5_0)
+                .gemm(gemm_q8_0(tile_q5_0))),
+            neon: arm!(none
+                .dot(n_dot_q5_0)
+                .rows(n_rows_q5_0)
+                .gemm(gemm_q8_0(n_tile_q5_0))),
+            dotprod: arm!(none
+                .dot(d_dot_q5_0)
+                .rows(d_rows_q5_0)
+                .gemm(gemm_q8_0(d_tile_q5_0))),
+            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q5_0))),
+            ..row(scalar!(Q5_0))
+        },
+        Q5_1 => row(scalar!(Q5_1)),
+        Q8_0 => Row {
+            avx2: x86!(none
+                .quantize(quantize_q8_0)
+                .dot(dot_q8_0)
+                .rows(rows_q8_0)
+                .gemm(gemm_q8_0(tile_q8_0))),
+            neon: arm!(none
+                .quantize(quantize_q8_0)
+                .dot(n_dot_q8_0)
+                .rows(n_rows_q8_0)
+                .gemm(gemm_q8_0(n_tile_q8_0))),
+            dotprod: arm!(none
+                .dot(d_dot_q8_0)
+                .rows(d_rows_q8_0)
+                .gemm(gemm_q8_0(d_tile_q8_0))),
+            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q8_0))),
+            ..row(scalar!(Q8_0))
+        },
+        Q8_1 => Row {
+            avx2: x86!(none.quantize(quantize_q8_1)),
+            neon: arm!(none.quantize(quantize_q8_1)),
+            ..row(scalar!(Q8_1))
+        },
+        Q2_K => row(scalar!(Q2_K)),
+        Q3_K => row(scalar!(Q3_K)),
+        Q4_K => Row {
+            avx2: x86!(none
+                .dot(dot_q4_k)
+                .rows(rows_q4_k)
+                .gemm(gemm_q8_k(tile_q4_k))),
+            neon: arm!(none.dot(n_dot_q4_k).gemm(gemm_q8_k(n_tile_q4_k))),
+            dotprod: arm!(none
+                .dot(d_dot_q4_k)
+                .rows(d_rows_q4_k)
+                .gemm(gemm_q8_k(d_tile_q4_k))),
+            ..row(scalar!(Q4_K))
+        },
+        Q5_K => Row {
+            neon: arm!(none.dot(n_dot_q5_k)),
+            dotprod: arm!(none.dot(d_dot_q5_k)),
+            ..row(scalar!(Q5_K))
+        },
+        Q6_K => Row {
+            avx2: x86!(none
+                .dot(dot_q6_k)
+                .rows(rows_q6_k)
+                .gemm(gemm_q8_k(tile_q6_k))),
+            neon: arm!(none.dot(n_dot_q6_k).gemm(gemm_q8_k(n_tile_q6_k))),
+            dotprod: arm!(none.dot(d_dot_q6_k).gemm(gemm_q8_k(d_tile_q6_k))),
+            ..row(scalar!(Q6_K))
+        },
+        Q8_K => Row {
+            avx2: x86!(none.quantize(quantize_q8_k)),
+            neon: arm!(none.quantize(quantize_q8_k)),
+            ..row(scalar!(Q8_K))
+        },
+    }
+}
+
+/// The elementwise kernels of a level. (aarch64 runs the plain ones, which the compiler
+/// vectorises with NEON but for the exponentials.)
+fn op_kernels(level: Level) -> OpKernels {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        return crate::x86::OPS;
+    }
+    let _ = level;
+    OpKernels {
+        rms_norm: scalar_ops::rms_norm,
+        softmax: scalar_ops::softmax,
+        swiglu: scalar_ops::swiglu,
+        dot_rows: scalar_ops::dot_rows,
+        axpy_rows: scalar_ops::axpy_rows,
+        exp_sum: scalar_ops::exp_sum,
+    }
 }
 
 /// One kernel for each weight type, for one CPU feature level.
 #[derive(Clone)]
 pub struct KernelSet {
-    name: &'static str,
+    level: Level,
     table: [TypeKernels; GgmlType::ALL.len()],
     ops: OpKernels,
-}
-
-macro_rules! scalar_entry {
-    ($ty:ident) => {
-        TypeKernels {
-            act: GgmlType::$ty.vec_dot_type(),
-            quantize: |src, dst| quant::quantize(GgmlType::$ty.vec_dot_type(), src, dst),
-            dot: |n, w, a| quant::vec_dot(GgmlType::$ty, n, w, a),
-            dot_rows: None,
-            gemm: None,
-        }
-    };
 }
 
 fn index(ty: GgmlType) -> usize {
@@ -81,69 +331,46 @@ fn index(ty: GgmlType) -> usize {
 }
 
 impl KernelSet {
-    /// The scalar reference for every type.
-    pub fn scalar() -> KernelSet {
+    /// The column of `level` (which the caller has seen this CPU run: see [`cpu::levels`]).
+    fn at(level: Level) -> KernelSet {
         let table = GgmlType::ALL.map(|ty| {
-            use GgmlType::*;
-            match ty {
-                F32 => scalar_entry!(F32),
-                F16 => scalar_entry!(F16),
-                BF16 => scalar_entry!(BF16),
-                Q4_0 => scalar_entry!(Q4_0),
-                Q4_1 => scalar_entry!(Q4_1),
-                Q5_0 => scalar_entry!(Q5_0),
-                Q5_1 => scalar_entry!(Q5_1),
-                Q8_0 => scalar_entry!(Q8_0),
-                Q8_1 => scalar_entry!(Q8_1),
-                Q2_K => scalar_entry!(Q2_K),
-                Q3_K => scalar_entry!(Q3_K),
-                Q4_K => scalar_entry!(Q4_K),
-                Q5_K => scalar_entry!(Q5_K),
-                Q6_K => scalar_entry!(Q6_K),
-                Q8_K => scalar_entry!(Q8_K),
+            let act = ty.vec_dot_type();
+            let (w, a) = (row(ty), row(act));
+            TypeKernels {
+                block_len: ty.block_len(),
+                block_bytes: ty.block_bytes(),
+                act,
+                quantize: a.find(level, |c| c.from_float).unwrap_or(a.scalar.0),
+                dot: w.find(level, |c| c.dot).unwrap_or(w.scalar.1),
+                dot_rows: w.find(level, |c| c.dot_rows),
+                gemm: w.find(level, |c| c.gemm),
             }
         });
         KernelSet {
-            name: "scalar",
+            level,
             table,
-            ops: OpKernels::SCALAR,
+            ops: op_kernels(level),
         }
     }
 
-    /// A set named `name` whose entries start as `base`'s; used by the per-ISA modules.
-    #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
-        allow(dead_code)
-    )]
-    pub(crate) fn derived(base: KernelSet, name: &'static str) -> KernelSet {
-        KernelSet { name, ..base }
+    /// The scalar reference for every type.
+    pub fn scalar() -> KernelSet {
+        KernelSet::at(Level::Scalar)
     }
 
-    /// Replaces the kernels of weight type `ty`.
-    #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
-        allow(dead_code)
-    )]
-    pub(crate) fn set(&mut self, ty: GgmlType, k: TypeKernels) {
-        debug_assert_eq!(k.act, ty.vec_dot_type(), "{ty}");
-        self.table[index(ty)] = k;
-    }
-
-    /// Replaces the elementwise kernels. (aarch64 keeps the plain ones, which the compiler
-    /// vectorises with NEON but for the exponentials.)
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) fn set_ops(&mut self, ops: OpKernels) {
-        self.ops = ops;
-    }
-
-    /// The elementwise kernels (RMSNorm, softmax, SwiGLU).
+    /// The elementwise kernels (RMSNorm, softmax, SwiGLU, attention's dot/axpy/exp-sum).
     pub fn ops(&self) -> &OpKernels {
         &self.ops
     }
 
     /// The kernel set's name: `scalar`, `avx2`, `neon`, `dotprod` or `i8mm`.
     pub fn name(&self) -> &'static str {
-        self.name
+        self.level.name()
+    }
+
+    /// The level whose column this set is.
+    pub fn level(&self) -> Level {
+        self.level
     }
 
     /// The kernels of weight type `ty`.
@@ -153,28 +380,17 @@ impl KernelSet {
 
     /// Every set this CPU can run, the scalar reference first and the best last.
     pub fn available() -> Vec<KernelSet> {
-        #[cfg_attr(
-            not(any(target_arch = "x86_64", target_arch = "aarch64")),
-            allow(unused_mut)
-        )]
-        let mut sets = vec![KernelSet::scalar()];
-        #[cfg(target_arch = "x86_64")]
-        sets.extend(crate::x86::sets());
-        #[cfg(target_arch = "aarch64")]
-        sets.extend(crate::arm::sets());
-        sets
+        cpu::levels().into_iter().map(KernelSet::at).collect()
     }
 
     /// The set to use: the best this CPU runs, unless `TERN_KERNELS` names another one it
     /// runs (`scalar` always).
     pub fn detect() -> KernelSet {
-        let mut sets = KernelSet::available();
-        if let Ok(want) = std::env::var("TERN_KERNELS") {
-            if let Some(i) = sets.iter().position(|s| s.name == want.trim()) {
-                return sets.swap_remove(i);
-            }
-        }
-        sets.pop().expect("the scalar set is always available")
+        let levels = cpu::levels();
+        let want = std::env::var("TERN_KERNELS").ok();
+        let named = want.and_then(|w| levels.iter().copied().find(|l| l.name() == w.trim()));
+        let chosen = named.or(levels.last().copied()).unwrap_or(Level::Scalar);
+        KernelSet::at(chosen)
     }
 }
 
@@ -200,17 +416,20 @@ pub struct UnavailableKernels {
 /// `TERN_KERNELS` wins over any choice. Returns the set in use; compare its name with `name`
 /// to tell the user when it is not the one asked for.
 pub fn choose_kernels(name: &str) -> Result<&'static KernelSet, UnavailableKernels> {
-    let mut sets = KernelSet::available();
-    let Some(i) = sets.iter().position(|s| s.name == name) else {
+    let levels = cpu::levels();
+    let Some(&level) = levels.iter().find(|l| l.name() == name) else {
         return Err(UnavailableKernels {
             name: name.to_string(),
-            available: sets.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+            available: levels
+                .iter()
+                .map(|l| l.name())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let env = std::env::var("TERN_KERNELS").ok();
-    if env.is_some_and(|e| sets.iter().any(|s| s.name == e.trim())) {
+    if env.is_some_and(|e| levels.iter().any(|l| l.name() == e.trim())) {
         return Ok(kernels());
     }
-    let chosen = sets.swap_remove(i);
-    Ok(PROCESS_SET.get_or_init(|| chosen))
+    Ok(PROCESS_SET.get_or_init(|| KernelSet::at(level)))
 }

@@ -15,6 +15,7 @@ use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::{f16_le, Unpacked, KV, PANEL, R};
+use crate::quant::{BlockQ8_0, BlockQ8_1};
 use crate::GgmlType::{self, *};
 
 const BLOCK: usize = 128 + 32 + 32;
@@ -46,11 +47,11 @@ fn pack(cols: usize, acts: &[u8], panel: &mut [u8], block: usize, qs: usize) {
 }
 
 pub(super) fn pack_q8_0(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack(cols, acts, panel, 34, 2);
+    pack(cols, acts, panel, size_of::<BlockQ8_0>(), 2);
 }
 
 pub(super) fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack(cols, acts, panel, 36, 4);
+    pack(cols, acts, panel, size_of::<BlockQ8_1>(), 4);
 }
 
 /// `acc += a · bᵀ` for the 2 × 8 signed matrices `a` (weights) and `b` (activations).

@@ -18,6 +18,9 @@ macro_rules! arm_kernels {
                 $dot16, $gdot4, Unpacked, KV, LQ4_0, LQ4_1, LQ5_0, LQ8_0, PANEL, Q8K_PANEL_BLOCK,
                 Q8_PANEL_BLOCK, R,
             };
+            use crate::quant::{
+                BlockQ4_1, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+            };
             use crate::GgmlType::{self, *};
             use crate::QK_K;
             use core::arch::aarch64::*;
@@ -35,8 +38,8 @@ macro_rules! arm_kernels {
             unsafe fn legacy_dot<const T: u8>(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 let ty = legacy_type(T);
                 let (wb, ab, qa) = match ty {
-                    Q4_1 => (20, 36, 4),
-                    _ => (ty.block_bytes(), 34, 2),
+                    Q4_1 => (size_of::<BlockQ4_1>(), size_of::<BlockQ8_1>(), 4),
+                    _ => (ty.block_bytes(), size_of::<BlockQ8_0>(), 2),
                 };
                 let (w, a) = (w.as_ptr(), a.as_ptr());
                 let mut acc = vdupq_n_f32(0.0);
@@ -117,7 +120,10 @@ macro_rules! arm_kernels {
                 let (w, a) = (w.as_ptr(), a.as_ptr());
                 let mut acc = vdupq_n_f32(0.0);
                 for i in 0..n / QK_K {
-                    let (x, y) = (w.add(144 * i), a.add(292 * i));
+                    let (x, y) = (
+                        w.add(size_of::<BlockQ4_K>() * i),
+                        a.add(size_of::<BlockQ8_K>() * i),
+                    );
                     let yd = y.cast::<f32>().read_unaligned();
                     let (isum, msum) = q4k_block::<0>(x, y);
                     let d = f16_at(x) * yd;
@@ -136,7 +142,10 @@ macro_rules! arm_kernels {
                 let mut acc = vdupq_n_f32(0.0);
                 let one = vdupq_n_u8(1);
                 for i in 0..n / QK_K {
-                    let (x, y) = (w.add(176 * i), a.add(292 * i));
+                    let (x, y) = (
+                        w.add(size_of::<BlockQ5_K>() * i),
+                        a.add(size_of::<BlockQ8_K>() * i),
+                    );
                     let yd = y.cast::<f32>().read_unaligned();
                     let (sc, m) = q4k_scales(x.add(4));
                     let sc = vmovl_u8(vld1_u8(sc.as_ptr()));
@@ -209,7 +218,10 @@ macro_rules! arm_kernels {
                 let (w, a) = (w.as_ptr(), a.as_ptr());
                 let mut acc = vdupq_n_f32(0.0);
                 for i in 0..n / QK_K {
-                    let (x, y) = (w.add(210 * i), a.add(292 * i));
+                    let (x, y) = (
+                        w.add(size_of::<BlockQ6_K>() * i),
+                        a.add(size_of::<BlockQ8_K>() * i),
+                    );
                     let d = f16_at(x.add(208)) * y.cast::<f32>().read_unaligned();
                     acc = vfmaq_n_f32(acc, vcvtq_f32_s32(q6k_block(x, y)), d);
                 }
@@ -226,7 +238,7 @@ macro_rules! arm_kernels {
             #[target_feature(enable = $feat)]
             pub(crate) unsafe fn rows_q4_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                 let nb = n / QK_K;
-                let rb = nb * 144;
+                let rb = nb * size_of::<BlockQ4_K>();
                 let rows = out.len();
                 let full = rows / 4 * 4;
                 let h = |p: *const u8| p.cast::<u16>().read_unaligned();
@@ -234,9 +246,10 @@ macro_rules! arm_kernels {
                     let x0 = w.as_ptr().add(r0 * rb);
                     let mut acc = vdupq_n_f32(0.0);
                     for i in 0..nb {
-                        let y = a.as_ptr().add(292 * i);
+                        let y = a.as_ptr().add(size_of::<BlockQ8_K>() * i);
                         let yd = y.cast::<f32>().read_unaligned();
-                        let x: [*const u8; 4] = core::array::from_fn(|r| x0.add(r * rb + 144 * i));
+                        let x: [*const u8; 4] =
+                            core::array::from_fn(|r| x0.add(r * rb + size_of::<BlockQ4_K>() * i));
                         // Four calls written out: a loop over the rows stays a loop.
                         let s = [
                             q4k_block::<1>(x[0], y),
@@ -267,8 +280,8 @@ macro_rules! arm_kernels {
             unsafe fn legacy_rows<const T: u8>(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                 let ty = legacy_type(T);
                 let (wb, ab, qa) = match ty {
-                    Q4_1 => (20, 36, 4),
-                    _ => (ty.block_bytes(), 34, 2),
+                    Q4_1 => (size_of::<BlockQ4_1>(), size_of::<BlockQ8_1>(), 4),
+                    _ => (ty.block_bytes(), size_of::<BlockQ8_0>(), 2),
                 };
                 let nb = n / 32;
                 let rb = nb * wb;

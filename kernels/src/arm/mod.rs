@@ -16,7 +16,8 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::table::{DotRowsFn, GemmKernels, KernelSet, QuantizeFn, TypeKernels};
+use crate::kernel::GemmKernels;
+use crate::quant::{BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
 use crate::GgmlType::{self, *};
 use crate::QK_K;
 
@@ -25,174 +26,75 @@ mod kernels;
 mod i8mm;
 mod quantize;
 
+pub(crate) use w::*;
+
 /// Tokens per panel: one per `i32` lane of a 128-bit vector.
 pub(crate) const PANEL: usize = 4;
 
-/// The aarch64 kernel sets this CPU runs, best last.
-pub(crate) fn sets() -> Vec<KernelSet> {
-    let mut sets = Vec::new();
-    if !std::arch::is_aarch64_feature_detected!("neon") {
-        return sets;
+type TileFn = fn(usize, &[u8], &[u8], &mut [f32]);
+
+/// NEON/dotprod panel kernels over Q8_0 activations.
+pub(crate) const fn gemm_q8_0(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: PANEL,
+        panel_bytes: panel_bytes_q8,
+        pack: pack_q8_0,
+        tile,
     }
-    sets.push(build("neon", false));
-    if std::arch::is_aarch64_feature_detected!("dotprod") {
-        let dp = build("dotprod", true);
-        sets.push(dp.clone());
-        if std::arch::is_aarch64_feature_detected!("i8mm") {
-            let mut mm = KernelSet::derived(dp, "i8mm");
-            for (ty, tile, pack) in [
-                (Q4_0, w::mm_q4_0 as TileFn, i8mm::pack_q8_0 as PackFn),
-                (Q4_1, w::mm_q4_1, i8mm::pack_q8_1),
-                (Q5_0, w::mm_q5_0, i8mm::pack_q8_0),
-                (Q8_0, w::mm_q8_0, i8mm::pack_q8_0),
-            ] {
-                let mut k = *mm.get(ty);
-                k.gemm = Some(GemmKernels {
-                    panel: PANEL,
-                    panel_bytes: i8mm::panel_bytes,
-                    pack,
-                    tile,
-                });
-                mm.set(ty, k);
-            }
-            sets.push(mm);
-        }
-    }
-    sets
 }
 
-type TileFn = fn(usize, &[u8], &[u8], &mut [f32]);
-type PackFn = fn(usize, &[u8], &mut [u8]);
+/// NEON/dotprod panel kernels over Q8_1 activations.
+pub(crate) const fn gemm_q8_1(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: pack_q8_1,
+        ..gemm_q8_0(tile)
+    }
+}
 
-fn build(name: &'static str, dotprod: bool) -> KernelSet {
-    let mut ks = KernelSet::derived(KernelSet::scalar(), name);
-    let scalar = KernelSet::scalar();
-    macro_rules! pick {
-        ($n:ident, $d:ident) => {
-            if dotprod {
-                w::$d as TileFn
-            } else {
-                w::$n as TileFn
-            }
-        };
+/// NEON/dotprod panel kernels over Q8_K activations.
+pub(crate) const fn gemm_q8_k(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: PANEL,
+        panel_bytes: panel_bytes_q8_k,
+        pack: pack_q8_k,
+        tile,
     }
-    macro_rules! pick_dot {
-        ($n:ident, $d:ident) => {
-            if dotprod {
-                w::$d as fn(usize, &[u8], &[u8]) -> f32
-            } else {
-                w::$n as fn(usize, &[u8], &[u8]) -> f32
-            }
-        };
+}
+
+/// Panel kernels over F32 activations.
+pub(crate) const fn gemm_f32(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: PANEL,
+        panel_bytes: panel_bytes_f32,
+        pack: pack_f32,
+        tile,
     }
-    let quantize = |act: GgmlType| match act {
-        Q8_0 => w::quantize_q8_0 as QuantizeFn,
-        Q8_1 => w::quantize_q8_1,
-        Q8_K => w::quantize_q8_k,
-        _ => scalar.get(act).quantize,
-    };
-    let entry = |ty: GgmlType, dot, gemm| TypeKernels {
-        act: ty.vec_dot_type(),
-        quantize: quantize(ty.vec_dot_type()),
-        dot,
-        dot_rows: None,
-        gemm,
-    };
-    let g = |tile, pack: PackFn, panel_bytes: fn(usize) -> usize| {
-        Some(GemmKernels {
-            panel: PANEL,
-            panel_bytes,
-            pack,
-            tile,
-        })
-    };
-    let (q8, q81, q8k, f) = (
-        pack_q8_0 as PackFn,
-        pack_q8_1 as PackFn,
-        pack_q8_k as PackFn,
-        pack_f32 as PackFn,
-    );
-    let (pb8, pbk, pbf) = (
-        panel_bytes_q8 as fn(usize) -> usize,
-        panel_bytes_q8_k as fn(usize) -> usize,
-        panel_bytes_f32 as fn(usize) -> usize,
-    );
-    ks.set(
-        Q4_0,
-        entry(
-            Q4_0,
-            pick_dot!(n_dot_q4_0, d_dot_q4_0),
-            g(pick!(n_tile_q4_0, d_tile_q4_0), q8, pb8),
-        ),
-    );
-    ks.set(
-        Q4_1,
-        entry(
-            Q4_1,
-            pick_dot!(n_dot_q4_1, d_dot_q4_1),
-            g(pick!(n_tile_q4_1, d_tile_q4_1), q81, pb8),
-        ),
-    );
-    ks.set(
-        Q5_0,
-        entry(
-            Q5_0,
-            pick_dot!(n_dot_q5_0, d_dot_q5_0),
-            g(pick!(n_tile_q5_0, d_tile_q5_0), q8, pb8),
-        ),
-    );
-    ks.set(
-        Q8_0,
-        entry(
-            Q8_0,
-            pick_dot!(n_dot_q8_0, d_dot_q8_0),
-            g(pick!(n_tile_q8_0, d_tile_q8_0), q8, pb8),
-        ),
-    );
-    ks.set(
-        Q4_K,
-        entry(
-            Q4_K,
-            pick_dot!(n_dot_q4_k, d_dot_q4_k),
-            g(pick!(n_tile_q4_k, d_tile_q4_k), q8k, pbk),
-        ),
-    );
-    ks.set(
-        Q6_K,
-        entry(
-            Q6_K,
-            pick_dot!(n_dot_q6_k, d_dot_q6_k),
-            g(pick!(n_tile_q6_k, d_tile_q6_k), q8k, pbk),
-        ),
-    );
-    ks.set(Q5_K, entry(Q5_K, pick_dot!(n_dot_q5_k, d_dot_q5_k), None));
-    ks.set(F32, entry(F32, w::dot_f32, g(w::tile_f32, f, pbf)));
-    for (ty, n, d) in [
-        (
-            Q4_0,
-            w::n_rows_q4_0 as DotRowsFn,
-            w::d_rows_q4_0 as DotRowsFn,
-        ),
-        (Q4_1, w::n_rows_q4_1, w::d_rows_q4_1),
-        (Q5_0, w::n_rows_q5_0, w::d_rows_q5_0),
-        (Q8_0, w::n_rows_q8_0, w::d_rows_q8_0),
-    ] {
-        let mut k = *ks.get(ty);
-        k.dot_rows = Some(if dotprod { d } else { n });
-        ks.set(ty, k);
+}
+
+/// Panel kernels over F16 activations (widened to `f32` in the panel).
+pub(crate) const fn gemm_f16(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: pack_f16,
+        ..gemm_f32(tile)
     }
-    if dotprod {
-        let mut k = *ks.get(Q4_K);
-        k.dot_rows = Some(w::d_rows_q4_k);
-        ks.set(Q4_K, k);
+}
+
+/// i8mm panel kernels over Q8_0 activations (their own panel layout).
+pub(crate) const fn i8mm_q8_0(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: PANEL,
+        panel_bytes: i8mm::panel_bytes,
+        pack: i8mm::pack_q8_0,
+        tile,
     }
-    // The NEON quantizers also serve the types that keep the scalar dots (Q5_1, Q5_K …).
-    for ty in GgmlType::ALL {
-        let mut k = *ks.get(ty);
-        k.quantize = quantize(k.act);
-        ks.set(ty, k);
+}
+
+/// i8mm panel kernels over Q8_1 activations.
+pub(crate) const fn i8mm_q8_1(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: i8mm::pack_q8_1,
+        ..i8mm_q8_0(tile)
     }
-    ks
 }
 
 // Panel layouts, per block of the activation type:
@@ -238,18 +140,19 @@ fn pack_q8(cols: usize, acts: &[u8], panel: &mut [u8], block: usize, qs: usize) 
 }
 
 fn pack_q8_0(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack_q8(cols, acts, panel, 34, 2);
+    pack_q8(cols, acts, panel, size_of::<BlockQ8_0>(), 2);
 }
 
 fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack_q8(cols, acts, panel, 36, 4);
+    pack_q8(cols, acts, panel, size_of::<BlockQ8_1>(), 4);
 }
 
 fn pack_q8_k(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    let row = cols / QK_K * 292;
+    const BB: usize = size_of::<BlockQ8_K>();
+    let row = cols / QK_K * BB;
     for (b, pb) in panel.chunks_exact_mut(Q8K_PANEL_BLOCK).enumerate() {
         for t in 0..PANEL {
-            let blk = &acts[t * row + b * 292..t * row + (b + 1) * 292];
+            let blk = &acts[t * row + b * BB..t * row + (b + 1) * BB];
             for g in 0..64 {
                 let o = g * 16 + t * 4;
                 pb[o..o + 4].copy_from_slice(&blk[4 + 4 * g..8 + 4 * g]);
@@ -266,6 +169,13 @@ fn pack_q8_k(cols: usize, acts: &[u8], panel: &mut [u8]) {
 
 fn pack_f32(_cols: usize, acts: &[u8], panel: &mut [u8]) {
     panel.copy_from_slice(acts);
+}
+
+/// F16 activations into an `f32` panel (the F16 panel kernels widen only the weights).
+fn pack_f16(_cols: usize, acts: &[u8], panel: &mut [u8]) {
+    for (o, h) in panel.chunks_exact_mut(4).zip(acts.chunks_exact(2)) {
+        o.copy_from_slice(&f16_le(h).to_le_bytes());
+    }
 }
 
 /// The `f16` at `p` as `f32`, exactly: one `fcvt` (plain ARMv8, no FP16 extension needed).
@@ -540,7 +450,7 @@ impl Unpacked {
         for b in 0..nb {
             let q = self.q[r].as_mut_ptr().add(QK_K * b);
             if ty == Q4_K {
-                let x = x.add(144 * b);
+                let x = x.add(size_of::<BlockQ4_K>() * b);
                 self.d[r][b] = f16_at(x);
                 self.m[r][b] = f16_at(x.add(2));
                 let (sc, m) = q4k_scales(x.add(4));
@@ -556,7 +466,7 @@ impl Unpacked {
                     }
                 }
             } else {
-                let x = x.add(210 * b);
+                let x = x.add(size_of::<BlockQ6_K>() * b);
                 self.d[r][b] = f16_at(x.add(208));
                 for j in 0..16 {
                     self.sc[r][b][j] = x.add(192 + j).cast::<i8>().read() as i32;
@@ -575,16 +485,46 @@ impl Unpacked {
 arm_kernels!(neon, "neon", dot16_neon, gdot4_neon);
 arm_kernels!(dotprod, "neon,dotprod", dot16_dotprod, gdot4_dotprod);
 
-/// F32 × F32.
+/// Four values of a float row from element `i`: `f32`, or (`HALF`) `f16` widened exactly
+/// with one `fcvtl` (plain ARMv8).
+#[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+unsafe fn load4<const HALF: bool>(p: *const u8, i: usize) -> float32x4_t {
+    if HALF {
+        let h = vld1_u16(p.add(2 * i).cast());
+        let out: float32x4_t;
+        // SAFETY (of the asm): register-only conversion, plain ARMv8 (no FP16 extension).
+        asm!(
+            "fcvtl {o:v}.4s, {h:v}.4h",
+            h = in(vreg) h, o = out(vreg) out,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        out
+    } else {
+        vld1q_f32(p.cast::<f32>().add(i))
+    }
+}
+
+/// Element `i` of a float row, as [`load4`].
+#[inline]
+unsafe fn load1<const HALF: bool>(p: *const u8, i: usize) -> f32 {
+    if HALF {
+        f16_at(p.add(2 * i))
+    } else {
+        p.cast::<f32>().add(i).read_unaligned()
+    }
+}
+
+/// F32 × F32, or (`HALF`) F16 × F16 in `f32`.
+#[target_feature(enable = "neon")]
+unsafe fn float_dot<const HALF: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (w.as_ptr(), a.as_ptr());
     let mut acc = [vdupq_n_f32(0.0); 4];
     let main = n / 16 * 16;
     for i in (0..main).step_by(16) {
         for (k, acc) in acc.iter_mut().enumerate() {
-            let xv = vld1q_f32(x.add(i + 4 * k));
-            *acc = vfmaq_f32(*acc, xv, vld1q_f32(y.add(i + 4 * k)));
+            let xv = load4::<HALF>(x, i + 4 * k);
+            *acc = vfmaq_f32(*acc, xv, load4::<HALF>(y, i + 4 * k));
         }
     }
     let mut sum = vaddvq_f32(vaddq_f32(
@@ -592,26 +532,27 @@ unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
         vaddq_f32(acc[2], acc[3]),
     ));
     for i in main..n {
-        sum += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+        sum += load1::<HALF>(x, i) * load1::<HALF>(y, i);
     }
     sum
 }
 
-/// F32 weights: rows 2 at a time against the panel's 4 tokens, lanes along the row.
+/// F32 (or, `HALF`, F16) weights against the panel's 4 tokens (always `f32`), lanes along
+/// the row.
 #[target_feature(enable = "neon")]
-unsafe fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    let rb = cols * 4;
+unsafe fn float_tile<const HALF: bool>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    let rb = cols * if HALF { 2 } else { 4 };
     let rows = w.len() / rb;
     let pb = panel_bytes_f32(cols);
     let np = panels.len() / pb;
     for p in 0..np {
         let a = panels.as_ptr().add(p * pb).cast::<f32>();
         for r in 0..rows {
-            let x = w.as_ptr().add(r * rb).cast::<f32>();
+            let x = w.as_ptr().add(r * rb);
             let mut acc = [vdupq_n_f32(0.0); PANEL];
             let main = cols / 4 * 4;
             for k in (0..main).step_by(4) {
-                let xv = vld1q_f32(x.add(k));
+                let xv = load4::<HALF>(x, k);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     *acc = vfmaq_f32(*acc, xv, vld1q_f32(a.add(t * cols + k)));
                 }
@@ -619,7 +560,7 @@ unsafe fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
             for (t, acc) in acc.iter().enumerate() {
                 let mut s = vaddvq_f32(*acc);
                 for k in main..cols {
-                    s += x.add(k).read_unaligned() * a.add(t * cols + k).read_unaligned();
+                    s += load1::<HALF>(x, k) * a.add(t * cols + k).read_unaligned();
                 }
                 out[(p * rows + r) * PANEL + t] = s;
             }
@@ -627,115 +568,167 @@ unsafe fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Safe entry points. Each checks the sizes its kernel relies on; the CPU features were
-/// checked by [`sets`], the only code that hands these out.
+/// Safe entry points. Each checks the sizes its kernel relies on, from the block types'
+/// lengths and sizes; the CPU features were checked by `cpu::levels`, and the table hands
+/// these out only in the sets of the levels they need.
 mod w {
     use super::*;
+    use crate::quant::{Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_K};
+
+    /// Whether `n` values fill whole blocks of `B` and `bytes` is their size.
+    fn fits<B: Block>(n: usize, bytes: usize) -> bool {
+        n.is_multiple_of(B::LEN) && bytes == n / B::LEN * size_of::<B>()
+    }
+
+    /// Whether `w` is whole rows of `row_bytes` bytes, `panels` whole panels of
+    /// `panel_bytes`, and `out` one result per row, panel and token.
+    fn tile_fits(
+        row_bytes: usize,
+        panel_bytes: usize,
+        w: &[u8],
+        panels: &[u8],
+        out: &[f32],
+    ) -> bool {
+        row_bytes > 0
+            && panel_bytes > 0
+            && w.len().is_multiple_of(row_bytes)
+            && panels.len().is_multiple_of(panel_bytes)
+            && out.len() == w.len() / row_bytes * (panels.len() / panel_bytes) * PANEL
+    }
 
     macro_rules! wrap_dot {
-        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
-            pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        ($($name:ident: $inner:path, $w:ty, $a:ty;)*) => {$(
+            pub(crate) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 assert!(
-                    n.is_multiple_of($bl) && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
+                    fits::<$w>(n, w.len()) && fits::<$a>(n, a.len()),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: the features are present (see `sets`); sizes checked above.
+                // SAFETY: the features are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(n, w, a) }
             }
         )*};
     }
     wrap_dot! {
-        n_dot_q4_0: neon::dot_q4_0, 32, 18, 34;
-        n_dot_q4_1: neon::dot_q4_1, 32, 20, 36;
-        n_dot_q5_0: neon::dot_q5_0, 32, 22, 34;
-        n_dot_q8_0: neon::dot_q8_0, 32, 34, 34;
-        n_dot_q4_k: neon::dot_q4_k, 256, 144, 292;
-        n_dot_q5_k: neon::dot_q5_k, 256, 176, 292;
-        n_dot_q6_k: neon::dot_q6_k, 256, 210, 292;
-        d_dot_q4_0: dotprod::dot_q4_0, 32, 18, 34;
-        d_dot_q4_1: dotprod::dot_q4_1, 32, 20, 36;
-        d_dot_q5_0: dotprod::dot_q5_0, 32, 22, 34;
-        d_dot_q8_0: dotprod::dot_q8_0, 32, 34, 34;
-        d_dot_q4_k: dotprod::dot_q4_k, 256, 144, 292;
-        d_dot_q5_k: dotprod::dot_q5_k, 256, 176, 292;
-        d_dot_q6_k: dotprod::dot_q6_k, 256, 210, 292;
-        dot_f32: super::dot_f32, 1, 4, 4;
+        n_dot_q4_0: neon::dot_q4_0, BlockQ4_0, BlockQ8_0;
+        n_dot_q4_1: neon::dot_q4_1, BlockQ4_1, BlockQ8_1;
+        n_dot_q5_0: neon::dot_q5_0, BlockQ5_0, BlockQ8_0;
+        n_dot_q8_0: neon::dot_q8_0, BlockQ8_0, BlockQ8_0;
+        n_dot_q4_k: neon::dot_q4_k, BlockQ4_K, BlockQ8_K;
+        n_dot_q5_k: neon::dot_q5_k, BlockQ5_K, BlockQ8_K;
+        n_dot_q6_k: neon::dot_q6_k, BlockQ6_K, BlockQ8_K;
+        d_dot_q4_0: dotprod::dot_q4_0, BlockQ4_0, BlockQ8_0;
+        d_dot_q4_1: dotprod::dot_q4_1, BlockQ4_1, BlockQ8_1;
+        d_dot_q5_0: dotprod::dot_q5_0, BlockQ5_0, BlockQ8_0;
+        d_dot_q8_0: dotprod::dot_q8_0, BlockQ8_0, BlockQ8_0;
+        d_dot_q4_k: dotprod::dot_q4_k, BlockQ4_K, BlockQ8_K;
+        d_dot_q5_k: dotprod::dot_q5_k, BlockQ5_K, BlockQ8_K;
+        d_dot_q6_k: dotprod::dot_q6_k, BlockQ6_K, BlockQ8_K;
+    }
+
+    pub(crate) fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let bytes = n * size_of::<f32>();
+        assert!(w.len() == bytes && a.len() == bytes, "dot_f32: sizes");
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_dot::<false>(n, w, a) }
+    }
+
+    pub(crate) fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let bytes = n * size_of::<half::f16>();
+        assert!(w.len() == bytes && a.len() == bytes, "dot_f16: sizes");
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_dot::<true>(n, w, a) }
     }
 
     macro_rules! wrap_rows {
-        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
-            pub(super) fn $name(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+        ($($name:ident: $inner:path, $w:ty, $a:ty;)*) => {$(
+            pub(crate) fn $name(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+                let rb = n / <$w>::LEN * size_of::<$w>();
                 assert!(
-                    n.is_multiple_of($bl) && w.len() == out.len() * (n / $bl * $wb)
-                        && a.len() == n / $bl * $ab,
+                    n.is_multiple_of(<$w>::LEN) && w.len() == out.len() * rb
+                        && fits::<$a>(n, a.len()),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: the features are present (see `sets`); sizes checked above.
+                // SAFETY: the features are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(n, w, a, out) }
             }
         )*};
     }
     wrap_rows! {
-        n_rows_q4_0: neon::rows_q4_0, 32, 18, 34;
-        n_rows_q4_1: neon::rows_q4_1, 32, 20, 36;
-        n_rows_q5_0: neon::rows_q5_0, 32, 22, 34;
-        n_rows_q8_0: neon::rows_q8_0, 32, 34, 34;
-        d_rows_q4_0: dotprod::rows_q4_0, 32, 18, 34;
-        d_rows_q4_1: dotprod::rows_q4_1, 32, 20, 36;
-        d_rows_q5_0: dotprod::rows_q5_0, 32, 22, 34;
-        d_rows_q8_0: dotprod::rows_q8_0, 32, 34, 34;
-        d_rows_q4_k: dotprod::rows_q4_k, 256, 144, 292;
+        n_rows_q4_0: neon::rows_q4_0, BlockQ4_0, BlockQ8_0;
+        n_rows_q4_1: neon::rows_q4_1, BlockQ4_1, BlockQ8_1;
+        n_rows_q5_0: neon::rows_q5_0, BlockQ5_0, BlockQ8_0;
+        n_rows_q8_0: neon::rows_q8_0, BlockQ8_0, BlockQ8_0;
+        d_rows_q4_0: dotprod::rows_q4_0, BlockQ4_0, BlockQ8_0;
+        d_rows_q4_1: dotprod::rows_q4_1, BlockQ4_1, BlockQ8_1;
+        d_rows_q5_0: dotprod::rows_q5_0, BlockQ5_0, BlockQ8_0;
+        d_rows_q8_0: dotprod::rows_q8_0, BlockQ8_0, BlockQ8_0;
+        d_rows_q4_k: dotprod::rows_q4_k, BlockQ4_K, BlockQ8_K;
     }
 
     macro_rules! wrap_quantize {
-        ($($name:ident: $inner:path, $bl:expr, $bb:expr;)*) => {$(
-            pub(super) fn $name(src: &[f32], dst: &mut [u8]) {
-                assert!(
-                    src.len().is_multiple_of($bl) && dst.len() == src.len() / $bl * $bb,
-                    "{}: sizes", stringify!($name)
-                );
-                // SAFETY: NEON is present (see `sets`); sizes checked above.
+        ($($name:ident: $inner:path, $b:ty;)*) => {$(
+            pub(crate) fn $name(src: &[f32], dst: &mut [u8]) {
+                assert!(fits::<$b>(src.len(), dst.len()), "{}: sizes", stringify!($name));
+                // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(src, dst) }
             }
         )*};
     }
     wrap_quantize! {
-        quantize_q8_0: quantize::q8_0, 32, 34;
-        quantize_q8_1: quantize::q8_1, 32, 36;
-        quantize_q8_k: quantize::q8_k, 256, 292;
+        quantize_q8_0: quantize::q8_0, BlockQ8_0;
+        quantize_q8_1: quantize::q8_1, BlockQ8_1;
+        quantize_q8_k: quantize::q8_k, BlockQ8_K;
     }
 
     macro_rules! wrap_tile {
-        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $pb:path;)*) => {$(
-            pub(super) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-                let (rb, pb) = (cols / $bl * $wb, $pb(cols));
+        ($($name:ident: $inner:path, $w:ty, $pb:path;)*) => {$(
+            pub(crate) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let rb = cols / <$w>::LEN * size_of::<$w>();
                 assert!(
-                    cols.is_multiple_of($bl) && rb > 0 && w.len().is_multiple_of(rb) && panels.len().is_multiple_of(pb)
-                        && out.len() == w.len() / rb * panels.len() / pb * PANEL,
+                    cols.is_multiple_of(<$w>::LEN) && tile_fits(rb, $pb(cols), w, panels, out),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: the features are present (see `sets`); sizes checked above.
+                // SAFETY: the features are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(cols, w, panels, out) }
             }
         )*};
     }
     wrap_tile! {
-        n_tile_q4_0: neon::tile_q4_0, 32, 18, panel_bytes_q8;
-        n_tile_q4_1: neon::tile_q4_1, 32, 20, panel_bytes_q8;
-        n_tile_q5_0: neon::tile_q5_0, 32, 22, panel_bytes_q8;
-        n_tile_q8_0: neon::tile_q8_0, 32, 34, panel_bytes_q8;
-        n_tile_q4_k: neon::tile_q4_k, 256, 144, panel_bytes_q8_k;
-        n_tile_q6_k: neon::tile_q6_k, 256, 210, panel_bytes_q8_k;
-        d_tile_q4_0: dotprod::tile_q4_0, 32, 18, panel_bytes_q8;
-        d_tile_q4_1: dotprod::tile_q4_1, 32, 20, panel_bytes_q8;
-        d_tile_q5_0: dotprod::tile_q5_0, 32, 22, panel_bytes_q8;
-        d_tile_q8_0: dotprod::tile_q8_0, 32, 34, panel_bytes_q8;
-        d_tile_q4_k: dotprod::tile_q4_k, 256, 144, panel_bytes_q8_k;
-        d_tile_q6_k: dotprod::tile_q6_k, 256, 210, panel_bytes_q8_k;
-        tile_f32: super::tile_f32, 1, 4, panel_bytes_f32;
-        mm_q4_0: i8mm::tile_q4_0, 32, 18, i8mm::panel_bytes;
-        mm_q4_1: i8mm::tile_q4_1, 32, 20, i8mm::panel_bytes;
-        mm_q5_0: i8mm::tile_q5_0, 32, 22, i8mm::panel_bytes;
-        mm_q8_0: i8mm::tile_q8_0, 32, 34, i8mm::panel_bytes;
+        n_tile_q4_0: neon::tile_q4_0, BlockQ4_0, panel_bytes_q8;
+        n_tile_q4_1: neon::tile_q4_1, BlockQ4_1, panel_bytes_q8;
+        n_tile_q5_0: neon::tile_q5_0, BlockQ5_0, panel_bytes_q8;
+        n_tile_q8_0: neon::tile_q8_0, BlockQ8_0, panel_bytes_q8;
+        n_tile_q4_k: neon::tile_q4_k, BlockQ4_K, panel_bytes_q8_k;
+        n_tile_q6_k: neon::tile_q6_k, BlockQ6_K, panel_bytes_q8_k;
+        d_tile_q4_0: dotprod::tile_q4_0, BlockQ4_0, panel_bytes_q8;
+        d_tile_q4_1: dotprod::tile_q4_1, BlockQ4_1, panel_bytes_q8;
+        d_tile_q5_0: dotprod::tile_q5_0, BlockQ5_0, panel_bytes_q8;
+        d_tile_q8_0: dotprod::tile_q8_0, BlockQ8_0, panel_bytes_q8;
+        d_tile_q4_k: dotprod::tile_q4_k, BlockQ4_K, panel_bytes_q8_k;
+        d_tile_q6_k: dotprod::tile_q6_k, BlockQ6_K, panel_bytes_q8_k;
+        mm_q4_0: i8mm::tile_q4_0, BlockQ4_0, i8mm::panel_bytes;
+        mm_q4_1: i8mm::tile_q4_1, BlockQ4_1, i8mm::panel_bytes;
+        mm_q5_0: i8mm::tile_q5_0, BlockQ5_0, i8mm::panel_bytes;
+        mm_q8_0: i8mm::tile_q8_0, BlockQ8_0, i8mm::panel_bytes;
+    }
+
+    pub(crate) fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+        let rb = cols * size_of::<f32>();
+        assert!(
+            tile_fits(rb, panel_bytes_f32(cols), w, panels, out),
+            "tile_f32: sizes"
+        );
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_tile::<false>(cols, w, panels, out) }
+    }
+
+    pub(crate) fn tile_f16(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+        let rb = cols * size_of::<half::f16>();
+        assert!(
+            tile_fits(rb, panel_bytes_f32(cols), w, panels, out),
+            "tile_f16: sizes"
+        );
+        // SAFETY: NEON is present (see `cpu::levels`); sizes checked above.
+        unsafe { super::float_tile::<true>(cols, w, panels, out) }
     }
 }

@@ -9,6 +9,7 @@
 use core::arch::aarch64::*;
 
 use crate::quant::{f32_to_f16, quantize};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
 use crate::GgmlType;
 use crate::QK_K;
 
@@ -58,7 +59,10 @@ unsafe fn q8_block(x: *const f32, q: *mut i8) -> Option<(f32, i32)> {
 /// Q8_0: `d` as `f16`, then 32 quants.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+    for (x, out) in src
+        .chunks_exact(32)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_0>()))
+    {
         match q8_block(x.as_ptr(), out.as_mut_ptr().add(2).cast()) {
             Some((d, _)) => out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes()),
             None => quantize(GgmlType::Q8_0, x, out),
@@ -69,7 +73,10 @@ pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
 /// Q8_1: as Q8_0, plus `s = f16(Σ q · d)` with the `f32` `d`.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+    for (x, out) in src
+        .chunks_exact(32)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_1>()))
+    {
         match q8_block(x.as_ptr(), out.as_mut_ptr().add(4).cast()) {
             Some((d, sum)) => {
                 out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
@@ -100,7 +107,10 @@ unsafe fn round_exact_product(x: float32x4_t, s: float32x4_t) -> float32x4_t {
 /// `bsums` sums each 16 quants.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, out) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_K>()))
+    {
         let m = amax(x.as_ptr(), QK_K);
         if !m.is_finite() || m == 0.0 {
             quantize(GgmlType::Q8_K, x, out);

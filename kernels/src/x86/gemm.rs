@@ -28,6 +28,8 @@ use core::arch::x86_64::*;
 use super::dot::q6k_half;
 use super::{bits_to_bytes, f16_at, hsum, load256, nibbles, q4k_scales};
 use crate::quant::f16_to_f32;
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
+use crate::quant::{BlockQ8_1, BlockQ8_K};
 use crate::QK_K;
 
 /// Tokens per panel: one per `i32` lane of a 256-bit vector.
@@ -56,15 +58,15 @@ pub(crate) fn panel_bytes_f32(cols: usize) -> usize {
 
 /// Packs 8 tokens of Q8_0 blocks (34 bytes: `f16` d, 32 quants).
 pub(crate) fn pack_q8_0(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack_q8(cols, acts, panel, 34, 2, |blk| {
-        let sum: i32 = blk[2..34].iter().map(|&q| q as i8 as i32).sum();
+    pack_q8(cols, acts, panel, size_of::<BlockQ8_0>(), 2, |blk| {
+        let sum: i32 = blk[2..].iter().map(|&q| q as i8 as i32).sum();
         sum.to_le_bytes()
     });
 }
 
 /// Packs 8 tokens of Q8_1 blocks (36 bytes: `f16` d, `f16` s, 32 quants).
 pub(crate) fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
-    pack_q8(cols, acts, panel, 36, 4, |blk| {
+    pack_q8(cols, acts, panel, size_of::<BlockQ8_1>(), 4, |blk| {
         f16_to_f32(half::f16::from_le_bytes([blk[2], blk[3]])).to_le_bytes()
     });
 }
@@ -96,10 +98,11 @@ fn pack_q8(
 /// Packs 8 tokens of Q8_K blocks (292 bytes: `f32` d, 256 quants, 16 `i16` bsums).
 pub(crate) fn pack_q8_k(cols: usize, acts: &[u8], panel: &mut [u8]) {
     let nb = cols / QK_K;
-    let row = nb * 292;
+    const BB: usize = size_of::<BlockQ8_K>();
+    let row = nb * BB;
     for (b, pb) in panel.chunks_exact_mut(Q8K_PANEL_BLOCK).enumerate().take(nb) {
         for t in 0..PANEL {
-            let blk = &acts[t * row + b * 292..t * row + (b + 1) * 292];
+            let blk = &acts[t * row + b * BB..t * row + (b + 1) * BB];
             for g in 0..64 {
                 let o = g * 32 + t * 4;
                 pb[o..o + 4].copy_from_slice(&blk[4 + 4 * g..8 + 4 * g]);
@@ -170,10 +173,10 @@ const Q8_0: u8 = 3;
 
 const fn legacy_bytes(k: u8) -> usize {
     match k {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        _ => 34,
+        Q4_0 => size_of::<BlockQ4_0>(),
+        Q4_1 => size_of::<BlockQ4_1>(),
+        Q5_0 => size_of::<BlockQ5_0>(),
+        _ => size_of::<BlockQ8_0>(),
     }
 }
 
@@ -348,7 +351,11 @@ pub(super) unsafe fn tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_kquant<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    let bb = if K == Q4_K { 144 } else { 210 };
+    let bb = if K == Q4_K {
+        size_of::<BlockQ4_K>()
+    } else {
+        size_of::<BlockQ6_K>()
+    };
     let nb = cols / QK_K;
     let rb = nb * bb;
     let rows = w.len() / rb;
@@ -387,7 +394,7 @@ unsafe fn tile_kquant<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &m
 unsafe fn unpack_q4_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
     let low = _mm256_set1_epi8(0x0F);
     for b in 0..nb {
-        let x = x.add(144 * b);
+        let x = x.add(size_of::<BlockQ4_K>() * b);
         u.d[r][b] = f16_at(x);
         u.m[r][b] = f16_at(x.add(2));
         let (sc, m) = q4k_scales(core::slice::from_raw_parts(x.add(4), 12));
@@ -409,7 +416,7 @@ unsafe fn unpack_q4_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_q6_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
     for b in 0..nb {
-        let x = x.add(210 * b);
+        let x = x.add(size_of::<BlockQ6_K>() * b);
         u.d[r][b] = f16_at(x.add(208));
         let sc = core::slice::from_raw_parts(x.add(192).cast::<i8>(), 16);
         for j in 0..16 {

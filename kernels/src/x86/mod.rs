@@ -2,243 +2,267 @@
 //!
 //! `quantize` holds the activation quantizers, `dot` the dot products of one row (decode),
 //! `gemm` the panel kernels (prefill). Every kernel is an `unsafe fn` compiled for AVX2; the
-//! safe wrappers below are the only way in, and they are only put in a [`KernelSet`] after
-//! the CPU has been seen to have AVX2, FMA and F16C.
+//! safe wrappers below are the only way in, and the kernel table (`table.rs`) puts them only
+//! in the avx2 set, which `cpu::levels` offers only where the CPU has AVX2, FMA and F16C.
 
 use core::arch::x86_64::*;
 
-use crate::table::{GemmKernels, KernelSet, TypeKernels};
-use crate::GgmlType::{self, *};
+use crate::kernel::{GemmKernels, OpKernels};
 
 mod dot;
 mod gemm;
 mod ops;
 mod quantize;
 
-/// The x86 kernel sets this CPU runs, best last.
-pub(crate) fn sets() -> Vec<KernelSet> {
-    if !(is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c"))
-    {
-        return Vec::new();
-    }
-    let mut ks = KernelSet::derived(KernelSet::scalar(), "avx2");
-    let q80 = w::quantize_q8_0 as fn(&[f32], &mut [u8]);
-    let q81 = w::quantize_q8_1 as fn(&[f32], &mut [u8]);
-    let q8k = w::quantize_q8_k as fn(&[f32], &mut [u8]);
-    let entry = |ty: GgmlType, quantize, dot, gemm| TypeKernels {
-        act: ty.vec_dot_type(),
-        quantize,
-        dot,
-        dot_rows: None,
-        gemm,
-    };
-    let g8 = |tile| {
-        Some(GemmKernels {
-            panel: gemm::PANEL,
-            panel_bytes: gemm::panel_bytes_q8,
-            pack: gemm::pack_q8_0,
-            tile,
-        })
-    };
-    ks.set(Q4_0, entry(Q4_0, q80, w::dot_q4_0, g8(w::tile_q4_0)));
-    ks.set(Q5_0, entry(Q5_0, q80, w::dot_q5_0, g8(w::tile_q5_0)));
-    ks.set(Q8_0, entry(Q8_0, q80, w::dot_q8_0, g8(w::tile_q8_0)));
-    let g81 = Some(GemmKernels {
+pub(crate) use w::*;
+
+/// Panel kernels over Q8_0 activations.
+pub(crate) const fn gemm_q8_0(tile: TileFn) -> GemmKernels {
+    GemmKernels {
         panel: gemm::PANEL,
         panel_bytes: gemm::panel_bytes_q8,
-        pack: gemm::pack_q8_1,
-        tile: w::tile_q4_1,
-    });
-    ks.set(Q4_1, entry(Q4_1, q81, w::dot_q4_1, g81));
-    let gk = |tile| {
-        Some(GemmKernels {
-            panel: gemm::PANEL,
-            panel_bytes: gemm::panel_bytes_q8_k,
-            pack: gemm::pack_q8_k,
-            tile,
-        })
-    };
-    ks.set(Q4_K, entry(Q4_K, q8k, w::dot_q4_k, gk(w::tile_q4_k)));
-    ks.set(Q6_K, entry(Q6_K, q8k, w::dot_q6_k, gk(w::tile_q6_k)));
-    let gf = |pack, tile| {
-        Some(GemmKernels {
-            panel: gemm::PANEL,
-            panel_bytes: gemm::panel_bytes_f32,
-            pack,
-            tile,
-        })
-    };
-    ks.set(
-        F32,
-        entry(
-            F32,
-            crate::quant::float::quantize_f32,
-            w::dot_f32,
-            gf(gemm::pack_f32, w::tile_f32),
-        ),
-    );
-    ks.set(
-        F16,
-        entry(
-            F16,
-            w::quantize_f16,
-            w::dot_f16,
-            gf(gemm::pack_f16, w::tile_f16),
-        ),
-    );
-    for (ty, f) in [
-        (Q4_0, w::rows_q4_0 as crate::table::DotRowsFn),
-        (Q4_1, w::rows_q4_1),
-        (Q5_0, w::rows_q5_0),
-        (Q8_0, w::rows_q8_0),
-    ] {
-        let mut k = *ks.get(ty);
-        k.dot_rows = Some(f);
-        ks.set(ty, k);
+        pack: gemm::pack_q8_0,
+        tile,
     }
-    ks.set_ops(crate::ops::OpKernels {
-        rms_norm: w::rms_norm,
-        softmax: w::softmax,
-        swiglu: w::swiglu,
-        dot_rows: w::dot_rows,
-        axpy_rows: w::axpy_rows,
-        exp_sum: w::exp_sum,
-    });
-    // Q8_K pairs with itself; its quantizer serves the k-quants that keep scalar dots.
-    for ty in [Q2_K, Q3_K, Q5_K] {
-        let mut k = *ks.get(ty);
-        k.quantize = q8k;
-        ks.set(ty, k);
-    }
-    vec![ks]
 }
 
-/// Safe entry points. Each checks the sizes its kernel relies on; the CPU features were
-/// checked by [`sets`], the only code that hands these out.
+/// Panel kernels over Q8_1 activations.
+pub(crate) const fn gemm_q8_1(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: gemm::pack_q8_1,
+        ..gemm_q8_0(tile)
+    }
+}
+
+/// Panel kernels over Q8_K activations.
+pub(crate) const fn gemm_q8_k(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: gemm::PANEL,
+        panel_bytes: gemm::panel_bytes_q8_k,
+        pack: gemm::pack_q8_k,
+        tile,
+    }
+}
+
+/// Panel kernels over F32 activations.
+pub(crate) const fn gemm_f32(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: gemm::PANEL,
+        panel_bytes: gemm::panel_bytes_f32,
+        pack: gemm::pack_f32,
+        tile,
+    }
+}
+
+/// Panel kernels over F16 activations (unpacked to `f32` in the panel).
+pub(crate) const fn gemm_f16(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        pack: gemm::pack_f16,
+        ..gemm_f32(tile)
+    }
+}
+
+type TileFn = fn(usize, &[u8], &[u8], &mut [f32]);
+
+/// The elementwise kernels.
+pub(crate) const OPS: OpKernels = OpKernels {
+    rms_norm: w::rms_norm,
+    softmax: w::softmax,
+    swiglu: w::swiglu,
+    dot_rows: w::dot_rows,
+    axpy_rows: w::axpy_rows,
+    exp_sum: w::exp_sum,
+};
+
+/// Safe entry points. Each checks the sizes its kernel relies on, from the block types'
+/// lengths and sizes; the CPU features were checked by `cpu::levels`, and the table hands
+/// these out only in the avx2 set.
 mod w {
     use super::{dot, gemm, quantize};
+    use crate::quant::{Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
+    use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
+    use half::f16;
 
-    macro_rules! wrap {
-        ($($name:ident: $inner:path, $check:expr;)*) => {$(
-            pub(super) fn $name(src: &[f32], dst: &mut [u8]) {
-                assert!($check(src.len(), dst.len()), "{}: sizes", stringify!($name));
-                // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
+    /// Whether `n` values fill whole blocks of `B` and `bytes` is their size.
+    fn fits<B: Block>(n: usize, bytes: usize) -> bool {
+        n.is_multiple_of(B::LEN) && bytes == n / B::LEN * size_of::<B>()
+    }
+
+    macro_rules! wrap_quantize {
+        ($($name:ident: $inner:path, $b:ty;)*) => {$(
+            pub(crate) fn $name(src: &[f32], dst: &mut [u8]) {
+                assert!(fits::<$b>(src.len(), dst.len()), "{}: sizes", stringify!($name));
+                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(src, dst) }
             }
         )*};
     }
-    wrap! {
-        quantize_q8_0: quantize::q8_0, |n: usize, b: usize| n.is_multiple_of(32) && b == n / 32 * 34;
-        quantize_q8_1: quantize::q8_1, |n: usize, b: usize| n.is_multiple_of(32) && b == n / 32 * 36;
-        quantize_q8_k: quantize::q8_k, |n: usize, b: usize| n.is_multiple_of(256) && b == n / 256 * 292;
-        quantize_f16: quantize::f16, |n: usize, b: usize| b == 2 * n;
+    wrap_quantize! {
+        quantize_q8_0: quantize::q8_0, BlockQ8_0;
+        quantize_q8_1: quantize::q8_1, BlockQ8_1;
+        quantize_q8_k: quantize::q8_k, BlockQ8_K;
     }
 
-    pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    pub(crate) fn quantize_f16(src: &[f32], dst: &mut [u8]) {
+        assert!(
+            dst.len() == src.len() * size_of::<f16>(),
+            "quantize_f16: sizes"
+        );
+        // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
+        unsafe { quantize::f16(src, dst) }
+    }
+
+    pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         assert!(
             w.len() >= x.len() && out.len() >= x.len(),
             "rms_norm: sizes"
         );
-        // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); sizes checked above.
         unsafe { super::ops::rms_norm(x, w, eps, out) }
     }
 
-    pub(super) fn softmax(x: &mut [f32]) {
-        // SAFETY: AVX2/FMA are present (see `sets`).
+    pub(crate) fn softmax(x: &mut [f32]) {
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`).
         unsafe { super::ops::softmax(x) }
     }
 
-    pub(super) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
         assert!(up.len() >= gate.len(), "swiglu: sizes");
-        // SAFETY: AVX2/FMA are present (see `sets`); sizes checked above.
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); sizes checked above.
         unsafe { super::ops::swiglu(gate, up) }
     }
 
-    pub(super) fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-        // SAFETY: AVX2/FMA are present (see `sets`); `ops::dot_rows` checked that the rows
-        // lie inside `rows`.
+    pub(crate) fn dot_rows(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); `ops::dot_rows` checked that the
+        // rows lie inside `rows`.
         unsafe { super::ops::dot_rows(q, rows, stride, out) }
     }
 
-    pub(super) fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
+    pub(crate) fn axpy_rows(p: &[f32], rows: &[f32], stride: usize, y: &mut [f32]) {
         // SAFETY: as for `dot_rows`.
         unsafe { super::ops::axpy_rows(p, rows, stride, y) }
     }
 
-    pub(super) fn exp_sum(x: &mut [f32], max: f32) -> f32 {
-        // SAFETY: AVX2/FMA are present (see `sets`); the kernel stays within the slice.
+    pub(crate) fn exp_sum(x: &mut [f32], max: f32) -> f32 {
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); the kernel stays within the slice.
         unsafe { super::ops::exp_sum(x, max) }
     }
 
     macro_rules! wrap_dot {
-        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $ab:expr;)*) => {$(
-            pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        ($($name:ident: $inner:path, $w:ty, $a:ty;)*) => {$(
+            pub(crate) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 assert!(
-                    n.is_multiple_of($bl) && w.len() == n / $bl * $wb && a.len() == n / $bl * $ab,
+                    fits::<$w>(n, w.len()) && fits::<$a>(n, a.len()),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
+                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(n, w, a) }
             }
         )*};
     }
     wrap_dot! {
-        dot_q4_0: dot::q4_0, 32, 18, 34;
-        dot_q4_1: dot::q4_1, 32, 20, 36;
-        dot_q5_0: dot::q5_0, 32, 22, 34;
-        dot_q8_0: dot::q8_0, 32, 34, 34;
-        dot_q4_k: dot::q4_k, 256, 144, 292;
-        dot_q6_k: dot::q6_k, 256, 210, 292;
-        dot_f16: dot::f16, 1, 2, 2;
-        dot_f32: dot::f32, 1, 4, 4;
+        dot_q4_0: dot::q4_0, BlockQ4_0, BlockQ8_0;
+        dot_q4_1: dot::q4_1, BlockQ4_1, BlockQ8_1;
+        dot_q5_0: dot::q5_0, BlockQ5_0, BlockQ8_0;
+        dot_q8_0: dot::q8_0, BlockQ8_0, BlockQ8_0;
+        dot_q4_k: dot::q4_k, BlockQ4_K, BlockQ8_K;
+        dot_q6_k: dot::q6_k, BlockQ6_K, BlockQ8_K;
+    }
+
+    pub(crate) fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let bytes = n * size_of::<f16>();
+        assert!(w.len() == bytes && a.len() == bytes, "dot_f16: sizes");
+        // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
+        unsafe { dot::f16(n, w, a) }
+    }
+
+    pub(crate) fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let bytes = n * size_of::<f32>();
+        assert!(w.len() == bytes && a.len() == bytes, "dot_f32: sizes");
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); sizes checked above.
+        unsafe { dot::f32(n, w, a) }
     }
 
     macro_rules! wrap_rows {
-        ($($name:ident: $k:path, $wb:expr, $ab:expr;)*) => {$(
-            pub(super) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+        ($($name:ident: $k:expr, $w:ty, $a:ty;)*) => {$(
+            pub(crate) fn $name(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+                let rb = cols / <$w>::LEN * size_of::<$w>();
                 assert!(
-                    cols.is_multiple_of(32)
-                        && w.len() == out.len() * cols / 32 * $wb
-                        && a.len() == cols / 32 * $ab,
+                    cols.is_multiple_of(<$w>::LEN)
+                        && w.len() == out.len() * rb
+                        && fits::<$a>(cols, a.len()),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
-                unsafe { dot::rows_legacy::<{ $k }>(cols, w, a, out) }
+                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
+                unsafe { $k(cols, w, a, out) }
             }
         )*};
     }
     wrap_rows! {
-        rows_q4_0: dot::Q4_0, 18, 34;
-        rows_q4_1: dot::Q4_1, 20, 36;
-        rows_q5_0: dot::Q5_0, 22, 34;
-        rows_q8_0: dot::Q8_0, 34, 34;
+        rows_q4_0: dot::rows_legacy::<{ dot::Q4_0 }>, BlockQ4_0, BlockQ8_0;
+        rows_q4_1: dot::rows_legacy::<{ dot::Q4_1 }>, BlockQ4_1, BlockQ8_1;
+        rows_q5_0: dot::rows_legacy::<{ dot::Q5_0 }>, BlockQ5_0, BlockQ8_0;
+        rows_q8_0: dot::rows_legacy::<{ dot::Q8_0 }>, BlockQ8_0, BlockQ8_0;
+        rows_q4_k: dot::rows_q4_k, BlockQ4_K, BlockQ8_K;
+        rows_q6_k: dot::rows_q6_k, BlockQ6_K, BlockQ8_K;
+    }
+
+    /// Whether `w` is whole rows of `row_bytes` bytes, `panels` whole panels of
+    /// `panel_bytes`, and `out` one result per row, panel and token.
+    fn tile_fits(
+        row_bytes: usize,
+        panel_bytes: usize,
+        w: &[u8],
+        panels: &[u8],
+        out: &[f32],
+    ) -> bool {
+        row_bytes > 0
+            && panel_bytes > 0
+            && w.len().is_multiple_of(row_bytes)
+            && panels.len().is_multiple_of(panel_bytes)
+            && out.len() == w.len() / row_bytes * (panels.len() / panel_bytes) * gemm::PANEL
     }
 
     macro_rules! wrap_tile {
-        ($($name:ident: $inner:path, $bl:expr, $wb:expr, $pb:path;)*) => {$(
-            pub(super) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-                let (rb, pb) = (cols / $bl * $wb, $pb(cols));
+        ($($name:ident: $inner:path, $w:ty, $pb:path;)*) => {$(
+            pub(crate) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let rb = cols / <$w>::LEN * size_of::<$w>();
                 assert!(
-                    cols.is_multiple_of($bl) && rb > 0 && w.len().is_multiple_of(rb) && panels.len().is_multiple_of(pb)
-                        && out.len() == w.len() / rb * panels.len() / pb * gemm::PANEL,
+                    cols.is_multiple_of(<$w>::LEN) && tile_fits(rb, $pb(cols), w, panels, out),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: AVX2/FMA/F16C are present (see `sets`); sizes checked above.
+                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
                 unsafe { $inner(cols, w, panels, out) }
             }
         )*};
     }
     wrap_tile! {
-        tile_q4_0: gemm::tile_q4_0, 32, 18, gemm::panel_bytes_q8;
-        tile_q4_1: gemm::tile_q4_1, 32, 20, gemm::panel_bytes_q8;
-        tile_q5_0: gemm::tile_q5_0, 32, 22, gemm::panel_bytes_q8;
-        tile_q8_0: gemm::tile_q8_0, 32, 34, gemm::panel_bytes_q8;
-        tile_q4_k: gemm::tile_q4_k, 256, 144, gemm::panel_bytes_q8_k;
-        tile_q6_k: gemm::tile_q6_k, 256, 210, gemm::panel_bytes_q8_k;
-        tile_f32: gemm::tile_f32, 1, 4, gemm::panel_bytes_f32;
-        tile_f16: gemm::tile_f16, 1, 2, gemm::panel_bytes_f32;
+        tile_q4_0: gemm::tile_q4_0, BlockQ4_0, gemm::panel_bytes_q8;
+        tile_q4_1: gemm::tile_q4_1, BlockQ4_1, gemm::panel_bytes_q8;
+        tile_q5_0: gemm::tile_q5_0, BlockQ5_0, gemm::panel_bytes_q8;
+        tile_q8_0: gemm::tile_q8_0, BlockQ8_0, gemm::panel_bytes_q8;
+        tile_q4_k: gemm::tile_q4_k, BlockQ4_K, gemm::panel_bytes_q8_k;
+        tile_q6_k: gemm::tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
+    }
+
+    pub(crate) fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+        let rb = cols * size_of::<f32>();
+        assert!(
+            tile_fits(rb, gemm::panel_bytes_f32(cols), w, panels, out),
+            "tile_f32: sizes"
+        );
+        // SAFETY: AVX2/FMA are present (see `cpu::levels`); sizes checked above.
+        unsafe { gemm::tile_f32(cols, w, panels, out) }
+    }
+
+    pub(crate) fn tile_f16(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+        let rb = cols * size_of::<f16>();
+        assert!(
+            tile_fits(rb, gemm::panel_bytes_f32(cols), w, panels, out),
+            "tile_f16: sizes"
+        );
+        // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
+        unsafe { gemm::tile_f16(cols, w, panels, out) }
     }
 }
 

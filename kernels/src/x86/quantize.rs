@@ -1,10 +1,14 @@
 //! Activation quantizers, byte for byte the same as the scalar reference
-//! (`quant::quantize`), which follows ggml's `quantize_row_*_ref`.
+//! (`quant::quantize`), which follows ggml's `quantize_row_*_ref`. A block holding a NaN or
+//! an infinity, or values so small that the inverse scale overflows, goes through the
+//! reference itself (where `cvtps2dq` would give `i32::MIN` for what Rust's `as` saturates),
+//! so that even those bytes match.
 
 use core::arch::x86_64::*;
 
-use crate::quant::{f32_to_f16, legacy::QK};
-use crate::QK_K;
+use crate::quant::{f32_to_f16, legacy::QK, quantize};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
+use crate::{GgmlType, QK_K};
 
 /// `round(x)` half away from zero (C's `roundf`), exactly: the truncation plus one step
 /// toward the sign where the dropped fraction is at least one half.
@@ -34,6 +38,14 @@ unsafe fn pack_i8(v: [__m256; 4]) -> __m256i {
     _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
+/// Whether any lane of `v` is a NaN (`max` drops them).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn any_nan(v: &[__m256]) -> bool {
+    v.iter()
+        .any(|&x| _mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0)
+}
+
 /// `max |x|` over 32 values (four vectors).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -50,13 +62,18 @@ unsafe fn amax32(v: &[__m256; 4]) -> f32 {
     _mm_cvtss_f32(m)
 }
 
-/// Quantizes one 32-value block at `x` to its quants at `q`, returning `(d, sum of quants)`.
+/// Quantizes one 32-value block at `x` to its quants at `q`, returning `(d, sum of quants)`,
+/// or `None` where the block or its inverse scale is not finite (the caller takes the
+/// reference).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
+unsafe fn q8_block(x: *const f32, q: *mut u8) -> Option<(f32, i32)> {
     let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.add(o)));
     let d = amax32(&v) / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    if !id.is_finite() || !d.is_finite() || any_nan(&v) {
+        return None;
+    }
     let idv = _mm256_set1_ps(id);
     let r = v.map(|x| round_away(_mm256_mul_ps(x, idv)));
     let bytes = pack_i8(r);
@@ -65,7 +82,7 @@ unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
         _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
         _mm256_set1_epi16(1),
     );
-    (d, super::hsum_i32(sums))
+    Some((d, super::hsum_i32(sums)))
 }
 
 /// Q8_0: `d = amax / 127` as `f16`, quants `round(x / d)`.
@@ -74,9 +91,14 @@ unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
 /// AVX2; `src.len()` a multiple of 32 and `dst.len() == src.len() / 32 * 34`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
-        let (d, _) = q8_block(x.as_ptr(), out.as_mut_ptr().add(2));
-        out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+    for (x, out) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_0>()))
+    {
+        match q8_block(x.as_ptr(), out.as_mut_ptr().add(2)) {
+            Some((d, _)) => out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes()),
+            None => quantize(GgmlType::Q8_0, x, out),
+        }
     }
 }
 
@@ -86,10 +108,17 @@ pub(super) unsafe fn q8_0(src: &[f32], dst: &mut [u8]) {
 /// AVX2; `src.len()` a multiple of 32 and `dst.len() == src.len() / 32 * 36`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(36)) {
-        let (d, sum) = q8_block(x.as_ptr(), out.as_mut_ptr().add(4));
-        out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-        out[2..4].copy_from_slice(&f32_to_f16(sum as f32 * d).to_le_bytes());
+    for (x, out) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_1>()))
+    {
+        match q8_block(x.as_ptr(), out.as_mut_ptr().add(4)) {
+            Some((d, sum)) => {
+                out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                out[2..4].copy_from_slice(&f32_to_f16(sum as f32 * d).to_le_bytes());
+            }
+            None => quantize(GgmlType::Q8_1, x, out),
+        }
     }
 }
 
@@ -118,24 +147,27 @@ unsafe fn round_exact_product(x: __m256, s: __m256) -> __m256 {
 /// AVX2/FMA; `src.len()` a multiple of 256 and `dst.len() == src.len() / 256 * 292`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, out) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(size_of::<BlockQ8_K>()))
+    {
         let sign = _mm256_set1_ps(-0.0);
         let mut m = _mm256_setzero_ps();
+        let mut nan = false;
         for i in (0..QK_K).step_by(8) {
-            m = _mm256_max_ps(
-                m,
-                _mm256_andnot_ps(sign, _mm256_loadu_ps(x.as_ptr().add(i))),
-            );
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            nan |= any_nan(&[v]);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
         }
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-        if amax == 0.0 {
-            out.fill(0);
-            continue;
-        }
         let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
         let iscale = -127.0 / max;
+        if nan || amax == 0.0 || !amax.is_finite() || !iscale.is_finite() {
+            quantize(GgmlType::Q8_K, x, out);
+            continue;
+        }
         let s = _mm256_set1_ps(iscale);
         let q = out.as_mut_ptr().add(4);
         for i in (0..QK_K).step_by(32) {
