@@ -275,7 +275,9 @@ TernStatus tern_model_params_free(TernModelParams *params);
 
 /**
  * Sets the number of threads that run the model's matrix products (shared by all its
- * sessions); 0, the default, lets the board decide (its fast cores, one thread each).
+ * sessions); 0, the default, lets the board decide (its fast cores, one thread each). At
+ * load, more threads than the CPUs this process may use are lowered to that count, with a
+ * warning in the log.
  */
 TernStatus tern_model_params_set_threads(TernModelParams *params, uint32_t threads);
 

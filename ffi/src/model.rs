@@ -90,7 +90,9 @@ pub extern "C" fn tern_model_params_free(params: *mut TernModelParams) -> TernSt
 }
 
 /// Sets the number of threads that run the model's matrix products (shared by all its
-/// sessions); 0, the default, lets the board decide (its fast cores, one thread each).
+/// sessions); 0, the default, lets the board decide (its fast cores, one thread each). At
+/// load, more threads than the CPUs this process may use are lowered to that count, with a
+/// warning in the log.
 #[no_mangle]
 pub extern "C" fn tern_model_params_set_threads(
     params: *mut TernModelParams,
@@ -163,10 +165,11 @@ pub unsafe extern "C" fn tern_model_load(
         };
         let board = tern_boards::select(Some(&settings.board))
             .map_err(|e| Error::invalid(e.to_string()))?;
-        let threads = match settings.threads {
-            0 => board.settings.threads.value.max(1),
-            n => n as usize,
-        };
+        let asked = (settings.threads > 0).then_some(settings.threads as usize);
+        let (threads, lowered) = tern::fit::fit_threads(asked, &board);
+        if let Some(note) = lowered {
+            log_with(TERN_LOG_WARN, || note);
+        }
         let (kernels, note) = tern::fit::use_board_kernels(&board);
         if let Some(note) = note {
             log_with(TERN_LOG_WARN, || note);

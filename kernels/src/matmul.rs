@@ -125,7 +125,7 @@ pub fn matmul_many_with(
 ) {
     assert_eq!(ws.len(), ys.len(), "one output per matrix");
     let Some(first) = ws.first() else { return };
-    if ws.iter().any(|w| w.ty != first.ty || w.cols != first.cols) {
+    if ws.len() > MAX_SEGMENTS || ws.iter().any(|w| w.ty != first.ty || w.cols != first.cols) {
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
             matmul_many_with(ks, &[*w], x, &mut [&mut **y], scratch);
         }
@@ -145,14 +145,13 @@ pub fn matmul_many_with(
     if n == 0 {
         return;
     }
-    let segs: Vec<Segment<'_, '_>> = ws
-        .iter()
-        .zip(ys.iter_mut())
-        .map(|(w, y)| Segment {
+    let mut segs: Segments<'_, '_> = Default::default();
+    for (slot, (w, y)) in segs.iter_mut().zip(ws.iter().zip(ys.iter_mut())) {
+        *slot = Some(Segment {
             w: *w,
             out: SharedOut::new(y),
-        })
-        .collect();
+        });
+    }
     let k = ks.get(first.ty);
     match k.gemm {
         Some(g) if n >= 2 => gemm(k, &g, &segs, x, n, scratch),
@@ -166,15 +165,22 @@ struct Segment<'w, 'y> {
     out: SharedOut<'y>,
 }
 
+/// Most matrices one dispatch takes (q, k and v); more are multiplied one after the other.
+const MAX_SEGMENTS: usize = 3;
+
+/// The matrices of one dispatch, first ones filled: on the stack, so that a product
+/// allocates nothing (a decode step makes hundreds).
+type Segments<'w, 'y> = [Option<Segment<'w, 'y>>; MAX_SEGMENTS];
+
 /// Calls `f(segment, local rows)` for the parts of the global row range `range` (the rows
 /// of all segments, one after the other) that fall in each segment.
 fn for_segments(
-    segs: &[Segment<'_, '_>],
+    segs: &Segments<'_, '_>,
     range: Range<usize>,
     mut f: impl FnMut(&Segment<'_, '_>, Range<usize>),
 ) {
     let mut base = 0;
-    for s in segs {
+    for s in segs.iter().flatten() {
         let (lo, hi) = (range.start.max(base), range.end.min(base + s.w.rows));
         if lo < hi {
             f(s, lo - base..hi - base);
@@ -184,8 +190,8 @@ fn for_segments(
 }
 
 /// Decode (or a type without panel kernels): one dot product per row and token.
-fn rows_dot(k: &TypeKernels, segs: &[Segment<'_, '_>], x: &[f32], n: usize, scratch: &mut Vec<u8>) {
-    let cols = segs[0].w.cols;
+fn rows_dot(k: &TypeKernels, segs: &Segments<'_, '_>, x: &[f32], n: usize, scratch: &mut Vec<u8>) {
+    let cols = x.len() / n;
     let act_row = k
         .act
         .bytes_for(cols as u64)
@@ -195,7 +201,7 @@ fn rows_dot(k: &TypeKernels, segs: &[Segment<'_, '_>], x: &[f32], n: usize, scra
         (k.quantize)(xt, qt);
     }
     let acts: &[u8] = scratch;
-    let total: usize = segs.iter().map(|s| s.w.rows).sum();
+    let total: usize = segs.iter().flatten().map(|s| s.w.rows).sum();
     par_rows(total, cols * n, DOT_ROWS, |range| {
         let mut buf = [0.0f32; DOT_ROWS];
         for_segments(segs, range, |s, range| {
@@ -227,12 +233,12 @@ fn rows_dot(k: &TypeKernels, segs: &[Segment<'_, '_>], x: &[f32], n: usize, scra
 fn gemm(
     k: &TypeKernels,
     g: &GemmKernels,
-    segs: &[Segment<'_, '_>],
+    segs: &Segments<'_, '_>,
     x: &[f32],
     n: usize,
     scratch: &mut Vec<u8>,
 ) {
-    let cols = segs[0].w.cols;
+    let cols = x.len() / n;
     let p = g.panel;
     assert!(p <= MAX_PANEL, "panels of at most {MAX_PANEL} tokens");
     let n_panels = n.div_ceil(p);
@@ -271,7 +277,7 @@ fn gemm(
     }
 
     let panels: &[u8] = panels;
-    let total: usize = segs.iter().map(|s| s.w.rows).sum();
+    let total: usize = segs.iter().flatten().map(|s| s.w.rows).sum();
     par_rows(total, cols * n, ROW_BLOCK, |range| {
         let mut buf = [0.0f32; ROW_BLOCK * PANEL_BLOCK * MAX_PANEL];
         for_segments(segs, range, |s, range| {

@@ -112,3 +112,87 @@ pub fn check_cache(model: &Model, board: &Board, cfg: &CacheConfig) -> Result<()
         }),
     }
 }
+
+/// The CPUs this process may run on: the OS's count for this process (affinity and cgroup
+/// quota included), else the board's online CPUs, else 1.
+pub fn usable_cpus(board: &Board) -> usize {
+    let online = board.facts.cpus.len();
+    match (board.facts.parallelism, online) {
+        (Some(p), 0) => p,
+        (Some(p), n) => p.min(n),
+        (None, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (None, n) => n,
+    }
+    .max(1)
+}
+
+/// The threads to run: those asked for, else the board's, lowered to the CPUs this process
+/// may use (more threads than CPUs only slow the matrix products down, and thousands never
+/// answer; a profile chosen by name may describe a board with more cores than this one).
+/// Returns the count and, when it was lowered, the message to show.
+pub fn fit_threads(asked: Option<usize>, board: &Board) -> (usize, Option<String>) {
+    let cpus = usable_cpus(board);
+    let (want, what) = match asked {
+        Some(n) => (n.max(1), format!("{n} threads asked for")),
+        None => {
+            let n = board.settings.threads.value.max(1);
+            (
+                n,
+                format!("the {} profile's {n} threads", board.profile.name),
+            )
+        }
+    };
+    if want > cpus {
+        let note = format!("{what}: lowered to the {cpus} CPUs this process may use");
+        (cpus, Some(note))
+    } else {
+        (want, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU count, read independently of `usable_cpus`: the OS's count for this process.
+    fn os_cpus() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    #[test]
+    fn threads_beyond_the_cpus_are_lowered_with_a_note() {
+        let board = tern_boards::select(Some("auto")).unwrap();
+        let cpus = os_cpus();
+        assert!(usable_cpus(&board) <= cpus);
+        let usable = usable_cpus(&board);
+        let (n, note) = fit_threads(Some(100_000), &board);
+        assert_eq!(n, usable);
+        let note = note.expect("a note when lowering");
+        assert!(note.contains("100000 threads asked for"), "{note}");
+        assert!(note.contains(&format!("{usable} CPUs")), "{note}");
+        assert_eq!(fit_threads(Some(usable + 1), &board).0, usable);
+    }
+
+    #[test]
+    fn threads_within_the_cpus_are_kept() {
+        let board = tern_boards::select(Some("auto")).unwrap();
+        assert_eq!(fit_threads(Some(1), &board), (1, None));
+        assert_eq!(fit_threads(Some(0), &board), (1, None));
+        let usable = usable_cpus(&board);
+        assert_eq!(fit_threads(Some(usable), &board), (usable, None));
+    }
+
+    #[test]
+    fn a_named_boards_default_threads_are_lowered_to_this_machines_cpus() {
+        // The Raspberry Pi 5 profile asks for its four cores, whatever this machine has.
+        let board = tern_boards::select(Some("rpi5")).unwrap();
+        let usable = usable_cpus(&board);
+        let profile = board.settings.threads.value;
+        let (n, note) = fit_threads(None, &board);
+        assert_eq!(n, profile.min(usable));
+        assert_eq!(note.is_some(), profile > usable, "{note:?}");
+        if let Some(note) = note {
+            assert!(note.contains("profile's"), "{note}");
+        }
+    }
+}

@@ -182,6 +182,19 @@ impl Sampler {
         }
     }
 
+    /// A sampler whose scratch is sized up front for a vocabulary of `n_vocab` tokens and a
+    /// history of at most `max_history`, so that not even its first draws allocate.
+    pub fn sized(cfg: SamplerConfig, n_vocab: usize, max_history: usize) -> Sampler {
+        let mut s = Sampler::new(cfg);
+        if cfg.temperature > 0.0 {
+            s.candidates.reserve_exact(n_vocab);
+        }
+        if cfg.repeat_penalty != 1.0 {
+            s.recent.reserve_exact(cfg.repeat_last_n.min(max_history));
+        }
+        s
+    }
+
     pub fn config(&self) -> &SamplerConfig {
         &self.cfg
     }

@@ -194,7 +194,11 @@ impl Session {
         let cancel = Arc::new(AtomicBool::new(false));
         state.set_cancel(cancel.clone());
         Ok(Session {
-            sampler: Sampler::new(opts.sampler),
+            sampler: Sampler::sized(
+                opts.sampler,
+                model.llama().config().n_vocab,
+                2 * HISTORY_KEEP,
+            ),
             model,
             opts,
             cache: kv,
@@ -329,7 +333,11 @@ impl Session {
         self.unfed_tail.clear();
         self.logits_valid = false;
         self.stats = Stats::default();
-        self.sampler = Sampler::new(self.opts.sampler);
+        self.sampler = Sampler::sized(
+            self.opts.sampler,
+            self.model.llama().config().n_vocab,
+            2 * HISTORY_KEEP,
+        );
         if let Some(system) = self.opts.system.clone() {
             let text = self
                 .model

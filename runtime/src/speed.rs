@@ -24,6 +24,7 @@ pub fn bench_tokens(n_vocab: usize, n: usize) -> Vec<u32> {
 }
 
 /// Seconds to feed `prompt` from an empty cache, and to generate `n` tokens after it.
+/// The cache is dense, just large enough: its bytes are [`generation_kv_bytes`].
 pub fn time_generation(
     model: &Arc<Model>,
     prompt: &[u32],
@@ -39,4 +40,44 @@ pub fn time_generation(
         s.feed(&[id])?;
     }
     Ok((prefill, t1.elapsed().as_secs_f64()))
+}
+
+/// Bytes of the KV cache [`time_generation`] allocates for `tokens` prompt and generated
+/// tokens (its room for a batch included).
+pub fn generation_kv_bytes(model: &Arc<Model>, tokens: usize) -> Result<u64, SessionError> {
+    let s = Session::for_scoring(model.clone(), CacheConfig::dense(tokens + 1))?;
+    Ok(s.cache().memory_bytes() as u64)
+}
+
+/// Peak resident memory of this process so far (`VmHWM` of `/proc/self/status`), KiB;
+/// `None` where the kernel does not say (not Linux).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_grows_with_a_touched_allocation() {
+        let Some(before) = peak_rss_kib() else {
+            panic!("no VmHWM in /proc/self/status (Linux reports it)");
+        };
+        // 64 MiB written page by page must be resident at once.
+        let mut big = vec![0u8; 64 << 20];
+        for page in big.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&big);
+        let after = peak_rss_kib().unwrap();
+        assert!(
+            after >= before.max(64 << 10),
+            "{before} KiB, then {after} KiB"
+        );
+    }
 }

@@ -172,3 +172,54 @@ fn same_seed_same_text() {
     };
     assert_eq!(run("7"), run("7"));
 }
+
+/// `tern bench --json` reports its first token's time and its peak resident memory while
+/// decoding: the time within the process's life as seen from outside, the memory at least
+/// the weights it read (mapped pages count as resident) and within the file, the KV cache and
+/// a margin for the rest of the process.
+#[test]
+fn bench_json_reports_first_token_time_and_peak_memory() {
+    let model = common::smollm2();
+    let t0 = std::time::Instant::now();
+    let out = tern(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "8",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    let lifetime_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ttft = v["ttft_ms"].as_f64().unwrap();
+    assert!(
+        ttft > 0.0 && ttft < lifetime_ms,
+        "{ttft} ms of {lifetime_ms} ms"
+    );
+    let rss = v["rss_kib"].as_u64().unwrap() * 1024;
+    let file = v["file_bytes"].as_u64().unwrap();
+    let kv = v["kv_bytes"].as_u64().unwrap();
+    assert_eq!(file, std::fs::metadata(&model).unwrap().len());
+    let weights = tern::model::Model::load(&model)
+        .unwrap()
+        .llama()
+        .file()
+        .tensor_data()
+        .len() as u64;
+    assert!(rss >= weights, "{rss} bytes resident, {weights} of weights");
+    // Under qemu-user (the aarch64 runs) the figure includes the emulator's own memory.
+    if cfg!(target_arch = "x86_64") {
+        assert!(rss <= file + kv + (64 << 20), "{rss} bytes resident");
+    }
+}

@@ -53,7 +53,10 @@ fn threads_beyond_the_cpus_are_clamped_with_a_note() {
     let out = tern_with(&args, "", Duration::from_secs(120));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("--threads 100000 lowered to"), "{err}");
+    assert!(
+        err.contains("note: 100000 threads asked for: lowered to the"),
+        "{err}"
+    );
 }
 
 /// Defect 10: `tern tokenize | head` panicked on the broken pipe (exit 101).

@@ -24,7 +24,8 @@ pub struct Shared {
 ///
 /// ``model`` is a path to a GGUF file or a known model name (see ``tern.known_models()``),
 /// downloaded into the cache on first use with a progress bar. ``threads`` runs the matrix
-/// products (default: the board's choice, one per fast core); ``board`` is a board profile
+/// products (default: the board's choice, one per fast core; more than the CPUs this process
+/// may use are lowered to them, with a ``RuntimeWarning``); ``board`` is a board profile
 /// name (see ``tern.boards()``) or "auto" to detect this machine. The weights are
 /// memory-mapped, never copied; any number of sessions, on any threads, share one model.
 ///
@@ -101,8 +102,8 @@ impl Model {
                 .into());
             }
         }
-        let (shared, note) = py.detach(|| guarded(|| load(&model, threads, &board)))?;
-        if let Some(note) = note {
+        let (shared, notes) = py.detach(|| guarded(|| load(&model, threads, &board)))?;
+        for note in notes {
             PyErr::warn(
                 py,
                 &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
@@ -206,13 +207,9 @@ impl Model {
     }
 }
 
-/// Resolves (pulling if need be) and loads the model; returns it with the kernel note to
-/// show, if any.
-fn load(
-    model: &str,
-    threads: Option<i64>,
-    board: &str,
-) -> Result<(Shared, Option<String>), Failure> {
+/// Resolves (pulling if need be) and loads the model; returns it with the notes to show (the
+/// kernel set, threads lowered to the CPUs), if any.
+fn load(model: &str, threads: Option<i64>, board: &str) -> Result<(Shared, Vec<String>), Failure> {
     if board != "auto" && tern_boards::profile(board).is_err() {
         return Err(Failure::invalid(format!(
             "unknown board `{board}` (known: auto, {})",
@@ -221,12 +218,9 @@ fn load(
     }
     let board = tern_boards::select(Some(board)).map_err(|e| Failure::invalid(e.to_string()))?;
     let path = tern::catalog::resolve_model(model)?;
-    let (_, note) = tern::fit::use_board_kernels(&board);
+    let (_, kernel_note) = tern::fit::use_board_kernels(&board);
     let loaded = tern::model::Model::load(&path)?;
-    let threads = threads
-        .map(|t| t as usize)
-        .unwrap_or(board.settings.threads.value)
-        .max(1);
+    let (threads, threads_note) = tern::fit::fit_threads(threads.map(|t| t as usize), &board);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("tern-{i}"))
@@ -238,6 +232,6 @@ fn load(
             pool,
             board,
         },
-        note,
+        kernel_note.into_iter().chain(threads_note).collect(),
     ))
 }

@@ -57,6 +57,13 @@ def test_invalid_model_arguments():
             tern.Model(threads=t)
 
 
+def test_threads_beyond_the_cpus_are_lowered_with_a_warning():
+    cpus = len(os.sched_getaffinity(0))
+    with pytest.warns(RuntimeWarning, match=f"{cpus + 1} threads asked for: lowered to"):
+        m = tern.Model(threads=cpus + 1)
+    assert m.info.threads == cpus
+
+
 def test_bad_role(model):
     s = model.session(temperature=0, max_tokens=4)
     with pytest.raises(tern.InvalidArgumentError, match="role `wizard`"):

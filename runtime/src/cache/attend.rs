@@ -6,7 +6,7 @@ use std::ops::Range;
 use tern_kernels::{ops, quant, GgmlType};
 
 use super::ring::{Kind, NewToken, Ring};
-use super::KvCache;
+use super::{CacheShape, KvCache};
 
 /// Query vectors (tokens × heads of one KV group) that one attention task carries.
 const TILE_QUERIES: usize = 48;
@@ -42,9 +42,9 @@ impl KvCache {
     ///
     /// One task per KV head and block of tokens (a flash-attention tile): each block of keys
     /// and values is widened to f32 once and serves all the query heads of the group for all
-    /// the tokens of the block, with an online softmax; nothing of size `capacity` is
-    /// allocated per query.
-    pub fn attend(&self, layer: usize, q: &[f32], out: &mut [f32], qbuf: &mut [f32]) {
+    /// the tokens of the block, with an online softmax. Nothing is allocated: each task works
+    /// in its own part of the cache's scratch.
+    pub fn attend(&mut self, layer: usize, q: &[f32], out: &mut [f32], qbuf: &mut [f32]) {
         use rayon::prelude::*;
         let sh = &self.shape;
         let hd = sh.head_dim;
@@ -76,32 +76,58 @@ impl KvCache {
         let qbuf: &[f32] = qbuf;
 
         let group = sh.n_head / sh.n_head_kv;
-        let block = (TILE_QUERIES / group).max(1);
+        let block = tile_block(sh);
         let blocks = n.div_ceil(block);
-        let tiles: Vec<Vec<f32>> = (0..sh.n_head_kv * blocks)
-            .into_par_iter()
-            .map(|task| {
+        let tasks = sh.n_head_kv * blocks;
+        let per_task = tile_floats(sh);
+        // Taken out (an empty Vec allocates nothing) so that the tasks can borrow the cache.
+        let mut tiles = std::mem::take(&mut self.tiles);
+        let cache = &*self;
+        let ring = cache.ring(kind);
+        tiles[..tasks * per_task]
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(task, scratch)| {
                 let (g, b) = (task / blocks, task % blocks);
                 let tile = Tile {
-                    cache: self,
+                    cache,
                     ring,
                     first_row,
                     kv_head: g,
                     heads: g * group..(g + 1) * group,
                     qbuf,
                 };
-                tile.run(b * block..((b + 1) * block).min(n))
-            })
-            .collect();
-        // Each tile holds its group's heads for its block's tokens, token after token.
-        for (task, o) in tiles.iter().enumerate() {
+                tile.run(b * block..((b + 1) * block).min(n), scratch);
+            });
+        // Each tile's outputs come first in its scratch: its group's heads for its block's
+        // tokens, token after token.
+        for (task, o) in tiles.chunks_exact(per_task).take(tasks).enumerate() {
             let (g, b) = (task / blocks, task % blocks);
-            for (i, oi) in (b * block..).zip(o.chunks_exact(group * hd)) {
+            let tokens = b * block..((b + 1) * block).min(n);
+            for (i, oi) in tokens.zip(o.chunks_exact(group * hd)) {
                 let at = i * q_dim + g * group * hd;
                 out[at..at + oi.len()].copy_from_slice(oi);
             }
         }
+        self.tiles = tiles;
     }
+}
+
+/// Tokens of the batch that one attention task takes.
+fn tile_block(sh: &CacheShape) -> usize {
+    (TILE_QUERIES / (sh.n_head / sh.n_head_kv).max(1)).max(1)
+}
+
+/// Attention tasks of a full batch.
+pub(super) fn tile_tasks(sh: &CacheShape) -> usize {
+    sh.n_head_kv * sh.batch.max(1).div_ceil(tile_block(sh))
+}
+
+/// Floats of one attention task's scratch: outputs, running maxima and sums of its queries,
+/// then one block of keys and values widened to f32.
+pub(super) fn tile_floats(sh: &CacheShape) -> usize {
+    let queries = tile_block(sh) * (sh.n_head / sh.n_head_kv).max(1);
+    queries * (sh.head_dim + 2) + 2 * TILE_KEYS * sh.head_dim
 }
 
 /// One attention task: the query heads `heads`, which share KV head `kv_head`, for a block
@@ -118,16 +144,24 @@ struct Tile<'a> {
 
 impl Tile<'_> {
     /// Attention outputs of `tokens` (token-major, then head), over blocks of [`TILE_KEYS`]
-    /// keys with a running maximum and sum per query (online softmax).
-    fn run(&self, tokens: Range<usize>) -> Vec<f32> {
+    /// keys with a running maximum and sum per query (online softmax), written to the start
+    /// of `scratch` ([`tile_floats`] long).
+    fn run(&self, tokens: Range<usize>, scratch: &mut [f32]) {
         let c = self.cache;
         let hd = c.shape.head_dim;
         let q_dim = c.shape.n_head * hd;
         let batch = &self.ring.batch[tokens.clone()];
         let nq = batch.len() * self.heads.len();
-        let mut o = vec![0.0f32; nq * hd];
-        let mut max = vec![f32::NEG_INFINITY; nq];
-        let mut sum = vec![0.0f32; nq];
+        let queries = tile_block(&c.shape) * self.heads.len();
+        let (o, rest) = scratch.split_at_mut(queries * hd);
+        let (max, rest) = rest.split_at_mut(queries);
+        let (sum, rest) = rest.split_at_mut(queries);
+        let (kt, vt) = rest.split_at_mut(TILE_KEYS * hd);
+        let o = &mut o[..nq * hd];
+        let (max, sum) = (&mut max[..nq], &mut sum[..nq]);
+        o.fill(0.0);
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
 
         // The block's keys in order: sinks (rows 0..sinks of the layer), then the window's
         // epochs. What each token sees is a range of them for its sinks and one for its
@@ -155,8 +189,6 @@ impl Tile<'_> {
             at..at + head_bytes
         };
 
-        let mut kt = vec![0.0f32; TILE_KEYS * hd];
-        let mut vt = vec![0.0f32; TILE_KEYS * hd];
         let mut sc = [0.0f32; TILE_KEYS];
         for start in (0..total).step_by(TILE_KEYS) {
             let chunk = start..(start + TILE_KEYS).min(total);
@@ -204,11 +236,10 @@ impl Tile<'_> {
                 }
             }
         }
-        for (ov, &s) in o.chunks_exact_mut(hd).zip(&sum) {
+        for (ov, &s) in o.chunks_exact_mut(hd).zip(&*sum) {
             let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
             ov.iter_mut().for_each(|x| *x *= inv);
         }
-        o
     }
 }
 

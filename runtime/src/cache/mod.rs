@@ -64,6 +64,12 @@ pub struct KvCache {
     v: Vec<u8>,
     /// Tokens ever appended (after [`KvCache::clear`]).
     seen: u64,
+    /// Scratch of the attention tasks, [`attend::tile_floats`] each for as many tasks as a
+    /// full batch makes: sized once, so that no forward pass allocates.
+    tiles: Vec<f32>,
+    /// Scratch of a rebase: one row of keys and its rotation.
+    rebase_row: Vec<f32>,
+    rebase_angles: Vec<(f32, f32)>,
 }
 
 /// Memory of a cache by layer kind, in bytes (keys and values).
@@ -142,6 +148,9 @@ impl KvCache {
             k: zeroed(total).ok_or_else(too_large)?,
             v: zeroed(total).ok_or_else(too_large)?,
             seen: 0,
+            tiles: vec![0.0; attend::tile_tasks(&shape) * attend::tile_floats(&shape)],
+            rebase_row: vec![0.0; kv_dim],
+            rebase_angles: vec![(0.0, 0.0); shape.rope_dims / 2],
             cfg,
             shape,
         })

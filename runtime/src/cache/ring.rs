@@ -279,9 +279,9 @@ impl KvCache {
             Kind::Local => self.local.as_ref().expect("a local ring"),
         };
         let shift = ring.slots as u64;
-        let half = self.shape.rope_dims / 2;
-        let kv_dim = self.shape.n_head_kv * self.shape.head_dim;
-        let mut back = vec![(0.0f32, 0.0f32); half];
+        // The cache's scratch, taken out (an empty Vec allocates nothing) and put back.
+        let mut back = std::mem::take(&mut self.rebase_angles);
+        let mut row = std::mem::take(&mut self.rebase_row);
         angles(
             ring.rope_base,
             &ring.rope_factors,
@@ -292,7 +292,6 @@ impl KvCache {
         for cs in back.iter_mut() {
             cs.1 = -cs.1; // rotate by -shift
         }
-        let mut row = vec![0.0f32; kv_dim];
         for &(k, first_row) in &self.layers {
             if k != kind {
                 continue;
@@ -311,6 +310,8 @@ impl KvCache {
         };
         ring.c.first_epoch -= shift;
         ring.c.next_epoch -= shift;
+        self.rebase_angles = back;
+        self.rebase_row = row;
     }
 }
 

@@ -179,29 +179,15 @@ impl ModelArgs {
             eprintln!("note: {note}");
         }
         let model = Arc::new(Model::load(&path)?);
-        let threads = clamp_threads(self.threads, &board);
+        let (threads, lowered) = tern::fit::fit_threads(self.threads, &board);
+        if let Some(message) = lowered {
+            eprintln!("note: {message}");
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .context("starting the thread pool")?;
         Ok(Loaded { model, board, pool })
-    }
-}
-
-/// The threads to run: the board's, or those asked for within 1 and the board's CPUs (more
-/// threads than CPUs only slow the matrix products down, and thousands never answer).
-fn clamp_threads(asked: Option<usize>, board: &tern_boards::Board) -> usize {
-    let cpus = match board.facts.cpus.len() {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    match asked {
-        None => board.settings.threads.value.max(1),
-        Some(n) if n > cpus => {
-            eprintln!("note: --threads {n} lowered to the board's {cpus} CPUs");
-            cpus
-        }
-        Some(n) => n.max(1),
     }
 }
 

@@ -606,7 +606,8 @@ fn geglu(gate: &mut [f32], up: &[f32]) {
 }
 
 /// The activation buffers of one session, allocated once for a batch size and a cache
-/// capacity; no forward pass allocates.
+/// capacity; no forward pass allocates (the attention's scratch is the cache's;
+/// `runtime/tests/decode_allocations.rs` counts).
 pub struct State {
     batch: usize,
     x: Vec<f32>,

@@ -135,12 +135,14 @@ impl Bpe {
         // The `tokenizers` crate refuses merges whose sides or result are not tokens, which
         // llama.cpp tolerates (it falls back to byte tokens for such a result). Converted
         // vocabularies never have them; skipping them keeps a file loadable.
+        let mut joined = String::new();
         let merges: Vec<(String, String)> = merges
             .iter()
             .filter(|(a, b)| {
-                vocab.contains_key(a)
-                    && vocab.contains_key(b)
-                    && vocab.contains_key(&format!("{a}{b}"))
+                joined.clear();
+                joined.push_str(a);
+                joined.push_str(b);
+                vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&joined)
             })
             .cloned()
             .collect();
