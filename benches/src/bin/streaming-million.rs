@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release -p tern-benches --bin streaming-million [-- --tokens 1000000
 //! --threads 2]` writes docs/streaming-million.json after every stretch (a run stopped early
-//! leaves the stretches it finished) and docs/streaming-million.md and .png at the end.
+//! leaves the stretches it finished) and docs/streaming-million.md and .png at the end;
+//! `-- --report` writes those two from the JSON alone (after a run stopped early).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,16 @@ const STRETCH: usize = 10_000;
 fn main() -> Result<()> {
     let n_tokens = tern_benches::arg("--tokens", 1_000_000);
     let threads = tern_benches::arg("--threads", tern_boards::physical_cores());
+    if std::env::args().any(|a| a == "--report") {
+        // The table and plot of the stretches a run (finished or stopped) left in the JSON.
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            tern_benches::docs_dir().join("streaming-million.json"),
+        )?)?;
+        let stretches: Vec<f64> = serde_json::from_value(json["stretch_mean_nll"].clone())?;
+        let secs = json["seconds"].as_f64().unwrap_or(0.0);
+        let threads = json["threads"].as_u64().unwrap_or(0) as usize;
+        return report(&stretches, secs, threads);
+    }
     let model = Arc::new(Model::load(tern_testkit::smollm2())?);
     let text = tern_benches::whole_bible()?;
     let mut tokens = model.tokenizer().encode(&text, true, false)?;
@@ -74,7 +85,12 @@ fn main() -> Result<()> {
     })?;
     let secs = t0.elapsed().as_secs_f64();
     write_json(&stretches, secs, threads)?;
-    let (slope, intercept) = fit(&stretches);
+    report(&stretches, secs, threads)
+}
+
+/// Writes docs/streaming-million.md and .png for `stretches`.
+fn report(stretches: &[f64], secs: f64, threads: usize) -> Result<()> {
+    let (slope, intercept) = fit(stretches);
     let dir = tern_benches::docs_dir();
     let first = stretches.first().copied().unwrap_or(0.0);
     let last = stretches.last().copied().unwrap_or(0.0);
@@ -116,7 +132,7 @@ fn main() -> Result<()> {
     );
     std::fs::write(dir.join("streaming-million.md"), &md)?;
     plot(
-        &stretches,
+        stretches,
         slope,
         intercept,
         &dir.join("streaming-million.png"),
