@@ -213,12 +213,7 @@ impl Sampler {
     /// `(token, probability)` for every token that survives the chain, most likely first;
     /// greedy decoding is the single `(argmax, 1)`. Speculative decoding compares the
     /// target's and the draft's distributions through it.
-    pub fn distribution(
-        &mut self,
-        logits: &mut [f32],
-        history: &[u32],
-        out: &mut Vec<(u32, f32)>,
-    ) {
+    pub fn distribution(&mut self, logits: &mut [f32], history: &[u32], out: &mut Vec<(u32, f32)>) {
         out.clear();
         if let Some(id) = self.filter(logits, history) {
             out.push((id, 1.0));

@@ -278,6 +278,12 @@ impl Session {
         self.draft.as_ref().map(|d| (d.stats, d.k()))
     }
 
+    /// Tokens the draft model has been given (fed, or waiting to be fed with its next
+    /// proposal): [`Stats::tokens`] whenever the two caches are in step.
+    pub fn draft_tokens(&self) -> Option<u64> {
+        self.draft.as_ref().map(|d| d.tokens_given())
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             tokens: self.cache.tokens_seen(),

@@ -111,7 +111,9 @@ pub fn check_vocabulary(target: &Model, draft: &Model) -> Result<(), DraftError>
     if tv != dv {
         return Err(mismatch(format!("{dv} logits per token against {tv}")));
     }
-    if let Some(id) = (0..tt.vocab_size() as u32).find(|&id| tt.token_to_bytes(id) != dt.token_to_bytes(id)) {
+    if let Some(id) =
+        (0..tt.vocab_size() as u32).find(|&id| tt.token_to_bytes(id) != dt.token_to_bytes(id))
+    {
         return Err(mismatch(format!("token {id} differs")));
     }
     Ok(())
@@ -246,7 +248,9 @@ impl Draft {
         let (rule, k) = match spec.k {
             DraftK::Fixed(k) if (1..=MAX_K).contains(&k) => (spec.k, k),
             DraftK::Adaptive { max } if (1..=MAX_K).contains(&max) => (spec.k, START_K.min(max)),
-            DraftK::Fixed(k) | DraftK::Adaptive { max: k } => return Err(DraftError::BadK(k).into()),
+            DraftK::Fixed(k) | DraftK::Adaptive { max: k } => {
+                return Err(DraftError::BadK(k).into())
+            }
         };
         let llama = spec.model.llama();
         let kv = llama.new_cache(cache, DEFAULT_BATCH)?;
@@ -273,6 +277,11 @@ impl Draft {
 
     pub(crate) fn model(&self) -> &Arc<Model> {
         &self.model
+    }
+
+    /// Tokens fed to the draft, or waiting in `unfed`.
+    pub(crate) fn tokens_given(&self) -> u64 {
+        self.cache.tokens_seen() + self.unfed.len() as u64
     }
 
     /// Tokens the draft proposes next step.
@@ -346,8 +355,17 @@ impl Session {
         out: &mut Vec<u32>,
     ) -> Result<StepStart, SessionError> {
         out.clear();
-        let d = self.draft.as_mut().expect("a speculative session has a draft");
-        let k = d.k;
+        let d = self
+            .draft
+            .as_mut()
+            .expect("a speculative session has a draft");
+        // The target's batch must not rebase its cache's epochs later than one-token decoding
+        // would (keys rotated twice round differently): near a rebase, fewer proposals.
+        let room = self.cache.appends_before_rebase();
+        let k = match room {
+            0 => d.k,
+            r => d.k.min(r - 1), // 0: a step of the target alone
+        };
         // The draft's unseen tokens, but the last few, are fed first and stay fed.
         d.catch_up(FEED_WITH_PROPOSAL)?;
         let n_unfed = d.unfed.len();
@@ -448,17 +466,23 @@ impl Session {
         // unseen tokens and the first k − 1 proposals.
         self.cache.rollback(target_cp);
         self.cache.append(1 + accepted)?;
-        let in_draft = accepted.min(k - 1);
+        let in_draft = accepted.min(k.saturating_sub(1));
         d.cache.rollback(draft_cp);
-        d.cache.append(n_unfed + in_draft)?;
         d.unfed.clear();
+        if k == 0 {
+            d.unfed.extend_from_slice(&draft_unfed); // never fed
+        } else {
+            d.cache.append(n_unfed + in_draft)?;
+        }
         d.unfed.extend_from_slice(&d.proposal[in_draft..accepted]);
         d.unfed.push(*out.last().expect("one token at least"));
 
         d.stats.steps += 1;
         d.stats.proposed += k as u64;
         d.stats.accepted += accepted as u64;
-        d.adapt(accepted);
+        if k > 0 {
+            d.adapt(accepted);
+        }
         self.remember(&[pending]);
         self.remember(&out[..accepted]);
         Ok(StepStart {
@@ -473,8 +497,15 @@ impl Session {
     /// Ends a reply in the middle of a step's committed tokens: both caches return to the
     /// step's start, and the target is fed `pending` and the tokens the reply used, so its
     /// cache and logits are those of the text given out (the draft gets them as unseen).
-    pub(crate) fn finish_step(&mut self, step: StepStart, used: &[u32]) -> Result<(), SessionError> {
-        let d = self.draft.as_mut().expect("a speculative session has a draft");
+    pub(crate) fn finish_step(
+        &mut self,
+        step: StepStart,
+        used: &[u32],
+    ) -> Result<(), SessionError> {
+        let d = self
+            .draft
+            .as_mut()
+            .expect("a speculative session has a draft");
         self.cache.rollback(step.target);
         self.history.truncate(self.history.len() - step.kept);
         d.cache.rollback(step.draft);

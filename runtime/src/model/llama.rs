@@ -408,13 +408,14 @@ impl Llama {
 
         // Products of the batch, by panels or token by token (see `State::set_per_token`).
         let per_token = st.per_token;
-        let matmul_many = |ws: &[QMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]], act: &mut Vec<u8>| {
-            if per_token {
-                matmul_many_per_token(ws, x, ys, act)
-            } else {
-                matmul_many(ws, x, ys, act)
-            }
-        };
+        let matmul_many =
+            |ws: &[QMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]], act: &mut Vec<u8>| {
+                if per_token {
+                    matmul_many_per_token(ws, x, ys, act)
+                } else {
+                    matmul_many(ws, x, ys, act)
+                }
+            };
         let matmul = |w: &QMatrix<'_>, x: &[f32], y: &mut [f32], act: &mut Vec<u8>| {
             matmul_many(std::slice::from_ref(w), x, &mut [y], act)
         };
