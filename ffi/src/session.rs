@@ -203,7 +203,8 @@ pub extern "C" fn tern_session_new(
                     k: d.k.map_or(tern::speculative::DraftK::default(), |k| {
                         tern::speculative::DraftK::Fixed(k)
                     }),
-                    exact: false,
+                    // The promise of the C ABI: the text is the model's own, near-ties too.
+                    exact: true,
                 };
                 Session::new_speculative(m.model.clone(), opts, spec, Some(&m.board))
             }

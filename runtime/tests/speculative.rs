@@ -409,7 +409,7 @@ fn sampling_with_a_draft_keeps_the_target_distribution() {
         let mut sm = tern::sampler::Sampler::new(sampler(0));
         let (logits, history) = s.logits_and_history();
         let mut l = logits.to_vec();
-        sm.distribution(&mut l, &history.to_vec(), &mut out);
+        sm.distribution(&mut l, history, &mut out);
         out
     };
     let mut probs: Vec<((u32, u32), f64)> = Vec::new();

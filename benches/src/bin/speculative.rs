@@ -8,7 +8,8 @@
 //!
 //! `cargo run --release -p tern-benches --bin speculative [-- --gen 96 --reps 2 --threads 2]`
 //! prints the table and writes docs/speculative.md. With `--soak N` it instead generates
-//! N tokens speculatively in one session (window 1020) and samples the process's RSS.
+//! N tokens speculatively in one session (window 1020) and samples the process's RSS;
+//! `--target NAME --draft NAME` pick other catalog models (e.g. `smollm2-135m` for both).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,6 +138,16 @@ fn soak(target: &Arc<Model>, draft: &Arc<Model>, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The value after `name` on the command line, or `default`.
+fn text_arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
 fn main() -> Result<()> {
     let n = tern_benches::arg("--gen", 96);
     let reps = tern_benches::arg("--reps", 2);
@@ -145,8 +156,14 @@ fn main() -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let target = Arc::new(Model::load(tern_testkit::model("qwen2.5-coder-1.5b"))?);
-    let draft = Arc::new(Model::load(tern_testkit::model("qwen2.5-coder-0.5b"))?);
+    let target = Arc::new(Model::load(tern_testkit::model(&text_arg(
+        "--target",
+        "qwen2.5-coder-1.5b",
+    )))?);
+    let draft = Arc::new(Model::load(tern_testkit::model(&text_arg(
+        "--draft",
+        "qwen2.5-coder-0.5b",
+    )))?);
     if soak_tokens > 0 {
         return pool.install(|| soak(&target, &draft, soak_tokens));
     }
