@@ -418,6 +418,18 @@ TernStatus tern_session_params_set_max_tokens(TernSessionParams *params, uint32_
 TernStatus tern_session_params_add_stop(TernSessionParams *params, const char *stop);
 
 /**
+ * Speculative decoding: `draft` (a loaded model sharing the session model's vocabulary,
+ * e.g. a smaller size of the same family) proposes `k` tokens per step (1 to 16; 0 adapts
+ * `k` to the acceptance rate) and the session's model checks them in one pass. The text is
+ * the session model's own; decoding is faster when the draft is often right. A draft of
+ * another vocabulary makes `tern_session_new` fail with `TERN_ERR_INVALID_ARGUMENT`. NULL
+ * removes the draft. The parameters keep the draft model alive until they are freed.
+ */
+TernStatus tern_session_params_set_draft(TernSessionParams *params,
+                                         const TernModel *draft,
+                                         uint32_t k);
+
+/**
  * Removes the stop strings added with `tern_session_params_add_stop`.
  */
 TernStatus tern_session_params_clear_stops(TernSessionParams *params);

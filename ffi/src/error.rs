@@ -140,7 +140,7 @@ impl From<SessionError> for Error {
         use TernStatus::*;
         let status = match &e {
             SessionError::Cancelled => TERN_CANCELLED,
-            SessionError::BadRole(_) => TERN_ERR_INVALID_ARGUMENT,
+            SessionError::BadRole(_) | SessionError::Draft(_) => TERN_ERR_INVALID_ARGUMENT,
             SessionError::Snapshot(SnapshotError::Io { .. }) => TERN_ERR_IO,
             SessionError::Snapshot(SnapshotError::TooLarge { .. }) | SessionError::Memory(_) => {
                 TERN_ERR_OUT_OF_MEMORY

@@ -33,6 +33,20 @@ pub(crate) struct SessionSettings {
     pub sinks: Option<usize>,
     pub window: Option<usize>,
     pub kv_type: Option<KvType>,
+    pub draft: Option<Draft>,
+}
+
+/// A draft model for speculative decoding, and its tokens per step (`None`: adaptive).
+#[derive(Clone)]
+pub(crate) struct Draft {
+    pub model: std::sync::Arc<tern::model::Model>,
+    pub k: Option<usize>,
+}
+
+impl std::fmt::Debug for Draft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Draft({}, k {:?})", self.model.path().display(), self.k)
+    }
 }
 
 pub(crate) struct SessionParams(Mutex<SessionSettings>);
@@ -309,6 +323,38 @@ pub unsafe extern "C" fn tern_session_params_add_stop(
             return Err(Error::invalid("a stop string may not be empty"));
         }
         o.opts.stop.push(stop.to_string());
+        Ok(())
+    })
+}
+
+/// Speculative decoding: `draft` (a loaded model sharing the session model's vocabulary,
+/// e.g. a smaller size of the same family) proposes `k` tokens per step (1 to 16; 0 adapts
+/// `k` to the acceptance rate) and the session's model checks them in one pass. The text is
+/// the session model's own; decoding is faster when the draft is often right. A draft of
+/// another vocabulary makes `tern_session_new` fail with `TERN_ERR_INVALID_ARGUMENT`. NULL
+/// removes the draft. The parameters keep the draft model alive until they are freed.
+#[no_mangle]
+pub extern "C" fn tern_session_params_set_draft(
+    params: *mut TernSessionParams,
+    draft: *const crate::model::TernModel,
+    k: u32,
+) -> TernStatus {
+    set("tern_session_params_set_draft", params, |o| {
+        if draft.is_null() {
+            o.draft = None;
+            return Ok(());
+        }
+        let m = handle::get::<crate::model::ModelHandle>(draft, "draft")?;
+        if k as usize > tern::speculative::MAX_K {
+            return Err(Error::invalid(format!(
+                "k = {k}: draft tokens per step are 1 to {} (0: adaptive)",
+                tern::speculative::MAX_K
+            )));
+        }
+        o.draft = Some(Draft {
+            model: m.model.clone(),
+            k: (k > 0).then_some(k as usize),
+        });
         Ok(())
     })
 }

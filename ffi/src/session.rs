@@ -191,11 +191,25 @@ pub extern "C" fn tern_session_new(
         } else {
             handle::get::<SessionParams>(params, "params")?.settings()
         };
+        let draft = settings.draft.clone();
         let opts = session_options(&m, settings)?;
-        log_with(TERN_LOG_DEBUG, || format!("session options: {opts:?}"));
-        let session = m
-            .pool
-            .install(|| Session::new_within(m.model.clone(), opts, &m.board))?;
+        log_with(TERN_LOG_DEBUG, || {
+            format!("session options: {opts:?}, draft: {draft:?}")
+        });
+        let session = m.pool.install(|| match draft {
+            Some(d) => {
+                let spec = tern::speculative::DraftSpec {
+                    model: d.model,
+                    k: d.k.map_or(tern::speculative::DraftK::default(), |k| {
+                        tern::speculative::DraftK::Fixed(k)
+                    }),
+                    // The promise of the C ABI: the text is the model's own, near-ties too.
+                    exact: true,
+                };
+                Session::new_speculative(m.model.clone(), opts, spec, Some(&m.board))
+            }
+            None => Session::new_within(m.model.clone(), opts, &m.board),
+        })?;
         publish(m, session, out)
     })
 }

@@ -123,11 +123,36 @@ pub fn matmul_many_with(
     ys: &mut [&mut [f32]],
     scratch: &mut Vec<u8>,
 ) {
+    product(ks, ws, x, ys, scratch, true);
+}
+
+/// [`matmul_many`] with every token's results computed as a one-token product computes
+/// them (the decode kernels, never the panel kernels), so they are bitwise those of the
+/// tokens multiplied one at a time. Speculative decoding verifies its drafts this way when
+/// its text must be exactly the model's alone. Weights are still read once per batch.
+pub fn matmul_many_per_token(
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut Vec<u8>,
+) {
+    product(kernels(), ws, x, ys, scratch, false);
+}
+
+/// [`matmul_many_with`], with or without the panel kernels for batches.
+fn product(
+    ks: &KernelSet,
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut Vec<u8>,
+    panels: bool,
+) {
     assert_eq!(ws.len(), ys.len(), "one output per matrix");
     let Some(first) = ws.first() else { return };
     if ws.len() > MAX_SEGMENTS || ws.iter().any(|w| w.ty != first.ty || w.cols != first.cols) {
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
-            matmul_many_with(ks, &[*w], x, &mut [&mut **y], scratch);
+            product(ks, &[*w], x, &mut [&mut **y], scratch, panels);
         }
         return;
     }
@@ -154,7 +179,7 @@ pub fn matmul_many_with(
     }
     let k = ks.get(first.ty);
     match k.gemm {
-        Some(g) if n >= 2 => gemm(k, &g, &segs, x, n, scratch),
+        Some(g) if n >= 2 && panels => gemm(k, &g, &segs, x, n, scratch),
         _ => rows_dot(k, &segs, x, n, scratch),
     }
 }

@@ -101,7 +101,23 @@ pub struct CacheTooLarge {
 /// model. Unlike [`fit_cache`] nothing shrinks: the cache of a restored session must be the
 /// one saved, and the sinks of a pinned system prompt must all be kept.
 pub fn check_cache(model: &Model, board: &Board, cfg: &CacheConfig) -> Result<(), CacheTooLarge> {
-    let need = memory_need(model, cfg);
+    check_cache_with(model, None, board, cfg)
+}
+
+/// [`check_cache`] for a session that may also hold a draft model for speculative
+/// decoding: both files, and both caches (the draft's is configured as the model's).
+pub fn check_cache_with(
+    model: &Model,
+    draft: Option<&Model>,
+    board: &Board,
+    cfg: &CacheConfig,
+) -> Result<(), CacheTooLarge> {
+    let mut need = memory_need(model, cfg);
+    if let Some(draft) = draft {
+        let d = memory_need(draft, cfg);
+        need.model_bytes = need.model_bytes.saturating_add(d.model_bytes);
+        need.kv_bytes_per_token = need.kv_bytes_per_token.saturating_add(d.kv_bytes_per_token);
+    }
     match board.guard(&need) {
         Ok(MemoryFit::Fits { .. }) => Ok(()),
         _ => Err(CacheTooLarge {

@@ -216,12 +216,40 @@ impl Sampler {
     /// # Panics
     /// If `logits` is empty (a caller bug: a model always has a vocabulary).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        match self.filter(logits, history) {
+            Some(id) => id,
+            None => self.draw(),
+        }
+    }
+
+    /// The distribution [`Sampler::sample`] would draw from, without drawing: `out` gets
+    /// `(token, probability)` for every token that survives the chain, most likely first;
+    /// greedy decoding is the single `(argmax, 1)`. Speculative decoding compares the
+    /// target's and the draft's distributions through it.
+    pub fn distribution(&mut self, logits: &mut [f32], history: &[u32], out: &mut Vec<(u32, f32)>) {
+        out.clear();
+        if let Some(id) = self.filter(logits, history) {
+            out.push((id, 1.0));
+            return;
+        }
+        self.weigh();
+        out.extend(self.last_candidates());
+    }
+
+    /// A uniform number in `[0, 1)` from the sampler's own generator (saved with sessions).
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.next_f64()
+    }
+
+    /// The chain before the draw: penalty, then top-k, top-p and min-p over the candidates.
+    /// Returns the token when the choice is already made (greedy, or nothing is possible).
+    fn filter(&mut self, logits: &mut [f32], history: &[u32]) -> Option<u32> {
         assert!(!logits.is_empty(), "Sampler::sample: empty logits");
         self.candidates.clear();
         self.total_weight = 0.0;
         self.apply_repeat_penalty(logits, history);
         if self.cfg.temperature.is_nan() || self.cfg.temperature <= 0.0 {
-            return argmax(logits);
+            return Some(argmax(logits));
         }
 
         self.candidates
@@ -237,11 +265,11 @@ impl Sampler {
             self.candidates.truncate(1);
             self.candidates[0].weight = 1.0;
             self.total_weight = 1.0;
-            return id;
+            return Some(id);
         }
         self.top_p();
         self.min_p();
-        self.draw()
+        None
     }
 
     /// The distribution of the last draw: `(token, probability)` for every token that
@@ -320,8 +348,8 @@ impl Sampler {
         c.truncate(keep);
     }
 
-    /// Applies the temperature and draws from the remaining candidates.
-    fn draw(&mut self) -> u32 {
+    /// Applies the temperature: the candidates' weights and their total.
+    fn weigh(&mut self) {
         let t = f64::from(self.cfg.temperature);
         let c = &mut self.candidates;
         let max = c[0].logit;
@@ -332,6 +360,13 @@ impl Sampler {
             total += cand.weight;
         }
         self.total_weight = total;
+    }
+
+    /// Applies the temperature and draws from the remaining candidates.
+    fn draw(&mut self) -> u32 {
+        self.weigh();
+        let total = self.total_weight;
+        let c = &self.candidates;
         let target = self.rng.next_f64() * total;
         let mut cum = 0.0f64;
         for cand in c.iter() {

@@ -16,6 +16,7 @@ use crate::chat::{ChatError, Message};
 use crate::model::{Model, ModelError, State};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::snapshot::SnapshotError;
+use crate::speculative::{Draft, DraftError, DraftSpec, DraftStats};
 use crate::stream::Utf8Stream;
 use crate::tokenizer::TokenizerError;
 
@@ -68,6 +69,8 @@ pub enum SessionError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Memory(#[from] crate::fit::CacheTooLarge),
+    #[error(transparent)]
+    Draft(#[from] DraftError),
     #[error("the role `{0}` is not one of system, user, assistant")]
     BadRole(String),
     #[error("cancelled")]
@@ -125,7 +128,7 @@ pub struct Session {
     pub(crate) model: Arc<Model>,
     pub(crate) opts: SessionOptions,
     pub(crate) cache: KvCache,
-    state: State,
+    pub(crate) state: State,
     pub(crate) history: Vec<u32>,
     pub(crate) sampler: Sampler,
     /// The system message (if any) and the last exchange, to render the next turn.
@@ -136,13 +139,15 @@ pub struct Session {
     pub(crate) logits_valid: bool,
     pub(crate) stats: Stats,
     cancel: Arc<AtomicBool>,
+    /// The draft model of speculative decoding, if any.
+    pub(crate) draft: Option<Draft>,
 }
 
 impl Session {
     /// Starts a session: allocates the cache and buffers once, and feeds the system prompt.
     /// The cache is not checked against a memory budget; see [`Session::new_within`].
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session, SessionError> {
-        Session::start(model, opts, None)
+        Session::start(model, opts, None, None)
     }
 
     /// [`Session::new`], with the final cache (its sinks grown to hold a pinned system
@@ -153,12 +158,26 @@ impl Session {
         opts: SessionOptions,
         board: &tern_boards::Board,
     ) -> Result<Session, SessionError> {
-        Session::start(model, opts, Some(board))
+        Session::start(model, opts, None, Some(board))
+    }
+
+    /// A session that decodes speculatively with `draft` (see [`crate::speculative`]): the
+    /// same text as [`Session::new_within`] (or [`Session::new`] without a board), sooner.
+    /// The draft must share the model's vocabulary; its cache is configured as the
+    /// session's, and the memory guard counts both models and both caches.
+    pub fn new_speculative(
+        model: Arc<Model>,
+        opts: SessionOptions,
+        draft: DraftSpec,
+        board: Option<&tern_boards::Board>,
+    ) -> Result<Session, SessionError> {
+        Session::start(model, opts, Some(draft), board)
     }
 
     fn start(
         model: Arc<Model>,
         opts: SessionOptions,
+        draft: Option<DraftSpec>,
         board: Option<&tern_boards::Board>,
     ) -> Result<Session, SessionError> {
         let mut cache_cfg = opts.cache.clone();
@@ -173,9 +192,19 @@ impl Session {
             }
         }
         if let Some(board) = board {
-            crate::fit::check_cache(&model, board, &cache_cfg)?;
+            let draft_model = draft.as_ref().map(|d| &*d.model);
+            crate::fit::check_cache_with(&model, draft_model, board, &cache_cfg)?;
         }
         let mut s = Session::with_cache(model, opts, cache_cfg)?;
+        if let Some(spec) = draft {
+            s.draft = Some(Draft::new(
+                spec,
+                &s.model,
+                s.cache.config().clone(),
+                s.opts.sampler,
+                s.cancel.clone(),
+            )?);
+        }
         if let Some(system) = s.opts.system.clone() {
             s.window.push(Message::new("system", &system));
             s.feed(&system_tokens)?;
@@ -209,6 +238,7 @@ impl Session {
             logits_valid: false,
             stats: Stats::default(),
             cancel,
+            draft: None,
         })
     }
 
@@ -241,6 +271,23 @@ impl Session {
         self.cancel.clone()
     }
 
+    /// The draft model of a speculative session.
+    pub fn draft_model(&self) -> Option<&Arc<Model>> {
+        self.draft.as_ref().map(|d| d.model())
+    }
+
+    /// Counters of speculative decoding (acceptance rate, tokens per target pass), and the
+    /// number of tokens the draft will propose next; `None` without a draft.
+    pub fn draft_stats(&self) -> Option<(DraftStats, usize)> {
+        self.draft.as_ref().map(|d| (d.stats, d.k()))
+    }
+
+    /// Tokens the draft model has been given (fed, or waiting to be fed with its next
+    /// proposal): [`Stats::tokens`] whenever the two caches are in step.
+    pub fn draft_tokens(&self) -> Option<u64> {
+        self.draft.as_ref().map(|d| d.tokens_given())
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             tokens: self.cache.tokens_seen(),
@@ -250,7 +297,7 @@ impl Session {
         }
     }
 
-    fn remember(&mut self, tokens: &[u32]) {
+    pub(crate) fn remember(&mut self, tokens: &[u32]) {
         self.history.extend_from_slice(tokens);
         if self.history.len() > 2 * HISTORY_KEEP {
             self.history.drain(..self.history.len() - HISTORY_KEEP);
@@ -283,7 +330,19 @@ impl Session {
             }
             self.logits_valid = true;
             self.remember(chunk);
+            if let Some(d) = &mut self.draft {
+                d.unfed.extend_from_slice(chunk);
+            }
             fed += chunk.len();
+        }
+        // The draft reads the same tokens (a cancelled pass leaves them for later).
+        if let Some(d) = &mut self.draft {
+            match d.catch_up(0) {
+                Err(SessionError::Cancelled) => {
+                    self.take_cancel();
+                }
+                r => r?,
+            }
         }
         self.stats.prompt_tokens += fed as u64;
         self.stats.prompt_secs += t0.elapsed().as_secs_f64();
@@ -298,6 +357,9 @@ impl Session {
             .forward(tokens, &mut self.cache, &mut self.state, true)?;
         self.logits_valid = true;
         self.remember(tokens);
+        if let Some(d) = &mut self.draft {
+            d.unfed.extend_from_slice(tokens);
+        }
         Ok(self.state.logits())
     }
 
@@ -338,6 +400,9 @@ impl Session {
             self.model.llama().config().n_vocab,
             2 * HISTORY_KEEP,
         );
+        if let Some(d) = &mut self.draft {
+            d.clear();
+        }
         if let Some(system) = self.opts.system.clone() {
             let text = self
                 .model
@@ -428,46 +493,27 @@ impl Session {
         let mut stops = self.model.template().stop_strings();
         stops.extend(self.opts.stop.iter().cloned());
         let hold = stops.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
+        let model = self.model.clone();
+        let tokenizer = model.tokenizer();
         let mut utf8 = Utf8Stream::new();
         let mut reply = String::new(); // what the model wrote, stop string included
         let mut emitted = 0; // bytes of `reply` handed to the callback
         let mut generated_text = String::new(); // every token's text, end token included
         let mut stop = StopReason::MaxTokens;
-        let mut n = 0;
         let t0 = Instant::now();
-        while n < self.opts.max_reply {
-            if self.take_cancel() {
-                stop = StopReason::Cancelled;
-                break;
-            }
-            let id = self.sample();
-            n += 1;
-            let bytes = self.model.tokenizer().token_to_bytes(id);
-            // Every sampled token enters the cache, so the cache matches the text.
-            match self
-                .model
-                .llama()
-                .forward(&[id], &mut self.cache, &mut self.state, false)
-            {
-                Err(ModelError::Cancelled) => {
-                    self.take_cancel();
-                    n -= 1; // sampled, but never entered the cache
-                    stop = StopReason::Cancelled;
-                    break;
-                }
-                r => r?,
-            }
-            self.remember(&[id]);
+        let max = self.opts.max_reply;
+        let (n, cancelled) = self.produce(max, |id| {
+            let bytes = tokenizer.token_to_bytes(id);
             generated_text.push_str(&String::from_utf8_lossy(&bytes));
-            if self.model.tokenizer().is_end_of_generation(id) {
+            if tokenizer.is_end_of_generation(id) {
                 stop = StopReason::EndOfTurn;
-                break;
+                return false;
             }
             reply.push_str(&utf8.push(&bytes));
             if let Some(at) = stops.iter().filter_map(|s| reply.find(s.as_str())).min() {
                 reply.truncate(at);
                 stop = StopReason::StopString;
-                break;
+                return false;
             }
             // Hand out what can no longer be the start of a stop string.
             let safe = floor_char_boundary(&reply, reply.len().saturating_sub(hold));
@@ -476,9 +522,13 @@ impl Session {
                 emitted = safe;
                 if !go_on {
                     stop = StopReason::Cancelled;
-                    break;
+                    return false;
                 }
             }
+            true
+        })?;
+        if cancelled {
+            stop = StopReason::Cancelled;
         }
         if stop != StopReason::StopString {
             reply.push_str(&utf8.finish());
@@ -499,6 +549,110 @@ impl Session {
             tokens: n,
             stop,
         })
+    }
+
+    /// Generates up to `max` tokens after the logits of the last token fed, passing each to
+    /// `on_token`, which returns `false` to stop after it. Every token passed is in the cache
+    /// on return, and the logits after the last one are ready. With a draft model the
+    /// tokens come from speculative steps (see [`crate::speculative`]). Returns the number
+    /// of tokens passed, and whether the cancel flag stopped the generation.
+    pub fn produce(
+        &mut self,
+        max: usize,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(usize, bool), SessionError> {
+        if max == 0 {
+            return Ok((0, false));
+        }
+        if self.take_cancel() {
+            return Ok((0, true));
+        }
+        if self.draft.is_none() {
+            let mut n = 0;
+            while n < max {
+                if self.take_cancel() {
+                    return Ok((n, true));
+                }
+                let id = self.sample();
+                match self
+                    .model
+                    .llama()
+                    .forward(&[id], &mut self.cache, &mut self.state, false)
+                {
+                    Err(ModelError::Cancelled) => {
+                        // Sampled, but never entered the cache nor given out.
+                        self.take_cancel();
+                        return Ok((n, true));
+                    }
+                    r => r?,
+                }
+                self.remember(&[id]);
+                n += 1;
+                if !on_token(id) {
+                    break;
+                }
+            }
+            return Ok((n, false));
+        }
+
+        // Speculative: `pending` is given out but not yet in the target's cache.
+        let mut pending = self.sample();
+        if let Some(d) = &mut self.draft {
+            d.unfed.push(pending);
+        }
+        let mut n = 1;
+        let mut go = on_token(pending);
+        let mut cancelled = false;
+        let mut out = Vec::with_capacity(crate::speculative::MAX_K + 1);
+        while go && n < max {
+            if self.take_cancel() {
+                cancelled = true;
+                break;
+            }
+            let step = match self.speculate(pending, &mut out) {
+                Err(SessionError::Cancelled) => {
+                    self.take_cancel();
+                    cancelled = true;
+                    break;
+                }
+                r => r?,
+            };
+            let mut used = out.len();
+            for (i, &id) in out.iter().enumerate() {
+                n += 1;
+                if !on_token(id) || n >= max {
+                    used = i + 1;
+                    go = false;
+                    break;
+                }
+            }
+            if used < out.len() {
+                // The reply ended inside the step: take back what it did not use.
+                self.finish_step(step, &out[..used])?;
+                return Ok((n, cancelled));
+            }
+            pending = out[used - 1];
+        }
+        // The last token given out enters the target's cache (the draft has it as unseen).
+        for attempt in 0..2 {
+            match self
+                .model
+                .llama()
+                .forward(&[pending], &mut self.cache, &mut self.state, false)
+            {
+                Err(ModelError::Cancelled) if attempt == 0 => {
+                    self.take_cancel();
+                    cancelled = true;
+                }
+                r => {
+                    r?;
+                    break;
+                }
+            }
+        }
+        self.logits_valid = true;
+        self.remember(&[pending]);
+        Ok((n, cancelled))
     }
 
     /// Adds a user message and generates the reply.

@@ -93,7 +93,7 @@ impl From<CatalogError> for Failure {
 impl From<SessionError> for Failure {
     fn from(e: SessionError) -> Failure {
         let class = match &e {
-            SessionError::BadRole(_) => "InvalidArgumentError",
+            SessionError::BadRole(_) | SessionError::Draft(_) => "InvalidArgumentError",
             SessionError::Snapshot(SnapshotError::Io { err, .. })
                 if err.kind() == std::io::ErrorKind::NotFound =>
             {

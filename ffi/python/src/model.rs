@@ -148,10 +148,13 @@ impl Model {
     /// memory. Sampling: ``temperature`` (0: always the most likely token), ``top_k`` (0:
     /// all), ``top_p``, ``min_p``, ``repeat_penalty`` (1: none), ``seed`` (None: a random
     /// one). A reply ends at the model's end of turn, after ``max_tokens`` tokens, or at a
-    /// ``stop`` string (a string or a list of them).
-    #[pyo3(signature = (system = None, *, sinks = Some(4), window = None, kv_type = Some("f16".to_string()), temperature = 0.6, top_p = 0.95, top_k = 40, min_p = 0.05, repeat_penalty = 1.1, seed = None, max_tokens = 256, stop = None, pin_system = true))]
+    /// ``stop`` string (a string or a list of them). ``draft``, a smaller model of the same
+    /// vocabulary, makes decoding speculative: it proposes ``draft_k`` tokens a step (0:
+    /// adapted to how often it is right, up to 12) and this model checks them in one pass;
+    /// the text is this model's own.
+    #[pyo3(signature = (system = None, *, sinks = Some(4), window = None, kv_type = Some("f16".to_string()), temperature = 0.6, top_p = 0.95, top_k = 40, min_p = 0.05, repeat_penalty = 1.1, seed = None, max_tokens = 256, stop = None, pin_system = true, draft = None, draft_k = 0))]
     #[pyo3(
-        text_signature = "($self, system=None, *, sinks=4, window=None, kv_type=\"f16\", temperature=0.6, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1, seed=None, max_tokens=256, stop=None, pin_system=True)"
+        text_signature = "($self, system=None, *, sinks=4, window=None, kv_type=\"f16\", temperature=0.6, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.1, seed=None, max_tokens=256, stop=None, pin_system=True, draft=None, draft_k=0)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn session(
@@ -170,6 +173,8 @@ impl Model {
         max_tokens: i64,
         stop: Option<Bound<'_, PyAny>>,
         pin_system: bool,
+        draft: Option<PyRef<'_, Model>>,
+        draft_k: i64,
     ) -> PyResult<Session> {
         let stop = match stop {
             None => Vec::new(),
@@ -192,6 +197,7 @@ impl Model {
             max_tokens,
             stop,
             pin_system,
+            draft: draft.map(|d| (d.shared.model.clone(), draft_k)),
         };
         Session::start(py, self.shared.clone(), args)
     }

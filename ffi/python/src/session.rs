@@ -40,6 +40,8 @@ pub struct SessionArgs {
     pub max_tokens: i64,
     pub stop: Vec<String>,
     pub pin_system: bool,
+    /// A draft model for speculative decoding, and its tokens per step (0: adaptive).
+    pub draft: Option<(Arc<tern::model::Model>, i64)>,
 }
 
 /// A conversation with a model: made by ``Model.session(...)`` or ``Session.restore``.
@@ -318,13 +320,38 @@ impl Session {
 impl Session {
     /// Makes a session on `shared` from `Model.session`'s arguments.
     pub fn start(py: Python<'_>, shared: Arc<Shared>, args: SessionArgs) -> PyResult<Session> {
+        let draft = match args.draft.clone() {
+            None => None,
+            Some((model, k)) => {
+                let k = match usize::try_from(k) {
+                    Ok(0) => tern::speculative::DraftK::default(),
+                    Ok(k) if k <= tern::speculative::MAX_K => tern::speculative::DraftK::Fixed(k),
+                    _ => {
+                        return Err(Failure::invalid(format!(
+                            "draft_k = {k}: must be 0 (adaptive) to {}",
+                            tern::speculative::MAX_K
+                        ))
+                        .into())
+                    }
+                };
+                // The text is the model's own, near-ties too (see tern::speculative).
+                Some(tern::speculative::DraftSpec {
+                    model,
+                    k,
+                    exact: true,
+                })
+            }
+        };
         let opts = options(&shared, args)?;
         let session = py.detach(|| {
             guarded(|| {
                 let m = shared.model.clone();
-                Ok(shared
-                    .pool
-                    .install(|| tern::session::Session::new_within(m, opts, &shared.board))?)
+                Ok(shared.pool.install(|| match draft {
+                    Some(d) => {
+                        tern::session::Session::new_speculative(m, opts, d, Some(&shared.board))
+                    }
+                    None => tern::session::Session::new_within(m, opts, &shared.board),
+                })?)
             })
         })?;
         Ok(Session {

@@ -190,8 +190,24 @@ impl Tile<'_> {
         };
 
         let mut sc = [0.0f32; TILE_KEYS];
-        for start in (0..total).step_by(TILE_KEYS) {
-            let chunk = start..(start + TILE_KEYS).min(total);
+        // Chunks sit on a grid of the keys' own indices (sink slots; epochs), not of the
+        // batch, so a token's keys are summed in the same blocks whatever batch it is in:
+        // its attention is bitwise that of feeding it alone (speculative decoding needs it).
+        let sink_chunks = (0..sinks)
+            .step_by(TILE_KEYS)
+            .map(|a| a..(a + TILE_KEYS).min(sinks));
+        let window_chunks =
+            std::iter::successors((epochs.start < epochs.end).then_some(epochs.start), |&e| {
+                let next = (e / TILE_KEYS as u64 + 1) * TILE_KEYS as u64;
+                (next < epochs.end).then_some(next)
+            })
+            .map(|e| {
+                let end = ((e / TILE_KEYS as u64 + 1) * TILE_KEYS as u64).min(epochs.end);
+                sinks + (e - epochs.start) as usize..sinks + (end - epochs.start) as usize
+            });
+        debug_assert!(total == sinks + (epochs.end - epochs.start) as usize);
+        for chunk in sink_chunks.chain(window_chunks) {
+            let start = chunk.start;
             for (j, (kr, vr)) in chunk
                 .clone()
                 .zip(kt.chunks_exact_mut(hd).zip(vt.chunks_exact_mut(hd)))

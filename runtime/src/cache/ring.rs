@@ -209,6 +209,19 @@ pub(super) enum Kind {
 }
 
 impl KvCache {
+    /// Tokens that can be appended before [`KvCache::make_room`] rebases the epochs of
+    /// either ring (which rounds the held keys once more). Speculative decoding keeps its
+    /// batches within it, so that rebases happen at the same token as when decoding one
+    /// token at a time.
+    pub fn appends_before_rebase(&self) -> usize {
+        [Some(&self.global), self.local.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|r: &Ring| (2 * r.slots as u64).saturating_sub(r.c.next_epoch + 1) as usize)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Keeps epochs small before `n` tokens arrive: rotates a ring's window back by its
     /// slot count when needed. [`KvCache::open`] calls it; a caller that takes a
     /// [`KvCache::checkpoint`] itself calls it first, so a rollback never crosses a rebase.

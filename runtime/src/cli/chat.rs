@@ -36,6 +36,8 @@ pub struct Args {
     /// Penalty for repeating recent tokens (1: none).
     #[arg(long = "repeat-penalty", default_value_t = 1.1)]
     repeat_penalty: f32,
+    #[command(flatten)]
+    draft: super::DraftArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -64,11 +66,11 @@ pub fn run(a: Args) -> Result<()> {
     let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::Relaxed));
     let pool = &l.pool;
     let board = &l.board;
-    let mut session = pool.install(|| Session::new_within(l.model.clone(), opts.clone(), board))?;
+    let mut session = super::new_session(&l, opts, a.draft.load()?)?;
     if std::io::stdin().is_terminal() {
-        interactive(&mut session, pool, &l.model, board, &opts)
+        interactive(&mut session, pool, &l.model, board)
     } else {
-        scripted(&mut session, pool, &l.model, board, &opts)
+        scripted(&mut session, pool, &l.model, board)
     }
 }
 
@@ -100,7 +102,6 @@ fn command(
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
     board: &tern_boards::Board,
-    opts: &SessionOptions,
 ) -> Result<bool> {
     let mut parts = line.splitn(2, ' ');
     let cmd = parts.next().unwrap_or_default();
@@ -113,12 +114,17 @@ fn command(
         }
         "/load" if !arg.is_empty() => {
             // The error names the file already.
+            let had_draft = session.draft_model().is_some();
             *session =
                 pool.install(|| Session::restore_within(model.clone(), Path::new(arg), board))?;
             eprintln!("loaded {arg}");
+            if had_draft {
+                eprintln!("note: a loaded session decodes without the draft model");
+            }
         }
         "/reset" => {
-            *session = pool.install(|| Session::new_within(model.clone(), opts.clone(), board))?;
+            // The same session, its draft model (if any) included, forgets the conversation.
+            pool.install(|| session.reset())?;
             eprintln!("the conversation starts afresh");
         }
         "/stats" => {
@@ -133,6 +139,14 @@ fn command(
                 s.generated_tokens,
                 s.generation_tps()
             );
+            if let Some((d, k)) = session.draft_stats() {
+                eprintln!(
+                    "draft: {:.1} % of {} proposed tokens accepted, {:.2} tokens per pass, k = {k}",
+                    100.0 * d.acceptance_rate(),
+                    d.proposed,
+                    d.tokens_per_step()
+                );
+            }
         }
         _ => eprintln!("commands: /save FILE, /load FILE, /reset, /stats, /quit"),
     }
@@ -144,7 +158,6 @@ fn interactive(
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
     board: &tern_boards::Board,
-    opts: &SessionOptions,
 ) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
     eprintln!("Tern chat. /save FILE, /load FILE, /reset, /stats, /quit; Ctrl-C stops a reply.");
@@ -161,7 +174,7 @@ fn interactive(
         }
         let _ = editor.add_history_entry(line);
         if line.starts_with('/') {
-            match command(line, session, pool, model, board, opts) {
+            match command(line, session, pool, model, board) {
                 Ok(true) => continue,
                 Ok(false) => return Ok(()),
                 Err(e) => {
@@ -182,7 +195,6 @@ fn scripted(
     pool: &rayon::ThreadPool,
     model: &Arc<tern::model::Model>,
     board: &tern_boards::Board,
-    opts: &SessionOptions,
 ) -> Result<()> {
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading stdin")?;
@@ -191,7 +203,7 @@ fn scripted(
             continue;
         }
         if line.starts_with('/') {
-            if !command(line, session, pool, model, board, opts)? {
+            if !command(line, session, pool, model, board)? {
                 return Ok(());
             }
             continue;

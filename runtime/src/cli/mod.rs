@@ -125,6 +125,55 @@ struct ModelArgs {
     board: String,
 }
 
+/// Speculative decoding: a small draft model of the same vocabulary proposes tokens.
+#[derive(clap::Args)]
+struct DraftArgs {
+    /// A draft model (GGUF file or known name) sharing the model's vocabulary: the text is
+    /// the model's own, produced in fewer passes over its weights.
+    #[arg(long)]
+    draft: Option<String>,
+    /// Draft tokens per step, fixed (default: adapted to the acceptance rate, up to 12).
+    #[arg(long = "draft-k", requires = "draft")]
+    draft_k: Option<usize>,
+    /// Verify drafts with the one-token kernels: the text is bitwise the model's alone,
+    /// near-ties included (slower than the default batched verification).
+    #[arg(long = "draft-exact", requires = "draft")]
+    draft_exact: bool,
+}
+
+impl DraftArgs {
+    /// The draft model, loaded, if one was asked for.
+    fn load(&self) -> Result<Option<tern::speculative::DraftSpec>> {
+        let Some(name) = &self.draft else {
+            return Ok(None);
+        };
+        let path = tern::catalog::resolve_model(name)?;
+        let model = Arc::new(Model::load(&path)?);
+        let k = match self.draft_k {
+            Some(k) => tern::speculative::DraftK::Fixed(k),
+            None => tern::speculative::DraftK::default(),
+        };
+        Ok(Some(tern::speculative::DraftSpec {
+            model,
+            k,
+            exact: self.draft_exact,
+        }))
+    }
+}
+
+/// A session on `l`'s model, speculative when a draft is given.
+fn new_session(
+    l: &Loaded,
+    opts: tern::session::SessionOptions,
+    draft: Option<tern::speculative::DraftSpec>,
+) -> Result<tern::session::Session> {
+    let model = l.model.clone();
+    Ok(l.pool.install(|| match draft {
+        Some(d) => tern::session::Session::new_speculative(model, opts, d, Some(&l.board)),
+        None => tern::session::Session::new_within(model, opts, &l.board),
+    })?)
+}
+
 /// The KV cache options: the StreamingLLM attention-sink cache.
 #[derive(clap::Args)]
 struct CacheArgs {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use tern::sampler::SamplerConfig;
-use tern::session::{Session, SessionOptions};
+use tern::session::SessionOptions;
 use tern::stream::Utf8Stream;
 
 #[derive(clap::Args)]
@@ -38,6 +38,8 @@ pub struct Args {
     repeat_penalty: f32,
     #[command(flatten)]
     cache: super::CacheArgs,
+    #[command(flatten)]
+    draft: super::DraftArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -61,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
         sampler,
         ..SessionOptions::default()
     };
-    let mut session = Session::new_within(l.model.clone(), opts, &l.board)?;
+    let mut session = super::new_session(&l, opts, a.draft.load()?)?;
     let mut text = Utf8Stream::new();
 
     let (prefill_secs, generated, gen_secs) = l.pool.install(|| -> Result<_> {
@@ -70,27 +72,30 @@ pub fn run(a: Args) -> Result<()> {
         session.feed(&prompt)?;
         let prefill_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let mut generated = 0;
-        while generated < a.n {
-            let id = session.sample();
-            generated += 1;
-            if l.model.tokenizer().is_end_of_generation(id) {
-                break;
+        let tokenizer = l.model.tokenizer();
+        let mut written = Ok(());
+        let (generated, _) = session.produce(a.n, |id| {
+            if tokenizer.is_end_of_generation(id) {
+                return false;
             }
-            write!(
-                out,
-                "{}",
-                text.push(&l.model.tokenizer().token_to_bytes(id))
-            )?;
-            out.flush()?;
-            if generated < a.n {
-                session.feed(&[id])?;
-            }
-        }
+            written = write!(out, "{}", text.push(&tokenizer.token_to_bytes(id)))
+                .and_then(|_| out.flush());
+            written.is_ok()
+        })?;
+        written?;
         write!(out, "{}", text.finish())?;
         writeln!(out)?;
         Ok((prefill_secs, generated, t1.elapsed().as_secs_f64()))
     })?;
+    if let Some((d, _)) = session.draft_stats() {
+        eprintln!(
+            "draft: {} of {} proposed tokens accepted ({:.1} %), {:.2} tokens per pass of the model",
+            d.accepted,
+            d.proposed,
+            100.0 * d.acceptance_rate(),
+            d.tokens_per_step()
+        );
+    }
     eprintln!(
         "prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s | kernels: {}",
         prompt.len(),

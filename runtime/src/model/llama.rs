@@ -12,7 +12,7 @@
 //! - `phi3`: q, k and v fused in one matrix (`attn_qkv`), gate and up fused in `ffn_up`
 //!   (gate first), NeoX RoPE; the fused matrices are used as their parts in place.
 
-use tern_kernels::matmul::{matmul, matmul_many};
+use tern_kernels::matmul::{matmul_many, matmul_many_per_token, QMatrix};
 use tern_kernels::ops;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -475,6 +475,19 @@ impl Llama {
             }
         }
 
+        // Products of the batch, by panels or token by token (see `State::set_per_token`).
+        let per_token = st.per_token;
+        let matmul_many =
+            |ws: &[QMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]], act: &mut Vec<u8>| {
+                if per_token {
+                    matmul_many_per_token(ws, x, ys, act)
+                } else {
+                    matmul_many(ws, x, ys, act)
+                }
+            };
+        let matmul = |w: &QMatrix<'_>, x: &[f32], y: &mut [f32], act: &mut Vec<u8>| {
+            matmul_many(std::slice::from_ref(w), x, &mut [y], act)
+        };
         let x = &mut st.x[..n * d];
         let xb = &mut st.xb[..n * d];
         let q = &mut st.q[..n * q_dim];
@@ -628,6 +641,8 @@ pub struct State {
     act: Vec<u8>,
     /// Raised from another thread to abandon the forward pass under way.
     cancel: Option<Arc<AtomicBool>>,
+    /// Batches computed token by token (see [`State::set_per_token`]).
+    per_token: bool,
 }
 
 impl State {
@@ -650,6 +665,7 @@ impl State {
             n_logits: 0,
             n_vocab: c.n_vocab,
             cancel: None,
+            per_token: false,
             act: Vec::with_capacity(batch * (c.n_ff.max(c.n_embd).max(q_dim) + 64) * 2),
         }
     }
@@ -658,6 +674,13 @@ impl State {
     /// and undo its batch ([`ModelError::Cancelled`]).
     pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
         self.cancel = Some(flag);
+    }
+
+    /// When set, a batch's matrix products use the one-token kernels, so every token's
+    /// logits are bitwise those of feeding it alone (slower for long prompts; speculative
+    /// decoding's exact verification).
+    pub fn set_per_token(&mut self, on: bool) {
+        self.per_token = on;
     }
 
     /// Largest number of tokens one forward pass takes.

@@ -1,0 +1,272 @@
+//! Speculative decoding measured: Qwen2.5-Coder-1.5B alone against the same model with
+//! Qwen2.5-Coder-0.5B as its draft, on three kinds of prompt (code completion, chat, prose),
+//! at temperature 0 and 0.7, alternating the runs in one process so that a loaded machine
+//! slows them alike; llama.cpp's plain decode of the same file as the peer (the oracle's
+//! llama.cpp has no speculative decoding: it lives in llama.cpp's `common/`, which
+//! `llama-cpp-sys-2` does not bind); and the 1.5B model's decode ceiling (its weight bytes
+//! per token against the streaming-read bandwidth measured in the same run).
+//!
+//! `cargo run --release -p tern-benches --bin speculative [-- --gen 96 --reps 2 --threads 2]`
+//! prints the table and writes docs/speculative.md. With `--soak N` it instead generates
+//! N tokens speculatively in one session (window 1020) and samples the process's RSS;
+//! `--target NAME --draft NAME` pick other catalog models (e.g. `smollm2-135m` for both).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tern::cache::CacheConfig;
+use tern::chat::Message;
+use tern::model::Model;
+use tern::sampler::SamplerConfig;
+use tern::session::{Session, SessionOptions};
+use tern::speculative::{DraftK, DraftSpec, DraftStats};
+
+const CODE: &str = "import json\nfrom dataclasses import dataclass\n\n\n@dataclass\nclass \
+Item:\n    name: str\n    price: float\n    quantity: int\n\n\ndef load_items(path: str) -> \
+list[Item]:\n    \"\"\"Reads a JSON list of items from `path`.\"\"\"\n";
+const CHAT: &str = "How do I reverse a linked list in Python? Explain briefly.";
+const PROSE: &str = "The history of the lighthouse begins in the ancient world, when";
+
+/// GB/s of a plain streaming read of a buffer much larger than the caches (best of 5).
+fn read_bandwidth() -> f64 {
+    let words = 64 << 20; // 512 MiB of u64
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = buf.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+        std::hint::black_box(s);
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// One timed generation: tokens, decode tokens/s, and the draft's counters.
+struct Run {
+    tokens: Vec<u32>,
+    tps: f64,
+    draft: Option<DraftStats>,
+}
+
+fn generate(
+    target: &Arc<Model>,
+    draft: Option<(&Arc<Model>, bool)>,
+    prompt: &[u32],
+    temp: f32,
+    n: usize,
+) -> Result<Run> {
+    let opts = SessionOptions {
+        cache: CacheConfig::dense(prompt.len() + n + 32),
+        sampler: SamplerConfig {
+            temperature: temp,
+            seed: 7,
+            ..SamplerConfig::default()
+        },
+        ..SessionOptions::default()
+    };
+    let mut s = match draft {
+        Some((d, exact)) => {
+            let spec = DraftSpec {
+                model: d.clone(),
+                k: DraftK::default(),
+                exact,
+            };
+            Session::new_speculative(target.clone(), opts, spec, None)?
+        }
+        None => Session::new(target.clone(), opts)?,
+    };
+    s.feed(prompt)?;
+    let mut tokens = Vec::with_capacity(n);
+    let t = Instant::now();
+    s.produce(n, |id| {
+        tokens.push(id);
+        true // a fixed length: end-of-turn tokens do not stop the measurement
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Run {
+        tps: tokens.len() as f64 / secs,
+        tokens,
+        draft: s.draft_stats().map(|(d, _)| d),
+    })
+}
+
+/// `n` tokens speculatively in one session with a sink cache, RSS sampled every 1000.
+fn soak(target: &Arc<Model>, draft: &Arc<Model>, n: usize) -> Result<()> {
+    let opts = SessionOptions {
+        sampler: SamplerConfig {
+            temperature: 0.7,
+            repeat_penalty: 1.1,
+            seed: 1,
+            ..SamplerConfig::default()
+        },
+        ..SessionOptions::default()
+    };
+    let spec = DraftSpec {
+        model: draft.clone(),
+        k: DraftK::default(),
+        exact: false,
+    };
+    let mut s = Session::new_speculative(target.clone(), opts, spec, None)?;
+    s.feed_text(PROSE)?;
+    let t = Instant::now();
+    let mut made = 0;
+    let mut rss = Vec::new();
+    while made < n {
+        let (m, _) = s.produce(1000.min(n - made), |_| true)?;
+        made += m;
+        let kib = tern_benches::rss_kib().unwrap_or(0);
+        let (d, k) = s.draft_stats().expect("a draft");
+        println!(
+            "{made:>7} tokens  RSS {kib} KiB  cache {}/{}  draft tokens {} (target {})  \
+             acceptance {:.1} %  k {k}  {:.2} tokens/s",
+            s.stats().cache_used,
+            s.stats().cache_capacity,
+            s.draft_tokens().unwrap_or(0),
+            s.stats().tokens,
+            100.0 * d.acceptance_rate(),
+            made as f64 / t.elapsed().as_secs_f64()
+        );
+        rss.push(kib);
+    }
+    let first = rss.first().copied().unwrap_or(0);
+    let max = rss.iter().copied().max().unwrap_or(0);
+    println!(
+        "{n} speculative tokens: RSS {first} KiB after 1000, at most {max} KiB (growth {} KiB)",
+        max.saturating_sub(first)
+    );
+    Ok(())
+}
+
+/// The value after `name` on the command line, or `default`.
+fn text_arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> Result<()> {
+    let n = tern_benches::arg("--gen", 96);
+    let reps = tern_benches::arg("--reps", 2);
+    let threads = tern_benches::arg("--threads", 2);
+    let soak_tokens = tern_benches::arg("--soak", 0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let target = Arc::new(Model::load(tern_testkit::model(&text_arg(
+        "--target",
+        "qwen2.5-coder-1.5b",
+    )))?);
+    let draft = Arc::new(Model::load(tern_testkit::model(&text_arg(
+        "--draft",
+        "qwen2.5-coder-0.5b",
+    )))?);
+    if soak_tokens > 0 {
+        return pool.install(|| soak(&target, &draft, soak_tokens));
+    }
+    let bw = read_bandwidth();
+    let weights = target.llama().file().tensor_data().len() as f64;
+    let ceiling = bw * 1e9 / weights;
+
+    let tok = target.tokenizer();
+    let chat = target
+        .template()
+        .render(&[Message::new("user", CHAT)], true)?;
+    let prompts = [
+        ("code completion", tok.encode(CODE, true, true)?),
+        ("chat", tok.encode(&chat, true, true)?),
+        ("prose", tok.encode(PROSE, true, true)?),
+    ];
+
+    let mut md = format!(
+        "Qwen2.5-Coder-1.5B-Instruct (Q4_K/Q6_K, {:.2} GB of weights) alone and with \
+         Qwen2.5-Coder-0.5B-Instruct as its draft (adaptive k, see runtime/src/speculative.rs), \
+         {n} tokens after each prompt, {threads} threads, best of {reps} alternating runs; \
+         decode tokens/s (the prompt excluded). \"exact\" verifies with the one-token kernels \
+         (text bitwise the model's alone); \"fast\" with the batched kernels. Streaming-read \
+         bandwidth {bw:.1} GB/s (one thread), so the 1.5B model's decode ceiling is \
+         {ceiling:.1} tokens/s. Generated by `cargo run --release -p tern-benches --bin \
+         speculative`.\n\n\
+         | prompt | temp | alone | fast draft | speed-up | exact draft | speed-up | acceptance (fast / exact) | tokens per pass | greedy text = alone | llama.cpp plain decode |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        weights / 1e9
+    );
+    #[cfg(target_arch = "x86_64")]
+    let mut llama = tern_oracle::llama::OracleModel::load(target.path(), 512, threads)?;
+    for (kind, prompt) in &prompts {
+        #[cfg(target_arch = "x86_64")]
+        let llama_tps = {
+            let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+            let mut best = 0.0f64;
+            for _ in 0..reps {
+                let (_, secs) = llama.time_generation(&ids, n)?;
+                best = best.max(n as f64 / secs);
+            }
+            format!("{best:.2}")
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let llama_tps = "n/a".to_string();
+        for temp in [0.0f32, 0.7] {
+            let (mut alone, mut fast, mut exact) = (None::<Run>, None::<Run>, None::<Run>);
+            let best = |slot: &mut Option<Run>, r: Run| {
+                if slot.as_ref().is_none_or(|s| r.tps > s.tps) {
+                    *slot = Some(r);
+                }
+            };
+            for _ in 0..reps {
+                pool.install(|| -> Result<()> {
+                    best(&mut alone, generate(&target, None, prompt, temp, n)?);
+                    best(
+                        &mut fast,
+                        generate(&target, Some((&draft, false)), prompt, temp, n)?,
+                    );
+                    best(
+                        &mut exact,
+                        generate(&target, Some((&draft, true)), prompt, temp, n)?,
+                    );
+                    Ok(())
+                })?;
+            }
+            let (a, f, e) = (alone.unwrap(), fast.unwrap(), exact.unwrap());
+            let (fd, ed) = (f.draft.unwrap(), e.draft.unwrap());
+            let same = if temp == 0.0 {
+                format!(
+                    "fast {}, exact {}",
+                    if f.tokens == a.tokens { "yes" } else { "no" },
+                    if e.tokens == a.tokens { "yes" } else { "no" }
+                )
+            } else {
+                "(sampled)".to_string()
+            };
+            let row = format!(
+                "| {kind} | {temp} | {:.2} | {:.2} | **{:.2}** | {:.2} | **{:.2}** | {:.0} % / {:.0} % | {:.2} / {:.2} | {same} | {} |\n",
+                a.tps,
+                f.tps,
+                f.tps / a.tps,
+                e.tps,
+                e.tps / a.tps,
+                100.0 * fd.acceptance_rate(),
+                100.0 * ed.acceptance_rate(),
+                fd.tokens_per_step(),
+                ed.tokens_per_step(),
+                if temp == 0.0 { llama_tps.as_str() } else { "" },
+            );
+            eprint!("{row}");
+            md.push_str(&row);
+        }
+    }
+    md.push_str(&format!(
+        "\nLoad average during the run (1, 5, 15 min): {}.\n",
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|_| "unknown".into())
+    ));
+    println!("{md}");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/speculative.md");
+    std::fs::write(&out, format!("# Speculative decoding\n\n{md}"))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
