@@ -220,7 +220,7 @@ fn load(
         )));
     }
     let board = tern_boards::select(Some(board)).map_err(|e| Failure::invalid(e.to_string()))?;
-    let path = tern::catalog::resolve_model(model)?;
+    let path = tern_cli::fetch::resolve_model(model)?;
     let (_, note) = tern::fit::use_board_kernels(&board);
     let loaded = tern::model::Model::load(&path)?;
     let threads = threads

@@ -88,9 +88,9 @@ pub fn main() -> Result<()> {
         Command::Pull { name, verify } => {
             let name = name.as_deref().unwrap_or(tern::catalog::DEFAULT_MODEL);
             let path = if verify {
-                tern::catalog::pull_verified(name)?
+                crate::fetch::pull_verified(name)?
             } else {
-                tern::catalog::pull(name)?
+                crate::fetch::pull(name)?
             };
             outln!("{}", path.display())?;
             Ok(())
@@ -169,7 +169,7 @@ struct Loaded {
 
 impl ModelArgs {
     fn path(&self) -> Result<PathBuf> {
-        Ok(tern::catalog::resolve_model(&self.model)?)
+        Ok(crate::fetch::resolve_model(&self.model)?)
     }
 
     fn load(&self) -> Result<Loaded> {

@@ -1,10 +1,10 @@
 //! `tern`: the command line of the Tern runtime. A thin layer over the library.
 
-mod cli;
+use tern_cli::commands;
 
 fn main() {
-    if let Err(e) = cli::main() {
-        if cli::is_broken_pipe(&e) {
+    if let Err(e) = commands::main() {
+        if commands::is_broken_pipe(&e) {
             // The reader of our output went away (`tern tokenize | head`): a normal end.
             return;
         }

