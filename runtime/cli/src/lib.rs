@@ -4,6 +4,10 @@
 //!
 //! - [`commands`]: the command line (clap), one file per command.
 //! - [`fetch`]: pulling the catalog's models (`tern::catalog`) from PyPI wheels.
+//! - `serve`: `tern serve`, the OpenAI-compatible HTTP server (feature `serve`, on by
+//!   default).
 
 pub mod commands;
 pub mod fetch;
+#[cfg(feature = "serve")]
+pub mod serve;

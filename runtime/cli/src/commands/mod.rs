@@ -23,6 +23,8 @@ mod chat;
 mod inspect;
 mod perplexity;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -58,6 +60,9 @@ enum Command {
         /// The GGUF file (or a known model name).
         file: String,
     },
+    /// Serve the model over HTTP with OpenAI's API; conversations keep their cache.
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
     /// Download a known model into the cache (default: the default model).
     Pull {
         /// A known model name.
@@ -81,6 +86,8 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Chat(a) => chat::run(a),
         Command::Run(a) => run::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
