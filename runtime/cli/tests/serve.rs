@@ -133,10 +133,11 @@ fn user_messages(conversation: usize, turns: usize) -> Vec<String> {
 
 /// The same conversation through `tern chat` at temperature 0: its replies, each followed
 /// by a blank line, are its whole stdout.
-fn tern_chat_transcript(model: &str, users: &[String], max_reply: usize) -> String {
+fn tern_chat_transcript(model: &str, users: &[String], max_reply: usize, extra: &[&str]) -> String {
     let mut child = common::tern_command()
         .args(["chat", "-m"])
         .arg(common::model(model))
+        .args(extra)
         .args(["--system", SYSTEM, "--temp", "0", "--repeat-penalty", "1"])
         .args(["-n", &max_reply.to_string()])
         .stdin(Stdio::piped())
@@ -159,7 +160,14 @@ fn tern_chat_transcript(model: &str, users: &[String], max_reply: usize) -> Stri
 /// every turn after the first is served from the cache, and that each conversation's
 /// replies are `tern chat`'s.
 #[allow(clippy::needless_range_loop)] // turns and conversations index three tables
-fn converse(server: &Server, model: &str, conversations: usize, turns: usize, max_reply: usize) {
+fn converse(
+    server: &Server,
+    model: &str,
+    conversations: usize,
+    turns: usize,
+    max_reply: usize,
+    chat_args: &[&str],
+) {
     let id = server.model_id();
     let users: Vec<Vec<String>> = (0..conversations)
         .map(|c| user_messages(c, turns))
@@ -201,7 +209,7 @@ fn converse(server: &Server, model: &str, conversations: usize, turns: usize, ma
         }
     }
     for c in 0..conversations {
-        let truth = tern_chat_transcript(model, &users[c], max_reply);
+        let truth = tern_chat_transcript(model, &users[c], max_reply, chat_args);
         assert_eq!(replies[c], truth, "conversation {c} differs from tern chat");
     }
 }
@@ -213,7 +221,7 @@ fn conversations_continue_from_their_cache_and_survive_eviction() {
         tern_testkit::SMOLLM2,
         &["--max-sessions", "2", "--parallel", "1"],
     );
-    converse(&server, tern_testkit::SMOLLM2, 3, 4, 24);
+    converse(&server, tern_testkit::SMOLLM2, 3, 4, 24, &[]);
     let h = server.health();
     let sessions = &h["sessions"];
     println!("after 3 conversations of 4 turns with --max-sessions 2: {sessions}");
@@ -227,7 +235,17 @@ fn conversations_continue_from_their_cache_and_survive_eviction() {
 #[ignore = "50 turns; run with --ignored"]
 fn fifty_turns_from_the_cache_equal_tern_chat() {
     let server = Server::start(tern_testkit::SMOLLM2, &[]);
-    converse(&server, tern_testkit::SMOLLM2, 1, 50, 32);
+    converse(&server, tern_testkit::SMOLLM2, 1, 50, 32, &[]);
+}
+
+/// A conversation far longer than the cache's window slides through the sink cache as in
+/// `tern chat`: no context-length error, and the same replies.
+#[test]
+fn a_conversation_longer_than_the_window_goes_on() {
+    let cache = ["--sinks", "4", "--window", "96"];
+    let server = Server::start(tern_testkit::SMOLLM2, &cache);
+    // About 6 x (20 + 24) tokens after the system prompt: three times the window.
+    converse(&server, tern_testkit::SMOLLM2, 1, 6, 24, &cache);
 }
 
 /// Writes a raw HTTP request and returns the status line and what follows.
