@@ -147,6 +147,9 @@ fn chat(agent: &ureq::Agent, base: &str, messages: &[Value]) -> Result<Value> {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }

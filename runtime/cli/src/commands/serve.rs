@@ -105,12 +105,20 @@ pub fn run(a: Args) -> Result<()> {
     r.context("tern serve")
 }
 
-/// The name clients use for the model: the catalog name, or the file's stem.
+/// The name clients use for the model: the catalog name (also for a path to a catalog
+/// model's file), else the file's stem.
 fn model_id(arg: &str) -> String {
-    if let Some(m) = tern::catalog::known_model(arg) {
-        return m.name.to_string();
+    let path = std::path::Path::new(arg);
+    let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or(arg);
+    let known = tern::catalog::known_model(arg).or_else(|| {
+        tern::catalog::known_models()
+            .iter()
+            .find(|m| m.file_name == file_name)
+    });
+    match known {
+        Some(m) => m.name.to_string(),
+        None => path
+            .file_stem()
+            .map_or_else(|| arg.to_string(), |s| s.to_string_lossy().into_owned()),
     }
-    std::path::Path::new(arg)
-        .file_stem()
-        .map_or_else(|| arg.to_string(), |s| s.to_string_lossy().into_owned())
 }
