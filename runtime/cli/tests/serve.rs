@@ -264,7 +264,16 @@ fn bad_input_gets_the_right_status_and_the_server_keeps_serving() {
     let key = "sk-test-key";
     let server = Server::start(
         tern_testkit::SMOLLM2,
-        &["--api-key", key, "--body-limit", "65536", "--parallel", "1"],
+        &[
+            "--api-key",
+            key,
+            "--body-limit",
+            "65536",
+            "--parallel",
+            "1",
+            "--queue",
+            "0",
+        ],
     );
     let id = server.model_id_with(key);
     let chat = "/v1/chat/completions";
@@ -358,6 +367,19 @@ fn bad_input_gets_the_right_status_and_the_server_keeps_serving() {
         assert!(!line.is_empty(), "the stream ended early");
         events += line.starts_with("data: ") as usize;
     }
+    // Meanwhile the one generation slot is taken and the queue holds none: 503, Retry-After.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let busy = agent
+        .post(&format!("{}{chat}", server.base))
+        .header("Authorization", &format!("Bearer {key}"))
+        .content_type("application/json")
+        .send(ok.to_string())
+        .unwrap();
+    assert_eq!(busy.status().as_u16(), 503);
+    assert!(busy.headers().get("retry-after").is_some());
     drop(reader);
     s.shutdown(std::net::Shutdown::Both).unwrap();
     drop(s);
