@@ -48,6 +48,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    return_freed_memory();
     let l = a.model.load()?;
     let cache = a.cache.config(&l)?;
     let session_options = SessionOptions {
@@ -122,3 +123,19 @@ fn model_id(arg: &str) -> String {
             .map_or_else(|| arg.to_string(), |s| s.to_string_lossy().into_owned()),
     }
 }
+
+/// glibc raises its mmap threshold each time a large block is freed, after which the KV
+/// caches of evicted sessions are carved from the heap and stay resident when freed:
+/// measured with `serve-load`, 40 conversations under `--max-sessions 8` grew to 1 071 MiB,
+/// and to 533 MiB (flat) with the threshold fixed at 1 MiB, as here.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_freed_memory() {
+    // SAFETY: mallopt sets a tunable of glibc's allocator; it takes the allocator's own
+    // locks and has no memory-safety preconditions.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_memory() {}
