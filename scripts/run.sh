@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -q -p tern
+cargo build --release -q -p tern-cli
 exec target/release/tern chat "$@"

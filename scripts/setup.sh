@@ -4,7 +4,7 @@
 #   scripts/setup.sh test     also what the tests need: cmake and libclang for llama.cpp, the
 #                             oracle (built by llama-cpp-sys-2 through bindgen); python3 with
 #                             jinja2, the reference for chat templates; python3-venv for
-#                             the Python package's tests
+#                             the Python package's tests and `tern serve`'s (openai, curl)
 #   scripts/setup.sh bench    also what the long experiments need: the KJV text (bible-kjv)
 #                             and a font for the plots; llvm-mca (llvm) and the aarch64 C++
 #                             headers (g++-aarch64-linux-gnu) for the aarch64 cycle estimates
@@ -36,6 +36,9 @@ if [ "${1:-}" = "test" ] || [ "${1:-}" = "bench" ]; then
   # Chat templates are checked against Python's jinja2 (runtime/tests/chat_template.rs).
   want python3
   want python3-jinja2
+  # `tern serve` is tested with the official openai package (pip, in the same virtual
+  # environment) and with curl (scripts/test-serve.sh).
+  want curl
 fi
 if [ "${1:-}" = "bench" ]; then
   want bible-kjv

@@ -26,7 +26,7 @@ tmp=$(mktemp -d /tmp/tern-test-ffi-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 step "cargo build libtern (shared and static) and the tern CLI"
-cargo build --release -p tern-ffi -p tern
+cargo build --release -p tern-ffi -p tern-cli
 model=$(target/release/tern pull)
 echo "model: $model"
 

@@ -26,7 +26,7 @@ venv="$root/target/python-venv"
 echo "== pip install ./ffi/python (${SECONDS}s)"
 PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./ffi/python
 # The CLI, the truth of the chat-parity and speed tests.
-cargo build --release -p tern --bin tern
+cargo build --release -p tern-cli --bin tern
 export TERN_CLI="$root/target/release/tern"
 
 echo "== pytest ffi/python/tests (${SECONDS}s)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Tern: formatting, lints, the whole test suite on the x86-64 host (with
 # llama.cpp as the oracle), the kernels and the runtime for aarch64 under qemu (a Raspberry Pi
-# 4 class CPU and one with dotprod and i8mm), libtern's C tests and the Python package. The README's test
+# 4 class CPU and one with dotprod and i8mm), libtern's C tests, the Python package and `tern
+# serve` with the openai package. The README's test
 # command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,6 @@ echo "== libtern, the C ABI (${SECONDS}s)"
 scripts/test-ffi.sh
 echo "== the Python package, ffi/python (${SECONDS}s)"
 scripts/test-python.sh
+echo "== tern serve and the openai package (${SECONDS}s)"
+scripts/test-serve.sh
 echo "== all tests passed in ${SECONDS}s"

@@ -665,6 +665,24 @@ impl Session {
         self.generate(on_piece)
     }
 
+    /// Sets how the next replies are written: the sampler (its random numbers start again
+    /// from `sampler.seed`), the longest reply and the extra stop strings. The conversation
+    /// and the cache are kept: a server applies each request's settings to the conversation
+    /// it continues.
+    pub fn set_reply_options(
+        &mut self,
+        sampler: SamplerConfig,
+        max_reply: usize,
+        stop: Vec<String>,
+    ) -> Result<(), crate::sampler::InvalidSamplerConfig> {
+        sampler.validate()?;
+        self.opts.sampler = sampler;
+        self.opts.max_reply = max_reply;
+        self.opts.stop = stop;
+        self.sampler = Sampler::new(sampler);
+        Ok(())
+    }
+
     /// Saves the session to `path` (atomically: a crash mid-save keeps the previous file).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SessionError> {
         crate::snapshot::save(self, self.state.last_logits(), path.as_ref())?;

@@ -4,7 +4,7 @@
 //! Each message is a passage of Genesis and a question; replies are capped at 40 tokens.
 //! Every turn must succeed; the resident memory of each is sampled as it runs.
 //!
-//! `cargo build --release -p tern -p tern-ffi && cargo run --release -p tern-benches --bin
+//! `cargo build --release -p tern-cli -p tern-ffi && cargo run --release -p tern-benches --bin
 //! gemma-chat [-- --turns 200 --reply 40]` (needs a C compiler; prints what it saw).
 
 use std::io::Write;
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting target/release/tern (cargo build --release -p tern)")?;
+        .context("starting target/release/tern (cargo build --release -p tern-cli)")?;
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let pid = child.id().to_string();

@@ -9,7 +9,7 @@
 //! distinct-2 ratio (distinct word bigrams / bigrams) is reported per block of 50 turns, and
 //! the resident memory of the `tern chat` process (`VmRSS`) after every turn.
 //!
-//! `cargo build --release -p tern && cargo run --release -p tern-benches --bin long-chat`
+//! `cargo build --release -p tern-cli && cargo run --release -p tern-benches --bin long-chat`
 //! (`-- --turns N` for a shorter run) writes docs/long-chat.md and docs/long-chat.json.
 
 use std::collections::HashSet;

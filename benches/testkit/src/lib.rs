@@ -28,7 +28,7 @@ pub fn model(name: &str) -> PathBuf {
         tern::catalog::known_model(name).is_some(),
         "{name} is not a catalog model: tests read models by catalog name only"
     );
-    let path = tern::catalog::resolve_model(name)
+    let path = tern_cli::fetch::resolve_model(name)
         .unwrap_or_else(|e| panic!("model {name} (pulled into {}): {e}", cache_note()));
     pulled.insert(name.to_string(), path.clone());
     path

@@ -9,10 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use tern::cache::CacheError;
-use tern::catalog::CatalogError;
 use tern::model::{LoadError, ModelError};
 use tern::session::SessionError;
 use tern::snapshot::SnapshotError;
+use tern_cli::fetch::CatalogError;
 
 /// A failed call: the name of its exception class in `tern._errors`, and the message.
 #[derive(Debug)]

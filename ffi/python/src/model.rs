@@ -223,7 +223,7 @@ fn load(model: &str, threads: Option<i64>, board: &str) -> Result<(Shared, Vec<S
         )));
     }
     let board = tern_boards::select(Some(board)).map_err(|e| Failure::invalid(e.to_string()))?;
-    let path = tern::catalog::resolve_model(model)?;
+    let path = tern_cli::fetch::resolve_model(model)?;
     let (_, kernel_note) = tern::fit::use_board_kernels(&board);
     let loaded = tern::model::Model::load(&path)?;
     let (threads, threads_note) = tern::fit::fit_threads(threads.map(|t| t as usize), &board);

@@ -9,10 +9,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use catalog_support::{files_in, FakeIndex};
-use tern::catalog::{
-    cache_dir, index_url, known_model, resolve_model, CatalogError, DEFAULT_INDEX, DEFAULT_MODEL,
-    INDEX_ENV,
-};
+use tern::catalog::{cache_dir, known_model, DEFAULT_MODEL};
+use tern_cli::fetch::{index_url, resolve_model, CatalogError, DEFAULT_INDEX, INDEX_ENV};
 
 #[test]
 fn cache_location_and_resolution() {

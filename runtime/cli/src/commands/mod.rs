@@ -23,6 +23,8 @@ mod chat;
 mod inspect;
 mod perplexity;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -58,6 +60,9 @@ enum Command {
         /// The GGUF file (or a known model name).
         file: String,
     },
+    /// Serve the model over HTTP with OpenAI's API; conversations keep their cache.
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
     /// Download a known model into the cache (default: the default model).
     Pull {
         /// A known model name.
@@ -81,6 +86,8 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Chat(a) => chat::run(a),
         Command::Run(a) => run::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Perplexity(a) => perplexity::run(a),
@@ -88,9 +95,9 @@ pub fn main() -> Result<()> {
         Command::Pull { name, verify } => {
             let name = name.as_deref().unwrap_or(tern::catalog::DEFAULT_MODEL);
             let path = if verify {
-                tern::catalog::pull_verified(name)?
+                crate::fetch::pull_verified(name)?
             } else {
-                tern::catalog::pull(name)?
+                crate::fetch::pull(name)?
             };
             outln!("{}", path.display())?;
             Ok(())
@@ -147,7 +154,7 @@ impl DraftArgs {
         let Some(name) = &self.draft else {
             return Ok(None);
         };
-        let path = tern::catalog::resolve_model(name)?;
+        let path = crate::fetch::resolve_model(name)?;
         let model = Arc::new(Model::load(&path)?);
         let k = match self.draft_k {
             Some(k) => tern::speculative::DraftK::Fixed(k),
@@ -218,7 +225,7 @@ struct Loaded {
 
 impl ModelArgs {
     fn path(&self) -> Result<PathBuf> {
-        Ok(tern::catalog::resolve_model(&self.model)?)
+        Ok(crate::fetch::resolve_model(&self.model)?)
     }
 
     fn load(&self) -> Result<Loaded> {
