@@ -81,6 +81,8 @@ pub struct Shared {
     pub store: Store,
     api_key: Option<String>,
     slots: Arc<Semaphore>,
+    /// Generation slots in all (`slots` holds the free ones).
+    parallel: usize,
     waiting: AtomicUsize,
     queue: usize,
     max_tokens_limit: usize,
@@ -109,6 +111,7 @@ pub fn run(cfg: Config) -> Result<()> {
         session_options: cfg.session_options,
         api_key: cfg.api_key,
         slots: Arc::new(Semaphore::new(parallel)),
+        parallel,
         waiting: AtomicUsize::new(0),
         queue: cfg.queue,
         max_tokens_limit: cfg.max_tokens_limit,
@@ -219,6 +222,8 @@ async fn health(State(sh): State<Arc<Shared>>) -> Json<Value> {
         "model": sh.model_id,
         "sessions": sh.store.stats(),
         "waiting": sh.waiting.load(Ordering::Relaxed),
+        // Taken until the blocking work has ended, a little after its session is back.
+        "slots_busy": sh.parallel - sh.slots.available_permits(),
         "cancelled": sh.cancelled.load(Ordering::Relaxed),
     }))
 }
