@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `tern serve` against the official `openai` Python package: the model list, a streamed and
 # a non-streamed chat, a completion, a continued conversation (scripts/serve/openai_client.py),
-# and the README's curl examples. The package goes into the virtual environment under
+# the README's curl examples, and a tool call and its answer with Qwen2.5-Coder-0.5B
+# (scripts/serve/openai_tools.py). The package goes into the virtual environment under
 # target/ that scripts/test-python.sh also uses. Needs python3-venv and curl
 # (scripts/setup.sh test).
 set -euo pipefail
@@ -46,4 +47,16 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$addr/v1/models" -H "Authorizatio
 [ "$code" = 401 ] || { echo "a wrong key got $code"; exit 1; }
 echo "== request log"
 cat "$log"
+
+echo "== tool calls through the openai package (Qwen2.5-Coder-0.5B)"
+kill $server 2>/dev/null; wait $server 2>/dev/null || true
+target/release/tern serve -m qwen2.5-coder-0.5b --port 0 --api-key test-key 2>"$log" &
+server=$!
+for _ in $(seq 1800); do
+    grep -q "listening on" "$log" && break
+    kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.2
+done
+addr=$(grep -o "listening on http://[^ ]*" "$log" | sed 's/listening on //')
+BASE_URL="$addr/v1" API_KEY=test-key "$venv/bin/python" scripts/serve/openai_tools.py
 echo "== tern serve passed (${SECONDS}s)"
