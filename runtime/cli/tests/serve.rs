@@ -363,29 +363,40 @@ fn bad_input_gets_the_right_status_and_the_server_keeps_serving() {
     assert_eq!(server.post(chat, &extra, Some(key)).0, 200);
 
     // A client that leaves mid-stream: its reply stops, and is counted as cancelled.
-    // Greedy counting goes on for thousands of tokens (a sampled reply could end at once).
-    let body = json!({"model": id, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 4000,
-                      "temperature": 0, "stream": true})
-    .to_string();
+    // A long reply: greedy counting goes on for thousands of tokens; should one still end
+    // before three events (`data: [DONE]`), it is asked again, sampled with another seed.
     let addr = server.base.trim_start_matches("http://").to_string();
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    let mut events = 0;
-    while events < 3 {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "the stream ended early");
-        events += line.starts_with("data: ") as usize;
-    }
+    let (mut s, reader) = (0..5)
+        .find_map(|attempt| {
+            let body = json!({"model": id, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 4000,
+                              "temperature": if attempt == 0 { 0.0 } else { 1.0 },
+                              "seed": attempt, "stream": true})
+            .to_string();
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            write!(
+                s,
+                "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let mut events = 0;
+            while events < 3 {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                assert!(!line.is_empty(), "the stream ended early");
+                if line.starts_with("data: [DONE]") {
+                    println!("attempt {attempt}: the reply ended at once; again");
+                    return None;
+                }
+                events += line.starts_with("data: ") as usize;
+            }
+            Some((s, reader))
+        })
+        .expect("a reply of more than two events in five attempts");
     // Meanwhile the one generation slot is taken and the queue holds none: 503, Retry-After.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
