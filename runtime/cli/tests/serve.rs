@@ -366,7 +366,7 @@ fn bad_input_gets_the_right_status_and_the_server_keeps_serving() {
     // A long reply: greedy counting goes on for thousands of tokens; should one still end
     // before three events (`data: [DONE]`), it is asked again, sampled with another seed.
     let addr = server.base.trim_start_matches("http://").to_string();
-    let (mut s, reader) = (0..5)
+    let (s, reader) = (0..5)
         .find_map(|attempt| {
             let body = json!({"model": id, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 4000,
                               "temperature": if attempt == 0 { 0.0 } else { 1.0 },
