@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Tern on the CPUs it is for, from this x86-64 host:
-#  - the whole test suite for aarch64 under qemu-user, twice: as a Cortex-A72 (NEON only,
-#    Raspberry Pi 4 class) and as qemu's `max` CPU (dotprod and i8mm), so that every aarch64
-#    kernel set is checked against the scalar reference and the runtime runs on each. The
-#    llama.cpp oracle is built for the host only; the tests that compare with it run there.
+#  - the whole test suite for aarch64 under qemu-user as a Cortex-A72 (NEON only, Raspberry
+#    Pi 4 class), and as qemu's `max` CPU (dotprod and i8mm) the kernels and the end-to-end
+#    checks below, so that every aarch64 kernel set is checked against the scalar reference
+#    and the runtime runs on each. The llama.cpp oracle is built for the host only; the
+#    tests that compare with it run there.
 #  - greedy replies of SmolLM2, Qwen2.5-Coder-0.5B and Gemma 3 recorded on the host and
 #    compared under both CPUs (runtime/tests/greedy.rs: equal text, or a divergence at a
 #    near-tie of the top two), and the logits of the synthetic architectures
@@ -27,13 +28,23 @@ echo "== greedy replies and synthetic-architecture logits recorded on the host"
 TERN_GREEDY_RECORD="$reference" TERN_SYNTHETIC_RECORD="$reference" \
     cargo test --release -p tern --test greedy --test synthetic_arch -- --nocapture
 
-for cpu in cortex-a72 max; do
-    echo "== cargo test aarch64 (QEMU_CPU=$cpu)"
+# As a Cortex-A72 (NEON), the whole suite; as `max` (dotprod, i8mm), what depends on the
+# CPU's features: every kernel set against the reference, and the end-to-end greedy replies
+# and synthetic-architecture logits against the host's (the rest of the suite runs the same
+# code on both, and twice would cost a quarter of an hour).
+aarch64_test() {
+    local cpu=$1
+    shift
     # Tests that start the `tern` binary go through the emulator too (no binfmt here).
     QEMU_CPU=$cpu TERN_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
         TERN_GREEDY_REFERENCE="$reference" TERN_SYNTHETIC_REFERENCE="$reference" \
-        cargo test --release --no-fail-fast --target aarch64-unknown-linux-gnu "${crates[@]}" -- --nocapture
-done
+        cargo test --release --no-fail-fast --target aarch64-unknown-linux-gnu "$@" -- --nocapture
+}
+echo "== cargo test aarch64 (QEMU_CPU=cortex-a72)"
+aarch64_test cortex-a72 "${crates[@]}"
+echo "== cargo test aarch64 (QEMU_CPU=max): kernels, greedy replies, synthetic architectures"
+aarch64_test max -p tern-kernels
+aarch64_test max -p tern --test greedy --test synthetic_arch
 
 echo "== cargo check armv7-unknown-linux-gnueabihf"
 cargo check --release --target armv7-unknown-linux-gnueabihf "${crates[@]}" --all-targets
