@@ -18,7 +18,7 @@ def _interrupt_after(seconds):
 def test_ctrl_c_during_chat(model):
     s = model.session(temperature=0.8, seed=5, max_tokens=4000)
     t0 = time.monotonic()
-    timer = _interrupt_after(0.5)
+    timer = _interrupt_after(0.15)
     with pytest.raises(KeyboardInterrupt):
         s.chat("Write a very long story about the sea.")
     timer.join()
@@ -30,7 +30,7 @@ def test_ctrl_c_during_chat(model):
 def test_ctrl_c_during_stream(model):
     s = model.session(temperature=0.8, seed=6, max_tokens=4000)
     pieces = []
-    timer = _interrupt_after(0.5)
+    timer = _interrupt_after(0.15)
     with pytest.raises(KeyboardInterrupt):
         # Unnamed: the interrupt may land in this loop's body rather than in the stream's
         # wait; either way the stream is dropped, which stops it.
@@ -44,7 +44,7 @@ def test_ctrl_c_during_stream(model):
 
 def test_ctrl_c_in_a_with_block(model):
     s = model.session(temperature=0.8, seed=7, max_tokens=4000)
-    timer = _interrupt_after(0.5)
+    timer = _interrupt_after(0.15)
     with pytest.raises(KeyboardInterrupt):
         with s.stream("Describe every planet in great detail.") as stream:
             for _ in stream:
