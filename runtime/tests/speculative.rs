@@ -175,7 +175,6 @@ fn greedy_with_itself_as_draft_is_the_target_alone_and_all_accepted() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn greedy_with_a_random_draft_is_the_target_alone() {
     let m = models();
@@ -210,7 +209,6 @@ fn greedy_with_a_random_draft_is_the_target_alone() {
 /// A window of 24 over 200 tokens: both caches evict, in step, every token (or every 8),
 /// rejected drafts are taken back across the evictions, and the target's epochs are rebased
 /// once (ring of 24 + 64 rows: at about 176 tokens).
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn greedy_across_evictions_is_the_target_alone() {
     let m = models();
@@ -245,7 +243,6 @@ fn greedy_across_evictions_is_the_target_alone() {
 
 /// Chat turns: replies end inside a step (end of turn, stop strings, the length limit), the
 /// unused proposals are taken back, and the next message reaches both models.
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn chat_replies_with_a_draft_are_the_target_alone() {
     let m = models();
@@ -392,7 +389,6 @@ fn verify_step_gives_the_target_distribution() {
 /// End to end: the first two tokens generated with a random draft (temperature 1, top-k 2)
 /// over many seeds, against the target's own probabilities of each pair. The second token
 /// comes from a speculative step (the first is the target's own draw).
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn sampling_with_a_draft_keeps_the_target_distribution() {
     let m = models();

@@ -55,3 +55,20 @@ pub fn log_softmax(x: &[f32]) -> Vec<f64> {
     let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
     x.iter().map(|&v| v as f64 - lse).collect()
 }
+
+/// Stops a child process with SIGTERM, so that it can clean up (`tern serve` removes its
+/// temporary session files), then SIGKILL if it is still there after ten seconds.
+pub fn stop_gracefully(child: &mut std::process::Child) {
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    for _ in 0..200 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -112,21 +112,9 @@ impl Server {
 }
 
 impl Drop for Server {
-    /// SIGTERM first, so that the server removes its temporary session files (a killed one
-    /// leaves them in the temporary directory); SIGKILL if it lingers.
+    /// Gracefully: a killed server leaves its temporary session files behind.
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tern_testkit::stop_gracefully(&mut self.child);
     }
 }
 
