@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tern::session::{Session, SessionError, SessionOptions, StopReason};
 use tern::stream::Utf8Stream;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::api::{ApiError, ReplySettings};
 use super::conversation::{self, Key, Turn};
@@ -60,19 +61,51 @@ fn finish_reason(stop: StopReason) -> &'static str {
     }
 }
 
-/// Sends a piece; false when the client has gone.
-fn send(tx: &Sender<Event>, e: Event) -> bool {
-    tx.blocking_send(e).is_ok()
+/// The way back to the HTTP side, holding the request's generation slot.
+pub struct Reply {
+    tx: Sender<Event>,
+    slot: OwnedSemaphorePermit,
 }
 
-/// Runs a chat request to its end, reporting through `tx`.
-pub fn chat(shared: &Shared, job: ChatJob, tx: Sender<Event>) {
-    if let Err(e) = shared.pool.install(|| chat_inner(shared, job, &tx)) {
-        send(&tx, Event::Failed(e));
+impl Reply {
+    pub fn new(tx: Sender<Event>, slot: OwnedSemaphorePermit) -> Self {
+        Reply { tx, slot }
+    }
+
+    /// Sends a piece; false when the client has gone.
+    fn piece(&self, text: String) -> bool {
+        self.tx.blocking_send(Event::Piece(text)).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Frees the slot, then sends the last event: a client that has its whole answer finds
+    /// the slot free for its next request.
+    fn end(self, outcome: Result<Option<Done>, ApiError>, shared: &Shared) {
+        let Reply { tx, slot } = self;
+        drop(slot);
+        let last = match outcome {
+            Ok(Some(done)) => Event::Done(done),
+            Ok(None) => {
+                shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => Event::Failed(e),
+        };
+        let _ = tx.blocking_send(last);
     }
 }
 
-fn chat_inner(shared: &Shared, job: ChatJob, tx: &Sender<Event>) -> Result<(), ApiError> {
+/// Runs a chat request to its end, reporting through `reply`.
+pub fn chat(shared: &Shared, job: ChatJob, reply: Reply) {
+    let outcome = shared.pool.install(|| chat_inner(shared, job, &reply));
+    reply.end(outcome, shared);
+}
+
+/// The reply, filed with its conversation; `None` when the client went away.
+fn chat_inner(shared: &Shared, job: ChatJob, tx: &Reply) -> Result<Option<Done>, ApiError> {
     let turns = &job.turns;
     // A conversation opens with its system message (or none); the tools are written into
     // it where the template wants them.
@@ -121,7 +154,7 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Sender<Event>) -> Result<(), A
                 if hold {
                     return !tx.is_closed();
                 }
-                gone = !send(tx, Event::Piece(piece.to_string()));
+                gone = !tx.piece(piece.to_string());
                 !gone
             })
             .map_err(session_error)?;
@@ -160,13 +193,11 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Sender<Event>) -> Result<(), A
                 .store
                 .put_back(key, lease.session)
                 .map_err(session_error)?;
-            send(tx, Event::Done(done));
-            Ok(())
+            Ok(Some(done))
         }
         Ok(None) => {
-            shared.cancelled.fetch_add(1, Ordering::Relaxed);
             shared.store.discard(lease.session);
-            Ok(())
+            Ok(None)
         }
         Err(e) => {
             shared.store.discard(lease.session);
@@ -176,8 +207,8 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Sender<Event>) -> Result<(), A
 }
 
 /// Completes a raw prompt in a fresh session (no template, no conversation).
-pub fn complete(shared: &Shared, prompt: String, s: ReplySettings, tx: Sender<Event>) {
-    let r = shared.pool.install(|| -> Result<(), ApiError> {
+pub fn complete(shared: &Shared, prompt: String, s: ReplySettings, reply: Reply) {
+    let outcome = shared.pool.install(|| -> Result<Option<Done>, ApiError> {
         let opts = SessionOptions {
             system: None,
             ..shared.session_options.clone()
@@ -188,20 +219,9 @@ pub fn complete(shared: &Shared, prompt: String, s: ReplySettings, tx: Sender<Ev
             .set_reply_options(s.sampler, s.max_tokens, s.stop.clone())
             .map_err(|e| ApiError::invalid(e.to_string(), None))?;
         let prompt_tokens = session.feed_text(&prompt).map_err(session_error)? as u64;
-        let done = raw_generate(&mut session, &s, prompt_tokens, &tx)?;
-        match done {
-            Some(done) => {
-                send(&tx, Event::Done(done));
-            }
-            None => {
-                shared.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+        raw_generate(&mut session, &s, prompt_tokens, &reply)
     });
-    if let Err(e) = r {
-        send(&tx, Event::Failed(e));
-    }
+    reply.end(outcome, shared);
 }
 
 /// Samples up to `max_tokens` tokens after what was fed, stopping at an end-of-generation
@@ -210,7 +230,7 @@ fn raw_generate(
     session: &mut Session,
     s: &ReplySettings,
     prompt_tokens: u64,
-    tx: &Sender<Event>,
+    tx: &Reply,
 ) -> Result<Option<Done>, ApiError> {
     let model = Arc::clone(session.model());
     let tok = model.tokenizer();
@@ -238,7 +258,7 @@ fn raw_generate(
             safe -= 1;
         }
         if safe > emitted {
-            if !send(tx, Event::Piece(text[emitted..safe].to_string())) {
+            if !tx.piece(text[emitted..safe].to_string()) {
                 return Ok(None);
             }
             emitted = safe;
@@ -250,7 +270,7 @@ fn raw_generate(
     if finish == "length" {
         text.push_str(&utf8.finish());
     }
-    if text.len() > emitted && !send(tx, Event::Piece(text[emitted..].to_string())) {
+    if text.len() > emitted && !tx.piece(text[emitted..].to_string()) {
         return Ok(None);
     }
     Ok(Some(Done {

@@ -45,7 +45,7 @@ use tokio_stream::StreamExt;
 
 use api::{ApiError, ChatRequest, CompletionRequest, ReplySettings};
 use conversation::Turn;
-use generate::{ChatJob, Done, Event};
+use generate::{ChatJob, Done, Event, Reply};
 use store::Store;
 
 /// How the server is set up.
@@ -343,10 +343,7 @@ async fn chat_response(
     let permit = sh.slot().await?;
     let (tx, rx) = mpsc::channel(64);
     let worker = sh.clone();
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        generate::chat(&worker, job, tx);
-    });
+    tokio::task::spawn_blocking(move || generate::chat(&worker, job, Reply::new(tx, permit)));
     let id = sh.id("chatcmpl");
     if settings.stream {
         Ok(sse(rx, ChatChunks::new(&sh, id, settings)))
@@ -572,8 +569,7 @@ async fn completion_response(
     let worker = sh.clone();
     let s = settings.clone();
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        generate::complete(&worker, prompt, s, tx);
+        generate::complete(&worker, prompt, s, Reply::new(tx, permit))
     });
     let id = sh.id("cmpl");
     if settings.stream {
