@@ -382,3 +382,78 @@ fn long_runs_match_llama_cpp() {
         texts.len()
     );
 }
+
+/// Issue 12, defect 7: a long run is one piece for the merges, which once held about 57 bytes
+/// per byte of it (5 MB of spaces: 286 MB resident). Tern's merge loop holds about 24 (12 per
+/// symbol, 12 per queued pair, no doubling). The peak this test sees, 39 bytes per byte
+/// (2026-11-30), is reached before the merges (it did not move when they went from about 40
+/// to 24): the split regex's working memory. Encoding half a million spaces stays under 48
+/// bytes per byte of heap on this thread, and gives llama.cpp's ids.
+#[test]
+fn a_long_run_is_merged_in_bounded_memory() {
+    let (tok, oracle) = load(&smollm2_path());
+    let n = 500_000;
+    let text = " ".repeat(n) + "x";
+    let before = heap::start();
+    let ours = tok.encode(&text, false, false).expect("encode");
+    let grew = heap::peak() - before;
+    println!(
+        "tokenizer memory: {n} spaces, {} tokens, peak heap {grew} bytes ({:.1} per byte)",
+        ours.len(),
+        grew as f64 / n as f64
+    );
+    assert!(
+        grew < 48 * n,
+        "encoding {n} spaces took {grew} bytes of heap"
+    );
+    assert_eq!(to_i32(&ours), oracle.tokenize(&text, false, false));
+}
+
+/// The heap this thread holds, counted by the test binary's allocator (the other tests'
+/// threads allocate at the same time, so the count is per thread).
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct PerThread;
+
+    thread_local! {
+        static NOW: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Starts a new peak from what this thread holds now, and returns that.
+    pub fn start() -> usize {
+        let now = NOW.with(Cell::get);
+        PEAK.with(|p| p.set(now));
+        now
+    }
+
+    /// The most this thread held since [`start`].
+    pub fn peak() -> usize {
+        PEAK.with(Cell::get)
+    }
+
+    // SAFETY: every call goes to the system allocator unchanged; the thread-local counters
+    // are const-initialised cells, which neither allocate nor re-enter the allocator.
+    unsafe impl GlobalAlloc for PerThread {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc(layout);
+            if !p.is_null() {
+                let now = NOW.with(|n| {
+                    n.set(n.get() + layout.size());
+                    n.get()
+                });
+                PEAK.with(|p| p.set(p.get().max(now)));
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            NOW.with(|n| n.set(n.get().saturating_sub(layout.size())));
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: PerThread = PerThread;
+}

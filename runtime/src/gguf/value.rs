@@ -202,6 +202,21 @@ impl Array {
         }
     }
 
+    /// The elements of an array of strings, borrowed where they lie (no copy, no
+    /// allocation: reading a 150 000-token vocabulary this way saves as many allocations);
+    /// `None` for an array of another type.
+    pub fn strs(&self) -> Option<StrIter<'_>> {
+        (self.elem == ValueType::String).then(|| StrIter {
+            inner: match &self.items {
+                Items::Built(v) => StrInner::Built(v.iter()),
+                Items::Packed { map, start, end } => StrInner::Packed {
+                    bytes: &map[*start..*end],
+                    left: self.len,
+                },
+            },
+        })
+    }
+
     /// Element `i`: direct for numbers and bools, a walk from the start for strings and
     /// arrays (whose sizes vary).
     pub fn get(&self, i: usize) -> Option<Value> {
@@ -292,6 +307,51 @@ impl Iterator for ArrayIter<'_> {
             IterInner::Packed { left, .. } => *left,
         };
         (n, Some(n))
+    }
+}
+
+/// The elements of an array of strings: see [`Array::strs`].
+pub struct StrIter<'a> {
+    inner: StrInner<'a>,
+}
+
+enum StrInner<'a> {
+    Built(std::slice::Iter<'a, Value>),
+    /// The packed elements not read yet: a `u64` length and the UTF-8 bytes, each.
+    Packed {
+        bytes: &'a [u8],
+        left: usize,
+    },
+}
+
+impl<'a> Iterator for StrIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match &mut self.inner {
+            StrInner::Built(it) => it.next()?.as_str(),
+            StrInner::Packed { bytes, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                let (len, rest) = bytes.split_first_chunk::<8>()?;
+                let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+                let (s, rest) = rest.split_at_checked(len)?;
+                // The reader validated these bytes; a failure ends iteration all the same.
+                let s = std::str::from_utf8(s).ok()?;
+                *bytes = rest;
+                *left -= 1;
+                Some(s)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.inner {
+            StrInner::Built(it) => it.len(),
+            StrInner::Packed { left, .. } => *left,
+        };
+        (0, Some(n))
     }
 }
 

@@ -6,13 +6,16 @@
 //!    between them (the `tokenizers` crate's `Split` with `Isolated` behaviour).
 //! 2. Each piece's bytes are mapped to GPT-2's byte-level alphabet (printable characters
 //!    stand for themselves, the other bytes for code points from U+0100 on).
-//! 3. The `tokenizers` crate's BPE model merges the characters: always the adjacent pair of
-//!    lowest merge rank, leftmost first — the same order as llama.cpp's `llm_tokenizer_bpe`.
+//! 3. Tern's merge loop ([`Bpe`]) merges the characters: always the adjacent pair of lowest
+//!    merge rank, leftmost first — the same order as llama.cpp's `llm_tokenizer_bpe`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use fancy_regex::Regex;
-use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::Model as _;
 
+use super::vocab::{self, Vocab};
 use super::{attr, TokenizerError};
 
 /// What a pre-tokenizer type means: its split regexes and the flags llama.cpp attaches.
@@ -102,24 +105,79 @@ impl PreSpec {
     }
 }
 
-/// A byte-level BPE encoder: the split regexes and the merge model.
+/// A byte-level BPE encoder: the split regexes and the merge table.
 ///
 /// The regexes are applied as the `tokenizers` crate's `Split` (`Isolated`) in a `Sequence`
 /// would, but piece by piece, each piece merged as soon as it is found: memory stays that of
 /// the largest piece, where building the whole pre-tokenized text first cost about 300 bytes
 /// per piece (5 MB of digits, one piece each, took 1.5 GB).
+///
+/// The merges are Tern's own: a table from a pair of token ids to the merge's rank and
+/// result, built straight from `tokenizer.ggml.merges`, and a merge loop over `u32` symbols
+/// (ids in one `Vec`, the links in two more, a binary heap of rank and position): about 20
+/// bytes per byte of the piece. The `tokenizers` crate's builder took half of Qwen2.5's
+/// start-up, and its merge of one 5 MB run of spaces 286 MB.
 pub(super) struct Bpe {
     split: Vec<Regex>,
-    model: BPE,
+    /// `(left id, right id)` (as `left << 32 | right`) → the merge.
+    merges: HashMap<u64, Merge, BuildHasherDefault<PairHasher>>,
+    /// The token of each byte's byte-level character, or [`NONE`].
+    byte_ids: [u32; 256],
+    /// A piece that is itself a token is taken whole (Llama 3 style).
+    ignore_merges: bool,
+    /// Scratch for [`Bpe::add_merge`]: a merge's two sides joined.
+    joined: Vec<u8>,
+}
+
+/// A merge of two adjacent tokens: its rank (lower merges first) and the resulting token.
+#[derive(Clone, Copy)]
+struct Merge {
+    rank: u32,
+    id: u32,
+}
+
+/// A symbol whose byte has no token: it never merges and yields no token (llama.cpp's
+/// fallback looks up the symbol's single UTF-8 bytes, and a byte-level character that is not
+/// a token never has a one-byte token either).
+const NONE: u32 = u32::MAX;
+/// A symbol merged into its left neighbour.
+const DEAD: u32 = u32::MAX - 1;
+/// The end of the symbol list.
+const NIL: u32 = u32::MAX;
+
+/// Hashes the `u64` key of a pair of ids: one multiply, whose high bits the table uses.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = vocab::hash(bytes);
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The merge loop's buffers, reused for every piece of one text.
+#[derive(Default)]
+struct Work {
+    ids: Vec<u32>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    /// `Reverse(rank << 32 | left)`: the lowest rank first, leftmost on ties.
+    heap: BinaryHeap<Reverse<u64>>,
+    word: String,
 }
 
 impl Bpe {
-    pub(super) fn new(
-        texts: &[String],
-        merges: &[(String, String)],
-        spec: &PreSpec,
-    ) -> Result<Bpe, TokenizerError> {
-        let splits = spec
+    /// An encoder without merges yet; [`Bpe::add_merge`] adds them, in rank order.
+    pub(super) fn new(vocab: &Vocab, spec: &PreSpec) -> Result<Bpe, TokenizerError> {
+        let split = spec
             .regexes
             .iter()
             .map(|re| {
@@ -127,49 +185,171 @@ impl Bpe {
                     .map_err(|e| TokenizerError::Bpe(format!("pre-tokenizer regex {re:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let vocab: Vocab = texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        // The `tokenizers` crate refuses merges whose sides or result are not tokens, which
-        // llama.cpp tolerates (it falls back to byte tokens for such a result). Converted
-        // vocabularies never have them; skipping them keeps a file loadable.
-        let mut joined = String::new();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .filter(|(a, b)| {
-                joined.clear();
-                joined.push_str(a);
-                joined.push_str(b);
-                vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&joined)
-            })
-            .cloned()
-            .collect();
-        let model = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(spec.ignore_merges)
-            .build()
-            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        let mut byte_ids = [NONE; 256];
+        let mut utf8 = [0u8; 4];
+        for (b, id) in byte_ids.iter_mut().enumerate() {
+            *id = vocab
+                .id(byte_to_char(b as u8).encode_utf8(&mut utf8))
+                .unwrap_or(NONE);
+        }
         Ok(Bpe {
-            split: splits,
-            model,
+            split,
+            merges: HashMap::default(),
+            byte_ids,
+            ignore_merges: spec.ignore_merges,
+            joined: Vec::new(),
         })
     }
 
+    /// Adds the merge of `left` and `right`, ranked after every merge added before it.
+    ///
+    /// A merge whose sides or result are not tokens is skipped: llama.cpp would apply it and
+    /// then fall back to byte tokens for the result, but converted vocabularies never have
+    /// one, and a table of token ids cannot hold it.
+    pub(super) fn add_merge(&mut self, vocab: &Vocab, left: &str, right: &str, rank: u32) {
+        let (Some(l), Some(r)) = (vocab.id(left), vocab.id(right)) else {
+            return;
+        };
+        self.joined.clear();
+        self.joined.extend_from_slice(left.as_bytes());
+        self.joined.extend_from_slice(right.as_bytes());
+        let Some(id) = vocab.id_of_bytes(&self.joined) else {
+            return;
+        };
+        // A repeated pair keeps its first (lowest) rank, as llama.cpp's map does.
+        self.merges
+            .entry(u64::from(l) << 32 | u64::from(r))
+            .or_insert(Merge { rank, id });
+    }
+
+    /// Done adding merges: frees the slack.
+    pub(super) fn finish(&mut self) {
+        self.merges.shrink_to_fit();
+        self.joined = Vec::new();
+    }
+
+    fn merge(&self, left: u32, right: u32) -> Option<Merge> {
+        self.merges
+            .get(&(u64::from(left) << 32 | u64::from(right)))
+            .copied()
+    }
+
+    /// Queues the pair that starts at symbol `left`, if it has a merge.
+    fn enqueue(&self, heap: &mut BinaryHeap<Reverse<u64>>, ids: &[u32], next: &[u32], left: u32) {
+        let right = next[left as usize];
+        if let Some(m) = self.merge(ids[left as usize], ids[right as usize]) {
+            if heap.len() == heap.capacity() {
+                heap.retain(|&Reverse(key)| self.still_queued(ids, next, key).is_some());
+            }
+            heap.push(Reverse(u64::from(m.rank) << 32 | u64::from(left)));
+        }
+    }
+
+    /// The merge of queue entry `key` (`rank << 32 | left`) if its pair is still there.
+    /// Ranks are unique per pair, so the same rank at the same place means the same two
+    /// tokens side by side (llama.cpp compares the joined text).
+    fn still_queued(&self, ids: &[u32], next: &[u32], key: u64) -> Option<Merge> {
+        let left = key as u32 as usize;
+        let right = next[left];
+        if ids[left] == DEAD || right == NIL {
+            return None;
+        }
+        self.merge(ids[left], ids[right as usize])
+            .filter(|m| u64::from(m.rank) == key >> 32)
+    }
+
     /// Appends the ids of `text` (no special tokens inside) to `out`.
-    pub(super) fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
-        let mut word = String::new();
+    pub(super) fn encode(
+        &self,
+        vocab: &Vocab,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        let mut work = Work::default();
         self.split_each(0, text, &mut |piece| {
-            word.clear();
-            word.extend(piece.bytes().map(byte_to_char));
-            let tokens = self
-                .model
-                .tokenize(&word)
-                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-            out.extend(tokens.iter().map(|t| t.id));
+            self.merge_piece(vocab, piece.as_bytes(), &mut work, out);
             Ok(())
         })
+    }
+
+    /// Merges one piece as llama.cpp's `llm_tokenizer_bpe_session` does: one symbol per
+    /// byte (a character of the byte-level alphabet), then always the adjacent pair of lowest
+    /// rank, leftmost first, until no pair has a merge.
+    fn merge_piece(&self, vocab: &Vocab, piece: &[u8], w: &mut Work, out: &mut Vec<u32>) {
+        if self.ignore_merges {
+            w.word.clear();
+            w.word.extend(piece.iter().map(|&b| byte_to_char(b)));
+            if let Some(id) = vocab.id(&w.word) {
+                out.push(id);
+                return;
+            }
+        }
+        if let [b] = piece {
+            out.extend(Some(self.byte_ids[usize::from(*b)]).filter(|&id| id != NONE));
+            return;
+        }
+        // Pieces are cut from a `&str`, so far below 4 GiB here only if the text is; the
+        // indices are u32 to keep a symbol at 12 bytes. Longer pieces go in parts that
+        // each fit, which only a text of more than 4 GiB in one piece can tell apart.
+        for part in piece.chunks(NIL as usize - 1) {
+            self.merge_symbols(part, w, out);
+        }
+    }
+
+    fn merge_symbols(&self, piece: &[u8], w: &mut Work, out: &mut Vec<u32>) {
+        let n = piece.len() as u32;
+        w.ids.clear();
+        w.ids
+            .extend(piece.iter().map(|&b| self.byte_ids[usize::from(b)]));
+        w.prev.clear();
+        w.prev.extend((0..n).map(|i| i.wrapping_sub(1)));
+        w.next.clear();
+        w.next.extend(1..=n);
+        w.next[n as usize - 1] = NIL;
+
+        // Room for every pair and half as many more: past that, the pairs gone stale are
+        // dropped (at most one per merge made stays valid), so the queue never grows by
+        // doubling, and each clean-up is paid for by the half a piece's worth of pushes before it.
+        let mut queue = std::mem::take(&mut w.heap).into_vec();
+        queue.clear();
+        queue.reserve(n as usize + n as usize / 2);
+        for i in 1..n as usize {
+            if let Some(m) = self.merge(w.ids[i - 1], w.ids[i]) {
+                queue.push(Reverse(u64::from(m.rank) << 32 | (i - 1) as u64));
+            }
+        }
+        let mut heap = BinaryHeap::from(queue);
+        while let Some(Reverse(key)) = heap.pop() {
+            let Some(m) = self.still_queued(&w.ids, &w.next, key) else {
+                continue;
+            };
+            let left = key as u32;
+            let (l, r) = (left as usize, w.next[left as usize] as usize);
+            w.ids[l] = m.id;
+            w.ids[r] = DEAD;
+            let after = w.next[r];
+            w.next[l] = after;
+            if after != NIL {
+                w.prev[after as usize] = left;
+            }
+            let before = w.prev[l];
+            if before != NIL {
+                self.enqueue(&mut heap, &w.ids, &w.next, before);
+            }
+            if after != NIL {
+                self.enqueue(&mut heap, &w.ids, &w.next, left);
+            }
+        }
+        w.heap = heap;
+
+        let mut at = 0;
+        while at != NIL {
+            let id = w.ids[at as usize];
+            if id != NONE {
+                out.push(id);
+            }
+            at = w.next[at as usize];
+        }
     }
 
     /// Calls `f` on each non-empty piece that regexes `level..` cut `text` into, in order:
@@ -255,13 +435,11 @@ fn char_to_byte(c: char) -> Option<u8> {
 
 /// A token's piece as llama.cpp's `token_to_piece` (special tokens rendered) gives it for a
 /// byte-level BPE vocabulary: special and user-defined tokens verbatim, normal tokens mapped
-/// back from the byte-level alphabet, unused and undefined tokens empty.
-pub(super) fn piece(text: &str, a: u32) -> Vec<u8> {
+/// back from the byte-level alphabet, unused and undefined tokens empty. Appended to `out`.
+pub(super) fn piece(text: &str, a: u32, out: &mut Vec<u8>) {
     if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-        return text.as_bytes().to_vec();
-    }
-    if a & attr::NORMAL != 0 {
-        let mut out = Vec::with_capacity(text.len());
+        out.extend_from_slice(text.as_bytes());
+    } else if a & attr::NORMAL != 0 {
         for c in text.chars() {
             match char_to_byte(c) {
                 Some(b) => out.push(b),
@@ -277,17 +455,14 @@ pub(super) fn piece(text: &str, a: u32) -> Vec<u8> {
                 }
             }
         }
-        return out;
-    }
-    if a & attr::BYTE != 0 {
+    } else if a & attr::BYTE != 0 {
         // `<0xXX>` byte tokens, as some BPE vocabularies carry.
         if let Some(b) = text
             .strip_prefix("<0x")
             .and_then(|h| h.strip_suffix('>'))
             .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
-            return vec![b];
+            out.push(b);
         }
     }
-    Vec::new()
 }

@@ -3,8 +3,8 @@
 //! Two vocabulary kinds are supported, chosen by `tokenizer.ggml.model`:
 //! - `gpt2`: byte-level BPE (SmolLM, Llama 3, Qwen 2, …). The text is split by the regexes
 //!   llama.cpp uses for the file's `tokenizer.ggml.pre` type, each piece is mapped to GPT-2's
-//!   byte-level alphabet and merged by the `tokenizers` crate's BPE model built from the
-//!   vocabulary and `tokenizer.ggml.merges` (module `bpe`).
+//!   byte-level alphabet and merged by Tern's own merge loop over a table of token-id pairs
+//!   built from `tokenizer.ggml.merges` (module `bpe`).
 //! - `llama`: SentencePiece-style, merging the adjacent pair whose result has the highest
 //!   score, with `<0xXX>` byte fallback (Gemma, Llama 2, …) (module `spm`).
 //!
@@ -26,10 +26,10 @@
 
 mod bpe;
 mod spm;
-
-use std::collections::HashMap;
+mod vocab;
 
 use crate::gguf::{GgufError, GgufFile, Value};
+use vocab::{Arena, Vocab};
 
 /// Why a tokenizer could not be built from a GGUF file, or a text not encoded.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub enum TokenizerError {
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 
-    /// The `tokenizers` crate rejected the vocabulary or failed while encoding.
+    /// A BPE pre-tokenizer could not be built.
     #[error("BPE tokenizer: {0}")]
     Bpe(String),
 
@@ -83,13 +83,11 @@ enum Model {
 pub struct Tokenizer {
     model: Model,
     /// Token text as stored in the file (byte-level alphabet for `gpt2`, `▁` for spaces in
-    /// `llama` vocabularies).
-    texts: Vec<String>,
+    /// `llama` vocabularies) and the text → id index.
+    vocab: Vocab,
     attrs: Vec<u32>,
-    /// Text → id; for duplicate texts the last id wins, as in llama.cpp.
-    ids: HashMap<String, u32>,
     /// The raw bytes of each token's piece, precomputed for streaming.
-    pieces: Vec<Vec<u8>>,
+    pieces: Arena,
     /// Ids of control, user-defined and unknown tokens, longest text first: the order in
     /// which llama.cpp cuts them out of the text.
     specials: Vec<u32>,
@@ -126,29 +124,15 @@ impl Tokenizer {
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
 
-        let texts = read_tokens(g)?;
-        let n = texts.len();
+        let vocab = read_tokens(g)?;
+        let n = vocab.len();
         let mut attrs = read_attrs(g, n)?;
-        // The merge model, the largest part of the start-up of a big vocabulary (about half
-        // of Qwen2.5's 150 000 tokens and merges), is built on its own thread meanwhile.
-        let (model, ids) = std::thread::scope(|scope| {
-            let bpe = (!spm_kind).then(|| scope.spawn(|| Tokenizer::bpe_model(g, &texts)));
-            let mut ids = HashMap::with_capacity(n);
-            for (i, t) in texts.iter().enumerate() {
-                ids.insert(t.clone(), i as u32);
-            }
-            let model = match bpe {
-                Some(handle) => handle
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                None => Ok((
-                    None,
-                    Model::Spm(spm::Spm::new(&texts, read_scores(g, n)?, &ids)),
-                )),
-            };
-            Ok::<_, TokenizerError>((model?, ids))
-        })?;
-        let (spec, model) = model;
+        let (spec, model) = if spm_kind {
+            let spm = spm::Spm::new(read_scores(g, n)?, &vocab);
+            (None, Model::Spm(spm))
+        } else {
+            Tokenizer::bpe_model(g, &vocab)?
+        };
 
         // llama.cpp's defaults per vocabulary kind, which the metadata may override.
         let mut defaults = Defaults {
@@ -164,7 +148,7 @@ impl Tokenizer {
         }
 
         let meta = Meta { g, n };
-        let ends = EndTokens::resolve(&meta, &ids, &mut attrs, &defaults)?;
+        let ends = EndTokens::resolve(&meta, &vocab, &mut attrs, &defaults)?;
         let add_bos = meta
             .flag("tokenizer.ggml.add_bos_token")?
             .unwrap_or(defaults.add_bos);
@@ -177,20 +161,28 @@ impl Tokenizer {
         let mut specials: Vec<u32> = (0..n as u32)
             .filter(|&i| attrs[i as usize] & SPECIAL != 0)
             .collect();
-        specials.sort_by_key(|&i| std::cmp::Reverse(texts[i as usize].len()));
+        specials.sort_by_key(|&i| std::cmp::Reverse(vocab.text(i).len()));
 
-        let pieces = (0..n)
-            .map(|i| match &model {
-                Model::Bpe(_) => bpe::piece(&texts[i], attrs[i]),
-                Model::Spm(_) => spm::piece(&texts[i], attrs[i]),
-            })
-            .collect();
+        let mut pieces = Arena::with_capacity(n, n * 8);
+        let mut piece = Vec::new();
+        for (i, &a) in attrs.iter().enumerate() {
+            let text = vocab.text(i as u32);
+            piece.clear();
+            match &model {
+                Model::Bpe(_) => bpe::piece(text, a, &mut piece),
+                Model::Spm(_) => spm::piece(text, a, &mut piece),
+            }
+            pieces.push(&piece).map_err(|_| TokenizerError::Invalid {
+                key: "tokenizer.ggml.tokens",
+                reason: "the tokens' pieces exceed 4 GiB".into(),
+            })?;
+        }
+        pieces.shrink_to_fit();
 
         Ok(Tokenizer {
             model,
-            texts,
+            vocab,
             attrs,
-            ids,
             pieces,
             specials,
             bos: ends.bos,
@@ -207,7 +199,7 @@ impl Tokenizer {
     /// pre-tokenizer's flags.
     fn bpe_model(
         g: &GgufFile,
-        texts: &[String],
+        vocab: &Vocab,
     ) -> Result<(Option<bpe::PreSpec>, Model), TokenizerError> {
         let pre = match g.get("tokenizer.ggml.pre") {
             Some(v) => v.as_str().ok_or_else(|| TokenizerError::Invalid {
@@ -217,7 +209,11 @@ impl Tokenizer {
             None => "default",
         };
         let spec = bpe::PreSpec::for_name(pre)?;
-        let model = bpe::Bpe::new(texts, &read_merges(g)?, &spec)?;
+        let mut model = bpe::Bpe::new(vocab, &spec)?;
+        read_merges(g, |left, right, rank| {
+            model.add_merge(vocab, left, right, rank)
+        })?;
+        model.finish();
         Ok((Some(spec), Model::Bpe(Box::new(model))))
     }
 
@@ -248,10 +244,10 @@ impl Tokenizer {
                 Fragment::Text { start, end } => {
                     let piece = &text[start..end];
                     match &self.model {
-                        Model::Bpe(b) => b.encode(piece, &mut out)?,
+                        Model::Bpe(b) => b.encode(&self.vocab, piece, &mut out)?,
                         Model::Spm(s) => {
                             let prefix = self.add_space_prefix && prev_special;
-                            s.encode(piece, prefix, &self.ids, &mut out)?
+                            s.encode(piece, prefix, &self.vocab, &mut out)?
                         }
                     }
                     prev_special = false;
@@ -290,12 +286,15 @@ impl Tokenizer {
     /// special tokens rendered: may be a partial UTF-8 sequence (a streaming decoder must
     /// join pieces before converting). Unknown ids and unused tokens give no bytes.
     pub fn token_to_bytes(&self, id: u32) -> Vec<u8> {
-        self.pieces.get(id as usize).cloned().unwrap_or_default()
+        self.pieces
+            .get(id as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Number of tokens in the vocabulary.
     pub fn vocab_size(&self) -> usize {
-        self.texts.len()
+        self.vocab.len()
     }
 
     /// The beginning-of-sequence token.
@@ -326,7 +325,7 @@ impl Tokenizer {
 
     /// The id of the token whose stored text is `text`, if any.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.vocab.id(text)
     }
 
     /// Whether `id` is a control, user-defined or unknown token (one that encoding cuts
@@ -357,7 +356,7 @@ impl Tokenizer {
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let needle = self.texts[id as usize].as_str();
+            let needle = self.vocab.text(id);
             if windows
                 .as_ref()
                 .is_some_and(|w| !w.may_contain(needle.as_bytes()))
@@ -486,7 +485,7 @@ impl EndTokens {
     /// llama.cpp does, updating `attrs`); collects every token that ends generation.
     fn resolve(
         meta: &Meta<'_>,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         attrs: &mut [u32],
         defaults: &Defaults,
     ) -> Result<EndTokens, TokenizerError> {
@@ -498,7 +497,7 @@ impl EndTokens {
             .id("tokenizer.ggml.eos_token_id")?
             .or(defaults.eos.filter(in_vocab));
 
-        let find = |names: &[&str]| names.iter().find_map(|t| ids.get(*t).copied());
+        let find = |names: &[&str]| names.iter().find_map(|t| vocab.id(t));
         let mut by_text = Vec::new();
         let mut named_or_found = |key, names: &[&str]| -> Result<Option<u32>, TokenizerError> {
             Ok(match meta.id(key)? {
@@ -520,7 +519,7 @@ impl EndTokens {
             }
         }
         for name in EOG_TEXTS {
-            if let Some(&id) = ids.get(*name) {
+            if let Some(id) = vocab.id(name) {
                 by_text.push(id);
                 eog.push(id);
             }
@@ -530,7 +529,7 @@ impl EndTokens {
         }
         // gpt-oss renders these as text whatever their declared type.
         for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&id) = ids.get(name) {
+            if let Some(id) = vocab.id(name) {
                 attrs[id as usize] = attr::USER_DEFINED;
             }
         }
@@ -541,8 +540,8 @@ impl EndTokens {
         // Vocabularies where `<|end|>` separates messages rather than ending the reply
         // (gpt-oss, solar-open), and those where `</s>` is an ordinary token (plamo,
         // gemma4): llama.cpp takes these out of the end-of-generation set again.
-        let has = |eog: &[u32], t: &str| ids.get(t).is_some_and(|id| eog.contains(id));
-        if let Some(&end) = ids.get("<|end|>") {
+        let has = |eog: &[u32], t: &str| vocab.id(t).is_some_and(|id| eog.contains(&id));
+        if let Some(end) = vocab.id("<|end|>") {
             let call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
             let other = has(&eog, "<|return|>") || has(&eog, "<|flush|>");
             if call && other && eog.contains(&end) {
@@ -550,7 +549,7 @@ impl EndTokens {
                 attrs[end as usize] = attr::USER_DEFINED;
             }
         }
-        if let Some(&s_id) = ids.get("</s>") {
+        if let Some(s_id) = vocab.id("</s>") {
             if has(&eog, "<|tool_response>") || has(&eog, "<|plamo:eos|>") {
                 eog.retain(|&e| e != s_id);
                 attrs[s_id as usize] = attr::NORMAL;
@@ -668,7 +667,7 @@ const FIM_EOG_KEYS: &[&str] = &[
     "tokenizer.ggml.fim_sep_token_id",
 ];
 
-fn read_tokens(g: &GgufFile) -> Result<Vec<String>, TokenizerError> {
+fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
     const KEY: &str = "tokenizer.ggml.tokens";
     let arr = g.get_array(KEY)?;
     if arr.is_empty() {
@@ -677,27 +676,33 @@ fn read_tokens(g: &GgufFile) -> Result<Vec<String>, TokenizerError> {
             reason: "the vocabulary is empty".into(),
         });
     }
+    let too_large = || TokenizerError::Invalid {
+        key: KEY,
+        reason: format!("{} tokens do not fit 32-bit ids and offsets", arr.len()),
+    };
     if u32::try_from(arr.len()).is_err() {
+        return Err(too_large());
+    }
+    let mut texts = Arena::with_capacity(arr.len(), arr.len() * 8);
+    let mut read = 0;
+    for (i, t) in arr.strs().into_iter().flatten().enumerate() {
+        // llama.cpp reads tokens as C strings, and renames empty ones so that they never
+        // match text.
+        let pushed = match c_str(t) {
+            "" => texts.push(format!("[EMPTY_{i}]").as_bytes()),
+            t => texts.push(t.as_bytes()),
+        };
+        pushed.map_err(|_| too_large())?;
+        read += 1;
+    }
+    if read < arr.len() {
+        let v = arr.get(read).unwrap_or(Value::U8(0));
         return Err(TokenizerError::Invalid {
             key: KEY,
-            reason: format!("{} tokens do not fit 32-bit ids", arr.len()),
+            reason: format!("element {read} is a {}, expected a string", v.type_name()),
         });
     }
-    arr.iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            // llama.cpp renames empty tokens so that they never match text.
-            Value::String(s) if c_str(&s).is_empty() => Ok(format!("[EMPTY_{i}]")),
-            Value::String(mut s) => {
-                s.truncate(c_str(&s).len());
-                Ok(s)
-            }
-            v => Err(TokenizerError::Invalid {
-                key: KEY,
-                reason: format!("element {i} is a {}, expected a string", v.type_name()),
-            }),
-        })
-        .collect()
+    Vocab::new(texts).map_err(|_| too_large())
 }
 
 fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
@@ -763,26 +768,29 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
         .collect()
 }
 
-fn read_merges(g: &GgufFile) -> Result<Vec<(String, String)>, TokenizerError> {
+/// Calls `f(left, right, rank)` for each merge of `tokenizer.ggml.merges`, in file order.
+fn read_merges(g: &GgufFile, mut f: impl FnMut(&str, &str, u32)) -> Result<(), TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
     let arr = g.get_array(KEY)?;
-    let mut merges = Vec::with_capacity(arr.len());
-    for (i, v) in arr.iter().enumerate() {
-        let s = v
-            .as_str()
-            .map(c_str)
-            .ok_or_else(|| TokenizerError::Invalid {
-                key: KEY,
-                reason: format!("element {i} is a {}, expected a string", v.type_name()),
-            })?;
+    let mut read = 0;
+    for (i, s) in arr.strs().into_iter().flatten().enumerate() {
         // As llama.cpp: split at the first space after the first byte (so a left side that
         // is itself a space still parses). A merge without a space can never apply there;
-        // dropping it keeps the relative order, which is all a rank means.
+        // skipping it keeps the relative order, which is all a rank means.
+        let s = c_str(s);
         if let Some(p) = s.bytes().skip(1).position(|b| b == b' ') {
-            merges.push((s[..p + 1].to_string(), s[p + 2..].to_string()));
+            f(&s[..p + 1], &s[p + 2..], i as u32);
         }
+        read += 1;
     }
-    Ok(merges)
+    if read < arr.len() {
+        let v = arr.get(read).unwrap_or(Value::U8(0));
+        return Err(TokenizerError::Invalid {
+            key: KEY,
+            reason: format!("element {read} is a {}, expected a string", v.type_name()),
+        });
+    }
+    Ok(())
 }
 
 /// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.

@@ -8,8 +8,9 @@
 //! through the `<0xXX>` byte tokens.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
+use super::vocab::Vocab;
 use super::{attr, TokenizerError};
 
 /// Per-vocabulary data of the SentencePiece encoder.
@@ -60,16 +61,13 @@ impl PartialEq for Bigram {
 impl Eq for Bigram {}
 
 impl Spm {
-    pub(super) fn new(texts: &[String], scores: Vec<f32>, ids: &HashMap<String, u32>) -> Spm {
-        debug_assert_eq!(texts.len(), scores.len());
+    pub(super) fn new(scores: Vec<f32>, vocab: &Vocab) -> Spm {
+        debug_assert_eq!(vocab.len(), scores.len());
         let mut byte_tokens = vec![None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
-            *slot = ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
-                let raw = [b as u8];
-                std::str::from_utf8(&raw)
-                    .ok()
-                    .and_then(|s| ids.get(s).copied())
-            });
+            *slot = vocab
+                .id(&format!("<0x{b:02X}>"))
+                .or_else(|| vocab.id_of_bytes(&[b as u8]));
         }
         Spm {
             scores,
@@ -83,7 +81,7 @@ impl Spm {
         &self,
         text: &str,
         space_prefix: bool,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         out: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
         let mut s = String::with_capacity(text.len() + 4);
@@ -113,7 +111,7 @@ impl Spm {
         let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], l: usize, r: usize| {
             let size = symbols[l].len + symbols[r].len;
             let start = symbols[l].start;
-            if let Some(&id) = ids.get(&s[start..start + size]) {
+            if let Some(id) = vocab.id(&s[start..start + size]) {
                 queue.push(Bigram {
                     score: self.scores[id as usize],
                     left: l,
@@ -150,8 +148,8 @@ impl Spm {
         while let Some(i) = at {
             let sym = symbols[i];
             let piece = &s[sym.start..sym.start + sym.len];
-            match ids.get(piece) {
-                Some(&id) => out.push(id),
+            match vocab.id(piece) {
+                Some(id) => out.push(id),
                 None => {
                     for b in piece.bytes() {
                         out.push(
@@ -169,19 +167,22 @@ impl Spm {
 
 /// A token's piece as llama.cpp's `token_to_piece` (special tokens rendered) gives it for a
 /// SentencePiece vocabulary: special and user-defined tokens verbatim, normal tokens with
-/// `▁` turned back into spaces, byte tokens as their byte, unused tokens empty.
-pub(super) fn piece(text: &str, a: u32) -> Vec<u8> {
+/// `▁` turned back into spaces, byte tokens as their byte, unused tokens empty. Appended
+/// to `out`.
+pub(super) fn piece(text: &str, a: u32, out: &mut Vec<u8>) {
     if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-        return text.as_bytes().to_vec();
-    }
-    if a & attr::NORMAL != 0 {
-        return text.replace('\u{2581}', " ").into_bytes();
-    }
-    if a & attr::BYTE != 0 {
+        out.extend_from_slice(text.as_bytes());
+    } else if a & attr::NORMAL != 0 {
+        for (i, part) in text.split('\u{2581}').enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+    } else if a & attr::BYTE != 0 {
         // llama.cpp reads the two hex digits of `<0xXX>`.
         if let Some(b) = text.get(3..5).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            return vec![b];
+            out.push(b);
         }
     }
-    Vec::new()
 }
