@@ -127,13 +127,55 @@ impl Tokenizer {
         let vocab = read_tokens(g)?;
         let n = vocab.len();
         let mut attrs = read_attrs(g, n)?;
-        let (spec, model) = if spm_kind {
-            let spm = spm::Spm::new(read_scores(g, n)?, &vocab);
-            (None, Model::Spm(spm))
+        let spec = if spm_kind {
+            None
         } else {
-            Tokenizer::bpe_model(g, &vocab)?
+            Some(bpe::PreSpec::for_name(pre_tokenizer(g)?)?)
         };
 
+        // The merge table, most of a byte-level vocabulary's start-up (Qwen2.5: 151 387
+        // merges, three lookups each), is built on its own thread while this one does the
+        // rest.
+        let (model, rest) = std::thread::scope(|scope| {
+            let model = scope.spawn(|| match &spec {
+                Some(spec) => Tokenizer::bpe_model(g, &vocab, spec),
+                None => Ok(Model::Spm(spm::Spm::new(read_scores(g, n)?, &vocab))),
+            });
+            let rest = Tokenizer::tables(g, &vocab, &mut attrs, spec.as_ref());
+            let model = model
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (model, rest)
+        });
+        let (model, t) = (model?, rest?);
+
+        Ok(Tokenizer {
+            model,
+            vocab,
+            attrs,
+            pieces: t.pieces,
+            specials: t.specials,
+            bos: t.ends.bos,
+            eos: t.ends.eos,
+            eot: t.ends.eot,
+            eog: t.ends.eog,
+            add_bos: t.add_bos,
+            add_eos: t.add_eos,
+            add_space_prefix: t.add_space_prefix,
+        })
+    }
+
+    /// Everything but the encoder: the special and end tokens (updating `attrs` as
+    /// llama.cpp does), the flags, and each token's piece. `spec` is the byte-level BPE
+    /// pre-tokenizer, `None` for a SentencePiece vocabulary.
+    fn tables(
+        g: &GgufFile,
+        vocab: &Vocab,
+        attrs: &mut [u32],
+        spec: Option<&bpe::PreSpec>,
+    ) -> Result<Tables, TokenizerError> {
+        let spm_kind = spec.is_none();
+        let n = vocab.len();
         // llama.cpp's defaults per vocabulary kind, which the metadata may override.
         let mut defaults = Defaults {
             bos: Some(if spm_kind { 1 } else { 11 }),
@@ -148,7 +190,7 @@ impl Tokenizer {
         }
 
         let meta = Meta { g, n };
-        let ends = EndTokens::resolve(&meta, &vocab, &mut attrs, &defaults)?;
+        let ends = EndTokens::resolve(&meta, vocab, attrs, &defaults)?;
         let add_bos = meta
             .flag("tokenizer.ggml.add_bos_token")?
             .unwrap_or(defaults.add_bos);
@@ -168,9 +210,10 @@ impl Tokenizer {
         for (i, &a) in attrs.iter().enumerate() {
             let text = vocab.text(i as u32);
             piece.clear();
-            match &model {
-                Model::Bpe(_) => bpe::piece(text, a, &mut piece),
-                Model::Spm(_) => spm::piece(text, a, &mut piece),
+            if spm_kind {
+                spm::piece(text, a, &mut piece);
+            } else {
+                bpe::piece(text, a, &mut piece);
             }
             pieces.push(&piece).map_err(|_| TokenizerError::Invalid {
                 key: "tokenizer.ggml.tokens",
@@ -178,43 +221,25 @@ impl Tokenizer {
             })?;
         }
         pieces.shrink_to_fit();
-
-        Ok(Tokenizer {
-            model,
-            vocab,
-            attrs,
-            pieces,
-            specials,
-            bos: ends.bos,
-            eos: ends.eos,
-            eot: ends.eot,
-            eog: ends.eog,
+        Ok(Tables {
+            ends,
             add_bos,
             add_eos,
             add_space_prefix,
+            specials,
+            pieces,
         })
     }
 
-    /// The byte-level BPE model of `g` (`tokenizer.ggml.model = "gpt2"`) and its
-    /// pre-tokenizer's flags.
+    /// The byte-level BPE encoder of `g` (`tokenizer.ggml.model = "gpt2"`).
     fn bpe_model(
         g: &GgufFile,
         vocab: &Vocab,
-    ) -> Result<(Option<bpe::PreSpec>, Model), TokenizerError> {
-        let pre = match g.get("tokenizer.ggml.pre") {
-            Some(v) => v.as_str().ok_or_else(|| TokenizerError::Invalid {
-                key: "tokenizer.ggml.pre",
-                reason: format!("expected a string, found {}", v.type_name()),
-            })?,
-            None => "default",
-        };
-        let spec = bpe::PreSpec::for_name(pre)?;
-        let mut model = bpe::Bpe::new(vocab, &spec)?;
-        read_merges(g, |left, right, rank| {
-            model.add_merge(vocab, left, right, rank)
-        })?;
-        model.finish();
-        Ok((Some(spec), Model::Bpe(Box::new(model))))
+        spec: &bpe::PreSpec,
+    ) -> Result<Model, TokenizerError> {
+        let mut merges = Vec::new();
+        read_merges(g, |left, right| merges.push((left, right)))?;
+        Ok(Model::Bpe(Box::new(bpe::Bpe::new(vocab, spec, &merges)?)))
     }
 
     /// Encodes `text` into token ids exactly as `llama_tokenize` does.
@@ -428,6 +453,27 @@ impl Windows {
 
     fn may_contain(&self, needle: &[u8]) -> bool {
         needle.len() < 4 || (self.has(&needle[..4]) && self.has(&needle[needle.len() - 4..]))
+    }
+}
+
+/// What [`Tokenizer::tables`] derives besides the encoder.
+struct Tables {
+    ends: EndTokens,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+    specials: Vec<u32>,
+    pieces: Arena,
+}
+
+/// `tokenizer.ggml.pre`, the byte-level BPE pre-tokenizer type (`"default"` when absent).
+fn pre_tokenizer(g: &GgufFile) -> Result<&str, TokenizerError> {
+    match g.get("tokenizer.ggml.pre") {
+        Some(v) => v.as_str().ok_or_else(|| TokenizerError::Invalid {
+            key: "tokenizer.ggml.pre",
+            reason: format!("expected a string, found {}", v.type_name()),
+        }),
+        None => Ok("default"),
     }
 }
 
@@ -768,18 +814,22 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
         .collect()
 }
 
-/// Calls `f(left, right, rank)` for each merge of `tokenizer.ggml.merges`, in file order.
-fn read_merges(g: &GgufFile, mut f: impl FnMut(&str, &str, u32)) -> Result<(), TokenizerError> {
+/// Calls `f(left, right)` for each merge of `tokenizer.ggml.merges`, in file order (lowest
+/// rank first), borrowed from the file.
+fn read_merges<'g>(
+    g: &'g GgufFile,
+    mut f: impl FnMut(&'g str, &'g str),
+) -> Result<(), TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
     let arr = g.get_array(KEY)?;
     let mut read = 0;
-    for (i, s) in arr.strs().into_iter().flatten().enumerate() {
+    for s in arr.strs().into_iter().flatten() {
         // As llama.cpp: split at the first space after the first byte (so a left side that
         // is itself a space still parses). A merge without a space can never apply there;
         // skipping it keeps the relative order, which is all a rank means.
         let s = c_str(s);
         if let Some(p) = s.bytes().skip(1).position(|b| b == b' ') {
-            f(&s[..p + 1], &s[p + 2..], i as u32);
+            f(&s[..p + 1], &s[p + 2..]);
         }
         read += 1;
     }
