@@ -847,3 +847,65 @@ fn read_merges<'g>(
 fn c_str(s: &str) -> &str {
     s.split('\0').next().unwrap_or(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+
+    /// A byte-level BPE vocabulary of `tokens` and `merges` (pre-tokenizer `gpt-2`).
+    fn bpe(tokens: Value, merges: Value) -> Result<Tokenizer, TokenizerError> {
+        let mut w = GgufWriter::new();
+        w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
+            .add_metadata("tokenizer.ggml.pre", Value::String("gpt-2".into()))
+            .add_metadata("tokenizer.ggml.tokens", tokens)
+            .add_metadata("tokenizer.ggml.merges", merges);
+        let g = GgufFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        Tokenizer::from_gguf(&g)
+    }
+
+    fn strings(s: &[&str]) -> Value {
+        Value::array(s.iter().map(|t| Value::String((*t).into())).collect())
+    }
+
+    /// Hand-worked merges: the pair of lowest rank first, whatever its place; a byte
+    /// without a token is dropped (as llama.cpp's fallback does for a byte-level vocabulary).
+    #[test]
+    fn merges_go_by_rank_then_leftmost() {
+        let tokens = strings(&["a", "b", "c", "ab", "bc", "abc"]);
+        let t = bpe(tokens.clone(), strings(&["b c", "a b", "a bc"])).unwrap();
+        // "bc" (rank 0) before "ab" (rank 1), then "a bc".
+        assert_eq!(t.encode("abc", false, false).unwrap(), [5]);
+        assert_eq!(t.encode("abab", false, false).unwrap(), [3, 3]);
+        assert_eq!(t.encode("cabz", false, false).unwrap(), [2, 3]);
+        let t = bpe(tokens, strings(&["a b", "b c"])).unwrap();
+        // "ab" first now, and "ab c" is no merge.
+        assert_eq!(t.encode("abc", false, false).unwrap(), [3, 2]);
+        // Leftmost of equal ranks: "b b b" merges its first pair only.
+        let t = bpe(strings(&["b", "bb"]), strings(&["b b"])).unwrap();
+        assert_eq!(t.encode("bbb", false, false).unwrap(), [1, 0]);
+    }
+
+    #[test]
+    fn metadata_of_the_wrong_type_is_a_typed_error() {
+        let numbers = Value::array(vec![Value::U32(1), Value::U32(2)]);
+        let e = bpe(numbers, strings(&[])).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&e, TokenizerError::Invalid { key: "tokenizer.ggml.tokens", reason } if reason.contains("element 0")),
+            "{e}"
+        );
+        let e = bpe(strings(&["a", "b"]), Value::array(vec![Value::U8(0)]))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                TokenizerError::Invalid {
+                    key: "tokenizer.ggml.merges",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
