@@ -289,6 +289,25 @@ impl Draft {
         self.k
     }
 
+    /// What the draft was made from, to give a restored session the same draft.
+    pub(crate) fn spec(&self) -> DraftSpec {
+        DraftSpec {
+            model: self.model.clone(),
+            k: self.rule,
+            exact: self.exact,
+        }
+    }
+
+    /// Bytes of the draft's cache.
+    pub(crate) fn cache_bytes(&self) -> usize {
+        self.cache.memory_bytes()
+    }
+
+    /// Computes the next distributions with `cfg`, the session's new sampler settings.
+    pub(crate) fn set_sampler(&mut self, cfg: crate::sampler::SamplerConfig) {
+        self.sampler = Sampler::new(cfg);
+    }
+
     /// Forgets everything, as the session's [`Session::reset`] does.
     pub(crate) fn clear(&mut self) {
         self.cache.clear();

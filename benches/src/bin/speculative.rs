@@ -10,6 +10,10 @@
 //! prints the table and writes docs/speculative.md. With `--soak N` it instead generates
 //! N tokens speculatively in one session (window 1020) and samples the process's RSS;
 //! `--target NAME --draft NAME` pick other catalog models (e.g. `smollm2-135m` for both).
+//! With `--step-cost` it times the parts of a speculative step instead: the target's
+//! forward pass over 1 to 13 tokens (all logits, batched and token by token) against its
+//! one-token decode step, and the draft's decode step, wall and CPU time, best of `--reps`.
+//! `--profile` runs one greedy speculative generation on the code prompt (for `perf`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +22,9 @@ use anyhow::Result;
 use tern::cache::CacheConfig;
 use tern::chat::Message;
 use tern::model::Model;
+use tern::model::State;
 use tern::sampler::SamplerConfig;
+use tern::session::DEFAULT_BATCH;
 use tern::session::{Session, SessionOptions};
 use tern::speculative::{DraftK, DraftSpec, DraftStats};
 
@@ -138,6 +144,72 @@ fn soak(target: &Arc<Model>, draft: &Arc<Model>, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// One forward pass of `n` tokens after `prompt` (all logits, as a verification): best wall
+/// seconds of `reps`, and mean CPU seconds (the process's clock ticks in 10 ms); the cache
+/// is rolled back after each, so every pass starts at the same place.
+fn pass_secs(
+    model: &Model,
+    prompt: &[u32],
+    n: usize,
+    per_token: bool,
+    reps: usize,
+) -> Result<(f64, f64)> {
+    let llama = model.llama();
+    let mut cache = llama.new_cache(CacheConfig::dense(prompt.len() + 64), DEFAULT_BATCH)?;
+    let mut state = State::new(llama.config(), DEFAULT_BATCH);
+    for chunk in prompt.chunks(DEFAULT_BATCH) {
+        llama.forward(chunk, &mut cache, &mut state, false)?;
+    }
+    state.set_per_token(per_token);
+    let tokens: Vec<u32> = prompt.iter().rev().take(n).copied().collect();
+    let mut wall = f64::MAX;
+    let c0 = tern_benches::cpu_secs().unwrap_or(0.0);
+    for _ in 0..reps {
+        cache.make_room(n);
+        let cp = cache.checkpoint();
+        let t = Instant::now();
+        llama.forward(&tokens, &mut cache, &mut state, true)?;
+        wall = wall.min(t.elapsed().as_secs_f64());
+        cache.rollback(cp);
+    }
+    let cpu = (tern_benches::cpu_secs().unwrap_or(0.0) - c0) / reps as f64;
+    Ok((wall, cpu))
+}
+
+/// The cost of a speculative step's parts: the target's verification pass of `n` tokens
+/// against its decode step, and the draft's decode step.
+fn step_cost(target: &Model, draft: &Model, prompt: &[u32], reps: usize) -> Result<()> {
+    let (t1, c1) = pass_secs(target, prompt, 1, false, reps)?;
+    let (d1, dc1) = pass_secs(draft, prompt, 1, false, reps)?;
+    println!(
+        "target decode step {:.1} ms (CPU {:.0} ms); draft decode step {:.1} ms (CPU {:.0} ms), \
+         {:.2} of the target's",
+        t1 * 1e3,
+        c1 * 1e3,
+        d1 * 1e3,
+        dc1 * 1e3,
+        d1 / t1
+    );
+    println!(
+        "| tokens | batched ms | × decode step | CPU × | per-token ms | × decode step | CPU × |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in [2, 3, 4, 5, 7, 8, 9, 13] {
+        let (b, bc) = pass_secs(target, prompt, n, false, reps)?;
+        let (e, ec) = pass_secs(target, prompt, n, true, reps)?;
+        println!(
+            "| {n} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+            b * 1e3,
+            b / t1,
+            bc / c1,
+            e * 1e3,
+            e / t1,
+            ec / c1
+        );
+    }
+    Ok(())
+}
+
 /// The value after `name` on the command line, or `default`.
 fn text_arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -166,6 +238,26 @@ fn main() -> Result<()> {
     )))?);
     if soak_tokens > 0 {
         return pool.install(|| soak(&target, &draft, soak_tokens));
+    }
+    if std::env::args().any(|a| a == "--profile") {
+        // One speculative generation to profile: the code prompt, greedy, batched verification.
+        let prompt = target.tokenizer().encode(CODE, true, true)?;
+        let r = pool.install(|| generate(&target, Some((&draft, false)), &prompt, 0.0, n))?;
+        let d = r.draft.expect("a draft");
+        println!(
+            "{} tokens, {:.2} tokens/s, {} steps, {} proposed, {} accepted ({:.1} %)",
+            r.tokens.len(),
+            r.tps,
+            d.steps,
+            d.proposed,
+            d.accepted,
+            100.0 * d.acceptance_rate()
+        );
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--step-cost") {
+        let prompt = target.tokenizer().encode(CODE, true, true)?;
+        return pool.install(|| step_cost(&target, &draft, &prompt, reps.max(5)));
     }
     let bw = read_bandwidth();
     let weights = target.llama().file().tensor_data().len() as f64;
