@@ -282,6 +282,16 @@ impl Session {
         self.draft.as_ref().map(|d| (d.stats, d.k()))
     }
 
+    /// The draft model and its settings, as the session was made with them.
+    pub fn draft_spec(&self) -> Option<DraftSpec> {
+        self.draft.as_ref().map(|d| d.spec())
+    }
+
+    /// Bytes of the session's caches: the model's, and the draft's if any.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.memory_bytes() + self.draft.as_ref().map_or(0, |d| d.cache_bytes())
+    }
+
     /// Tokens the draft model has been given (fed, or waiting to be fed with its next
     /// proposal): [`Stats::tokens`] whenever the two caches are in step.
     pub fn draft_tokens(&self) -> Option<u64> {
@@ -680,6 +690,9 @@ impl Session {
         self.opts.max_reply = max_reply;
         self.opts.stop = stop;
         self.sampler = Sampler::new(sampler);
+        if let Some(d) = &mut self.draft {
+            d.set_sampler(sampler);
+        }
         Ok(())
     }
 
@@ -692,7 +705,7 @@ impl Session {
     /// Restores a session saved by [`Session::save`] on the same model. Sizes read from the
     /// file are checked, but not against a memory budget; see [`Session::restore_within`].
     pub fn restore(model: Arc<Model>, path: impl AsRef<Path>) -> Result<Session, SessionError> {
-        Session::reopen(model, path.as_ref(), None)
+        Session::reopen(model, path.as_ref(), None, None)
     }
 
     /// [`Session::restore`], with the saved cache checked against `board`'s memory budget, as
@@ -703,18 +716,46 @@ impl Session {
         path: impl AsRef<Path>,
         board: &tern_boards::Board,
     ) -> Result<Session, SessionError> {
-        Session::reopen(model, path.as_ref(), Some(board))
+        Session::reopen(model, path.as_ref(), Some(board), None)
+    }
+
+    /// [`Session::restore`] (with `board`: [`Session::restore_within`]) for a speculative
+    /// session: the saved session continues with `draft`, the memory guard counting both
+    /// models and both caches. A session file holds the model's cache only, so the draft
+    /// starts with an empty cache and is given the saved history (the penalty history, its
+    /// last 1 024 to 2 048 tokens), fed at the next reply. The text is the model's whatever
+    /// the draft has seen; when the session had seen more tokens than that history holds,
+    /// the draft's cache is not the model's token for token and only acceptance suffers.
+    pub fn restore_speculative(
+        model: Arc<Model>,
+        path: impl AsRef<Path>,
+        draft: DraftSpec,
+        board: Option<&tern_boards::Board>,
+    ) -> Result<Session, SessionError> {
+        let mut s = Session::reopen(model, path.as_ref(), board, Some(&draft.model))?;
+        let mut d = Draft::new(
+            draft,
+            &s.model,
+            s.cache.config().clone(),
+            s.opts.sampler,
+            s.cancel.clone(),
+        )?;
+        d.unfed.extend_from_slice(&s.history);
+        s.draft = Some(d);
+        Ok(s)
     }
 
     fn reopen(
         model: Arc<Model>,
         path: &Path,
         board: Option<&tern_boards::Board>,
+        draft: Option<&Arc<Model>>,
     ) -> Result<Session, SessionError> {
         let max_bytes = board.map(|b| b.settings.memory_budget.value);
         let mut snap = crate::snapshot::load(&model, path, max_bytes)?;
         if let Some(board) = board {
-            crate::fit::check_cache(&model, board, &snap.cache_config)?;
+            let draft = draft.map(|d| &**d);
+            crate::fit::check_cache_with(&model, draft, board, &snap.cache_config)?;
         }
         let mut s = Session::with_cache(model, snap.opts.clone(), snap.cache_config.clone())?;
         if let Some(logits) = snap.logits.take() {

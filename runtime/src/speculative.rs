@@ -30,7 +30,8 @@
 //!
 //! `k` adapts to the acceptance rate by the rule of Hugging Face transformers' assisted
 //! generation: `k + 2` after a step whose drafts were all kept, `k − 1` after one with a
-//! rejection, within `1..=max`. [`DraftK::Fixed`] keeps it constant.
+//! rejection, within `1..=max` (7 by default: see [`DraftK::default`]). [`DraftK::Fixed`]
+//! keeps it constant.
 
 use std::sync::Arc;
 
@@ -45,6 +46,14 @@ pub const MAX_K: usize = 16;
 const START_K: usize = 4;
 /// Tokens the draft has not seen that are fed with its first proposal, rather than before.
 const FEED_WITH_PROPOSAL: usize = 4;
+/// Passes of fewer tokens than this run token by token ([`State::set_per_token`]) in fast
+/// mode too: the panel kernels pad a batch to a whole panel (8 tokens on AVX2), so 2 or 3
+/// tokens cost as much as 8, while the one-token kernels read each weight row once for the
+/// batch and compute only the tokens there are. Measured with `speculative --step-cost
+/// --threads 1` (Qwen2.5-Coder-1.5B, CPU time against one token's pass): 2 tokens 1.58×
+/// token by token against 3.44× in a panel, 3 tokens 2.16× against 2.80×, 4 tokens 2.74×
+/// against 2.84×, 5 tokens 3.68× against 2.96×.
+const PER_TOKEN_BELOW: usize = 5;
 
 /// How many tokens the draft proposes per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +65,12 @@ pub enum DraftK {
 }
 
 impl Default for DraftK {
+    /// Adaptive, up to 7: the proposals and the pending token then fill one panel of the
+    /// AVX2 kernels (8 tokens), and a pass over 9 costs nearly two (measured with
+    /// `speculative --step-cost --threads 1`: 8 tokens 3.1× one token's CPU time, 9 tokens
+    /// 5.6×).
     fn default() -> DraftK {
-        DraftK::Adaptive { max: 12 }
+        DraftK::Adaptive { max: 7 }
     }
 }
 
@@ -289,6 +302,25 @@ impl Draft {
         self.k
     }
 
+    /// What the draft was made from, to give a restored session the same draft.
+    pub(crate) fn spec(&self) -> DraftSpec {
+        DraftSpec {
+            model: self.model.clone(),
+            k: self.rule,
+            exact: self.exact,
+        }
+    }
+
+    /// Bytes of the draft's cache.
+    pub(crate) fn cache_bytes(&self) -> usize {
+        self.cache.memory_bytes()
+    }
+
+    /// Computes the next distributions with `cfg`, the session's new sampler settings.
+    pub(crate) fn set_sampler(&mut self, cfg: crate::sampler::SamplerConfig) {
+        self.sampler = Sampler::new(cfg);
+    }
+
     /// Forgets everything, as the session's [`Session::reset`] does.
     pub(crate) fn clear(&mut self) {
         self.cache.clear();
@@ -385,8 +417,9 @@ impl Session {
         // Draft: k proposals, one token per pass after the first (computed as the target's
         // verification is, so that a draft equal to the target is always right).
         d.proposal.clear();
-        d.state.set_per_token(d.exact);
         for i in 0..k {
+            d.state
+                .set_per_token(d.exact || d.feed_now.len() < PER_TOKEN_BELOW);
             let r = d
                 .model
                 .llama()
@@ -418,7 +451,8 @@ impl Session {
         d.feed_now.clear();
         d.feed_now.push(pending);
         d.feed_now.extend_from_slice(&d.proposal);
-        self.state.set_per_token(d.exact);
+        self.state
+            .set_per_token(d.exact || d.feed_now.len() < PER_TOKEN_BELOW);
         let r = self
             .model
             .llama()
@@ -514,7 +548,8 @@ impl Session {
         let mut tokens = Vec::with_capacity(used.len() + 1);
         tokens.push(step.pending);
         tokens.extend_from_slice(used);
-        self.state.set_per_token(d.exact);
+        self.state
+            .set_per_token(d.exact || tokens.len() < PER_TOKEN_BELOW);
         let r = self
             .model
             .llama()

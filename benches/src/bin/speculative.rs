@@ -10,6 +10,12 @@
 //! prints the table and writes docs/speculative.md. With `--soak N` it instead generates
 //! N tokens speculatively in one session (window 1020) and samples the process's RSS;
 //! `--target NAME --draft NAME` pick other catalog models (e.g. `smollm2-135m` for both).
+//! With `--step-cost` it times the parts of a speculative step instead: the target's
+//! forward pass over 1 to 13 tokens (all logits, batched and token by token) against its
+//! one-token decode step, and the draft's decode step, wall and CPU time, best of `--reps`.
+//! `--profile` runs one greedy speculative generation on the code prompt (for `perf`).
+//! `--prompts code,chat,prose` picks the prompts of the table (fewer than three: printed,
+//! docs/speculative.md is left as it is); `--no-llama` leaves llama.cpp out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +24,9 @@ use anyhow::Result;
 use tern::cache::CacheConfig;
 use tern::chat::Message;
 use tern::model::Model;
+use tern::model::State;
 use tern::sampler::SamplerConfig;
+use tern::session::DEFAULT_BATCH;
 use tern::session::{Session, SessionOptions};
 use tern::speculative::{DraftK, DraftSpec, DraftStats};
 
@@ -46,6 +54,8 @@ fn read_bandwidth() -> f64 {
 struct Run {
     tokens: Vec<u32>,
     tps: f64,
+    /// Tokens per CPU second (both threads' time): less sensitive to a busy machine.
+    cpu_tps: f64,
     draft: Option<DraftStats>,
 }
 
@@ -78,14 +88,16 @@ fn generate(
     };
     s.feed(prompt)?;
     let mut tokens = Vec::with_capacity(n);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), tern_benches::cpu_secs().unwrap_or(0.0));
     s.produce(n, |id| {
         tokens.push(id);
         true // a fixed length: end-of-turn tokens do not stop the measurement
     })?;
     let secs = t.elapsed().as_secs_f64();
+    let cpu = tern_benches::cpu_secs().unwrap_or(0.0) - cpu;
     Ok(Run {
         tps: tokens.len() as f64 / secs,
+        cpu_tps: tokens.len() as f64 / cpu.max(0.01),
         tokens,
         draft: s.draft_stats().map(|(d, _)| d),
     })
@@ -138,6 +150,72 @@ fn soak(target: &Arc<Model>, draft: &Arc<Model>, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// One forward pass of `n` tokens after `prompt` (all logits, as a verification): best wall
+/// seconds of `reps`, and mean CPU seconds (the process's clock ticks in 10 ms); the cache
+/// is rolled back after each, so every pass starts at the same place.
+fn pass_secs(
+    model: &Model,
+    prompt: &[u32],
+    n: usize,
+    per_token: bool,
+    reps: usize,
+) -> Result<(f64, f64)> {
+    let llama = model.llama();
+    let mut cache = llama.new_cache(CacheConfig::dense(prompt.len() + 64), DEFAULT_BATCH)?;
+    let mut state = State::new(llama.config(), DEFAULT_BATCH);
+    for chunk in prompt.chunks(DEFAULT_BATCH) {
+        llama.forward(chunk, &mut cache, &mut state, false)?;
+    }
+    state.set_per_token(per_token);
+    let tokens: Vec<u32> = prompt.iter().rev().take(n).copied().collect();
+    let mut wall = f64::MAX;
+    let c0 = tern_benches::cpu_secs().unwrap_or(0.0);
+    for _ in 0..reps {
+        cache.make_room(n);
+        let cp = cache.checkpoint();
+        let t = Instant::now();
+        llama.forward(&tokens, &mut cache, &mut state, true)?;
+        wall = wall.min(t.elapsed().as_secs_f64());
+        cache.rollback(cp);
+    }
+    let cpu = (tern_benches::cpu_secs().unwrap_or(0.0) - c0) / reps as f64;
+    Ok((wall, cpu))
+}
+
+/// The cost of a speculative step's parts: the target's verification pass of `n` tokens
+/// against its decode step, and the draft's decode step.
+fn step_cost(target: &Model, draft: &Model, prompt: &[u32], reps: usize) -> Result<()> {
+    let (t1, c1) = pass_secs(target, prompt, 1, false, reps)?;
+    let (d1, dc1) = pass_secs(draft, prompt, 1, false, reps)?;
+    println!(
+        "target decode step {:.1} ms (CPU {:.0} ms); draft decode step {:.1} ms (CPU {:.0} ms), \
+         {:.2} of the target's",
+        t1 * 1e3,
+        c1 * 1e3,
+        d1 * 1e3,
+        dc1 * 1e3,
+        d1 / t1
+    );
+    println!(
+        "| tokens | batched ms | × decode step | CPU × | per-token ms | × decode step | CPU × |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in [2, 3, 4, 5, 7, 8, 9, 13] {
+        let (b, bc) = pass_secs(target, prompt, n, false, reps)?;
+        let (e, ec) = pass_secs(target, prompt, n, true, reps)?;
+        println!(
+            "| {n} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+            b * 1e3,
+            b / t1,
+            bc / c1,
+            e * 1e3,
+            e / t1,
+            ec / c1
+        );
+    }
+    Ok(())
+}
+
 /// The value after `name` on the command line, or `default`.
 fn text_arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -167,6 +245,26 @@ fn main() -> Result<()> {
     if soak_tokens > 0 {
         return pool.install(|| soak(&target, &draft, soak_tokens));
     }
+    if std::env::args().any(|a| a == "--profile") {
+        // One speculative generation to profile: the code prompt, greedy, batched verification.
+        let prompt = target.tokenizer().encode(CODE, true, true)?;
+        let r = pool.install(|| generate(&target, Some((&draft, false)), &prompt, 0.0, n))?;
+        let d = r.draft.expect("a draft");
+        println!(
+            "{} tokens, {:.2} tokens/s, {} steps, {} proposed, {} accepted ({:.1} %)",
+            r.tokens.len(),
+            r.tps,
+            d.steps,
+            d.proposed,
+            d.accepted,
+            100.0 * d.acceptance_rate()
+        );
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--step-cost") {
+        let prompt = target.tokenizer().encode(CODE, true, true)?;
+        return pool.install(|| step_cost(&target, &draft, &prompt, reps.max(5)));
+    }
     let bw = read_bandwidth();
     let weights = target.llama().file().tensor_data().len() as f64;
     let ceiling = bw * 1e9 / weights;
@@ -175,11 +273,17 @@ fn main() -> Result<()> {
     let chat = target
         .template()
         .render(&[Message::new("user", CHAT)], true)?;
-    let prompts = [
+    let only = text_arg("--prompts", "code,chat,prose");
+    // llama.cpp's spinning threads crawl on a busy machine (0.2 tokens/s seen): skippable.
+    let no_llama = std::env::args().any(|a| a == "--no-llama");
+    let prompts: Vec<(&str, Vec<u32>)> = [
         ("code completion", tok.encode(CODE, true, true)?),
         ("chat", tok.encode(&chat, true, true)?),
         ("prose", tok.encode(PROSE, true, true)?),
-    ];
+    ]
+    .into_iter()
+    .filter(|(kind, _)| only.split(',').any(|o| kind.starts_with(o)))
+    .collect();
 
     let mut md = format!(
         "Qwen2.5-Coder-1.5B-Instruct (Q4_K/Q6_K, {:.2} GB of weights) alone and with \
@@ -190,15 +294,17 @@ fn main() -> Result<()> {
          bandwidth {bw:.1} GB/s (one thread), so the 1.5B model's decode ceiling is \
          {ceiling:.1} tokens/s. Generated by `cargo run --release -p tern-benches --bin \
          speculative`.\n\n\
-         | prompt | temp | alone | fast draft | speed-up | exact draft | speed-up | acceptance (fast / exact) | tokens per pass | greedy text = alone | llama.cpp plain decode |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | prompt | temp | alone | fast draft | speed-up | exact draft | speed-up | CPU-time speed-up (fast / exact) | acceptance (fast / exact) | tokens per pass | greedy text = alone | llama.cpp plain decode |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         weights / 1e9
     );
     #[cfg(target_arch = "x86_64")]
     let mut llama = tern_oracle::llama::OracleModel::load(target.path(), 512, threads)?;
     for (kind, prompt) in &prompts {
         #[cfg(target_arch = "x86_64")]
-        let llama_tps = {
+        let llama_tps = if no_llama {
+            "not run".to_string()
+        } else {
             let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
             let mut best = 0.0f64;
             for _ in 0..reps {
@@ -208,7 +314,7 @@ fn main() -> Result<()> {
             format!("{best:.2}")
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let llama_tps = "n/a".to_string();
+        let llama_tps = if no_llama { "not run" } else { "n/a" }.to_string();
         for temp in [0.0f32, 0.7] {
             let (mut alone, mut fast, mut exact) = (None::<Run>, None::<Run>, None::<Run>);
             let best = |slot: &mut Option<Run>, r: Run| {
@@ -242,12 +348,14 @@ fn main() -> Result<()> {
                 "(sampled)".to_string()
             };
             let row = format!(
-                "| {kind} | {temp} | {:.2} | {:.2} | **{:.2}** | {:.2} | **{:.2}** | {:.0} % / {:.0} % | {:.2} / {:.2} | {same} | {} |\n",
+                "| {kind} | {temp} | {:.2} | {:.2} | **{:.2}** | {:.2} | **{:.2}** | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.2} / {:.2} | {same} | {} |\n",
                 a.tps,
                 f.tps,
                 f.tps / a.tps,
                 e.tps,
                 e.tps / a.tps,
+                f.cpu_tps / a.cpu_tps,
+                e.cpu_tps / a.cpu_tps,
                 100.0 * fd.acceptance_rate(),
                 100.0 * ed.acceptance_rate(),
                 fd.tokens_per_step(),
@@ -265,6 +373,9 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| "unknown".into())
     ));
     println!("{md}");
+    if prompts.len() < 3 {
+        return Ok(()); // a part of the table: docs/speculative.md keeps the whole one
+    }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/speculative.md");
     std::fs::write(&out, format!("# Speculative decoding\n\n{md}"))?;
     eprintln!("wrote {}", out.display());

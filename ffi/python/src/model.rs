@@ -150,7 +150,7 @@ impl Model {
     /// one). A reply ends at the model's end of turn, after ``max_tokens`` tokens, or at a
     /// ``stop`` string (a string or a list of them). ``draft``, a smaller model of the same
     /// vocabulary, makes decoding speculative: it proposes ``draft_k`` tokens a step (0:
-    /// adapted to how often it is right, up to 12) and this model checks them in one pass;
+    /// adapted to how often it is right, up to 7) and this model checks them in one pass;
     /// the text is this model's own.
     #[pyo3(signature = (system = None, *, sinks = Some(4), window = None, kv_type = Some("f16".to_string()), temperature = 0.6, top_p = 0.95, top_k = 40, min_p = 0.05, repeat_penalty = 1.1, seed = None, max_tokens = 256, stop = None, pin_system = true, draft = None, draft_k = 0))]
     #[pyo3(

@@ -235,6 +235,56 @@ fn conversations_continue_from_their_cache_and_survive_eviction() {
     assert!(sessions["in_ram"].as_u64().unwrap() <= 2, "{h}");
 }
 
+/// `--draft`: SmolLM2 as its own draft, verified with the one-token kernels
+/// (`--draft-exact`). Three conversations under `--max-sessions 2`, so that every turn
+/// restores its session from a file and the draft is given back; every greedy reply is
+/// `tern chat`'s without a draft, a completion is the draft-less server's, `/health`
+/// reports the draft's acceptance (a model drafting for itself at temperature 0 is
+/// accepted but for near-ties: a restored draft's cache is refilled from the history in
+/// one batch, and rounds apart from the model's), and a sampled reply works.
+#[test]
+fn a_draft_model_gives_the_same_replies_restored_sessions_included() {
+    let draft = common::model(tern_testkit::SMOLLM2);
+    let draft = draft.to_str().unwrap();
+    let args = ["--max-sessions", "2", "--parallel", "1"];
+    let server = Server::start(
+        tern_testkit::SMOLLM2,
+        &[&args[..], &["--draft", draft, "--draft-exact"]].concat(),
+    );
+    converse(&server, tern_testkit::SMOLLM2, 3, 3, 24, &[]);
+    let h = server.health();
+    println!("with a draft, after 3 conversations of 3 turns: {h}");
+    assert!(h["sessions"]["restored"].as_u64().unwrap() >= 6, "{h}");
+    let d = &h["draft"];
+    assert!(d["proposed"].as_u64().unwrap() > 100, "{h}");
+    assert!(d["acceptance_rate"].as_f64().unwrap() > 0.75, "{h}");
+
+    let plain = Server::start(tern_testkit::SMOLLM2, &args);
+    assert!(plain.health()["draft"].is_null());
+    let id = server.model_id();
+    let completion = |s: &Server, temperature: f64| {
+        let (status, v) = s.post(
+            "/v1/completions",
+            &json!({"model": id, "prompt": "The three primary colours are", "max_tokens": 32,
+                    "temperature": temperature}),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let with_draft = completion(&server, 0.0);
+    assert!(!with_draft.is_empty());
+    assert_eq!(with_draft, completion(&plain, 0.0));
+    assert!(!completion(&server, 0.7).is_empty());
+    let (status, v) = server.post(
+        "/v1/chat/completions",
+        &json!({"model": id, "messages": [{"role": "user", "content": "Name a bird."}],
+                "max_tokens": 16, "temperature": 0.7, "seed": 3}),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+}
+
 /// The 50-turn conversation, sent as chat clients send it (the whole history every
 /// request): the cache serves every turn after the first, and the replies are `tern chat`'s.
 #[test]

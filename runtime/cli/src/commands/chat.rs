@@ -114,13 +114,13 @@ fn command(
         }
         "/load" if !arg.is_empty() => {
             // The error names the file already.
-            let had_draft = session.draft_model().is_some();
-            *session =
-                pool.install(|| Session::restore_within(model.clone(), Path::new(arg), board))?;
+            // A speculative chat goes on with its draft (fed the saved history).
+            let path = Path::new(arg);
+            *session = pool.install(|| match session.draft_spec() {
+                Some(d) => Session::restore_speculative(model.clone(), path, d, Some(board)),
+                None => Session::restore_within(model.clone(), path, board),
+            })?;
             eprintln!("loaded {arg}");
-            if had_draft {
-                eprintln!("note: a loaded session decodes without the draft model");
-            }
         }
         "/reset" => {
             // The same session, its draft model (if any) included, forgets the conversation.

@@ -139,7 +139,7 @@ struct DraftArgs {
     /// the model's own, produced in fewer passes over its weights.
     #[arg(long)]
     draft: Option<String>,
-    /// Draft tokens per step, fixed (default: adapted to the acceptance rate, up to 12).
+    /// Draft tokens per step, fixed (default: adapted to the acceptance rate, up to 7).
     #[arg(long = "draft-k", requires = "draft")]
     draft_k: Option<usize>,
     /// Verify drafts with the one-token kernels: the text is bitwise the model's alone,

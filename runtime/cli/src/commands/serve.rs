@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use tern::sampler::SamplerConfig;
-use tern::session::{Session, SessionOptions};
+use tern::session::SessionOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,6 +13,8 @@ pub struct Args {
     model: super::ModelArgs,
     #[command(flatten)]
     cache: super::CacheArgs,
+    #[command(flatten)]
+    draft: super::DraftArgs,
     /// Address to listen on (127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
@@ -23,7 +25,8 @@ pub struct Args {
     #[arg(long = "api-key", env = "TERN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Sessions kept in memory; the least recently used others wait in session files
-    /// (default: as many as the board's memory budget holds, at most 64).
+    /// (default: as many as the board's memory budget holds beside the model and the
+    /// draft model, each with its cache, at most 64).
     #[arg(long = "max-sessions")]
     max_sessions: Option<usize>,
     /// Where conversations evicted from memory are saved (default: a directory under the
@@ -59,18 +62,20 @@ pub fn run(a: Args) -> Result<()> {
         max_reply: a.max_reply,
         stop: Vec::new(),
     };
-    // One session, to learn what a session weighs and check it fits the budget at all.
-    let probe = l
-        .pool
-        .install(|| Session::new_within(l.model.clone(), session_options.clone(), &l.board))?;
-    let per_session = probe.cache().memory_bytes().max(1) as u64;
+    let draft = a.draft.load()?;
+    // One session, to learn what a session weighs (both caches with a draft) and check it
+    // fits the budget at all; the vocabulary check of the draft happens here too.
+    let probe = super::new_session(&l, session_options.clone(), draft.clone())?;
+    let per_session = probe.cache_bytes().max(1) as u64;
     drop(probe);
+    let file_bytes = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let model_bytes =
+        file_bytes(l.model.path()) + draft.as_ref().map_or(0, |d| file_bytes(d.model.path()));
     let max_sessions = match a.max_sessions {
         Some(0) => bail!("--max-sessions must be at least 1"),
         Some(n) => n,
         None => {
             let budget = l.board.settings.memory_budget.value;
-            let model_bytes = std::fs::metadata(l.model.path()).map_or(0, |m| m.len());
             (budget.saturating_sub(model_bytes) / per_session).clamp(1, 64) as usize
         }
     };
@@ -86,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = crate::serve::Config {
         model: l.model,
         model_id,
+        draft,
         board: l.board,
         pool: l.pool,
         session_options,

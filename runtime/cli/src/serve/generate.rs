@@ -127,7 +127,7 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Reply) -> Result<Option<Done>,
             system,
             ..shared.session_options.clone()
         };
-        Session::new_within(shared.model.clone(), opts, &shared.board)
+        shared.new_session(opts)
     };
     let mut lease = shared.store.take(&job.keys, fresh).map_err(session_error)?;
     let reused = lease.turns_seen > 0;
@@ -136,6 +136,7 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Reply) -> Result<Option<Done>,
     }
     let session = &mut lease.session;
     let before = session.stats();
+    let draft_before = session.draft_stats().map(|(d, _)| d);
     let s = &job.settings;
     let result = (|| -> Result<Option<Done>, ApiError> {
         session
@@ -158,6 +159,7 @@ fn chat_inner(shared: &Shared, job: ChatJob, tx: &Reply) -> Result<Option<Done>,
                 !gone
             })
             .map_err(session_error)?;
+        shared.count_draft(draft_before, session);
         if reply.stop == StopReason::Cancelled || tx.is_closed() {
             return Ok(None);
         }
@@ -213,19 +215,21 @@ pub fn complete(shared: &Shared, prompt: String, s: ReplySettings, reply: Reply)
             system: None,
             ..shared.session_options.clone()
         };
-        let mut session = Session::new_within(shared.model.clone(), opts, &shared.board)
-            .map_err(session_error)?;
+        let mut session = shared.new_session(opts).map_err(session_error)?;
         session
             .set_reply_options(s.sampler, s.max_tokens, s.stop.clone())
             .map_err(|e| ApiError::invalid(e.to_string(), None))?;
         let prompt_tokens = session.feed_text(&prompt).map_err(session_error)? as u64;
-        raw_generate(&mut session, &s, prompt_tokens, &reply)
+        let done = raw_generate(&mut session, &s, prompt_tokens, &reply);
+        shared.count_draft(None, &session);
+        done
     });
     reply.end(outcome, shared);
 }
 
-/// Samples up to `max_tokens` tokens after what was fed, stopping at an end-of-generation
-/// token or a stop string. `None` when the client went away.
+/// Generates up to `max_tokens` tokens after what was fed (speculatively with a draft),
+/// stopping at an end-of-generation token or a stop string. `None` when the client went
+/// away.
 fn raw_generate(
     session: &mut Session,
     s: &ReplySettings,
@@ -238,34 +242,36 @@ fn raw_generate(
     let mut utf8 = Utf8Stream::new();
     let mut text = String::new();
     let mut emitted = 0;
-    let mut n = 0u64;
     let mut finish = "length";
-    while (n as usize) < s.max_tokens {
-        let id = session.sample();
-        n += 1;
-        if tok.is_end_of_generation(id) {
-            finish = "stop";
-            break;
-        }
-        text.push_str(&utf8.push(&tok.token_to_bytes(id)));
-        if let Some(at) = s.stop.iter().filter_map(|x| text.find(x.as_str())).min() {
-            text.truncate(at);
-            finish = "stop";
-            break;
-        }
-        let mut safe = text.len().saturating_sub(hold);
-        while !text.is_char_boundary(safe) {
-            safe -= 1;
-        }
-        if safe > emitted {
-            if !tx.piece(text[emitted..safe].to_string()) {
-                return Ok(None);
+    let mut gone = false;
+    let (n, cancelled) = session
+        .produce(s.max_tokens, |id| {
+            if tok.is_end_of_generation(id) {
+                finish = "stop";
+                return false;
             }
-            emitted = safe;
-        }
-        if (n as usize) < s.max_tokens {
-            session.feed(&[id]).map_err(session_error)?;
-        }
+            text.push_str(&utf8.push(&tok.token_to_bytes(id)));
+            if let Some(at) = s.stop.iter().filter_map(|x| text.find(x.as_str())).min() {
+                text.truncate(at);
+                finish = "stop";
+                return false;
+            }
+            let mut safe = text.len().saturating_sub(hold);
+            while !text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            if safe > emitted {
+                if !tx.piece(text[emitted..safe].to_string()) {
+                    gone = true;
+                    return false;
+                }
+                emitted = safe;
+            }
+            true
+        })
+        .map_err(session_error)?;
+    if gone || cancelled {
+        return Ok(None);
     }
     if finish == "length" {
         text.push_str(&utf8.finish());
@@ -278,7 +284,7 @@ fn raw_generate(
         finish_reason: finish,
         prompt_tokens,
         cached_tokens: 0,
-        completion_tokens: n,
+        completion_tokens: n as u64,
         tools: false,
     }))
 }

@@ -11,6 +11,8 @@
 //! - Generation runs on blocking threads, `parallel` at a time; up to `queue` more requests
 //!   wait, the rest get 503 with `Retry-After`. A client that goes away stops its reply at
 //!   the next token ([`generate`]).
+//! - With a draft model every session decodes speculatively ([`tern::speculative`]), restored
+//!   ones included; `/health` reports the draft's acceptance over all replies.
 //! - Binds to 127.0.0.1 unless told otherwise; an API key, when set, is required as
 //!   `Authorization: Bearer`; bodies over `body_limit` get 413. One log line per request
 //!   on stderr.
@@ -24,7 +26,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -38,7 +40,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tern::model::Model;
-use tern::session::SessionOptions;
+use tern::session::{Session, SessionError, SessionOptions};
+use tern::speculative::{DraftSpec, DraftStats};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -53,6 +56,8 @@ pub struct Config {
     pub model: Arc<Model>,
     /// The name clients give as `model`.
     pub model_id: String,
+    /// Speculative decoding: the draft model every session uses.
+    pub draft: Option<DraftSpec>,
     pub board: tern_boards::Board,
     pub pool: rayon::ThreadPool,
     /// Cache and defaults of every session.
@@ -75,6 +80,9 @@ pub struct Config {
 pub struct Shared {
     pub model: Arc<Model>,
     pub model_id: String,
+    pub draft: Option<DraftSpec>,
+    /// The draft's counters summed over every reply.
+    draft_totals: Mutex<DraftStats>,
     pub board: tern_boards::Board,
     pub pool: rayon::ThreadPool,
     pub session_options: SessionOptions,
@@ -100,12 +108,15 @@ pub fn run(cfg: Config) -> Result<()> {
     let shared = Arc::new(Shared {
         store: Store::new(
             cfg.model.clone(),
+            cfg.draft.clone(),
             cfg.board.clone(),
             cfg.max_sessions,
             cfg.sessions_dir.clone(),
         ),
         model: cfg.model,
         model_id: cfg.model_id,
+        draft: cfg.draft,
+        draft_totals: Mutex::new(DraftStats::default()),
         board: cfg.board,
         pool: cfg.pool,
         session_options: cfg.session_options,
@@ -130,9 +141,12 @@ pub fn run(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", cfg.addr))?;
         let local = listener.local_addr()?;
+        let draft = shared.draft.as_ref().map_or(String::new(), |d| {
+            format!(", draft {}", d.model.path().display())
+        });
         eprintln!(
-            "tern serve: listening on http://{local} (model {}, {} sessions in memory, {} \
-             generating at once, session files in {})",
+            "tern serve: listening on http://{local} (model {}{draft}, {} sessions in memory, \
+             {} generating at once, session files in {})",
             shared.model_id,
             cfg.max_sessions,
             parallel,
@@ -217,9 +231,24 @@ async fn require_key(State(sh): State<Arc<Shared>>, req: Request, next: Next) ->
 }
 
 async fn health(State(sh): State<Arc<Shared>>) -> Json<Value> {
+    let draft = sh.draft.as_ref().map(|d| {
+        let t = *sh
+            .draft_totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        json!({
+            "model": d.model.path().file_stem().map(|s| s.to_string_lossy()),
+            "steps": t.steps,
+            "proposed": t.proposed,
+            "accepted": t.accepted,
+            "acceptance_rate": t.acceptance_rate(),
+            "tokens_per_pass": t.tokens_per_step(),
+        })
+    });
     Json(json!({
         "status": "ok",
         "model": sh.model_id,
+        "draft": draft,
         "sessions": sh.store.stats(),
         "waiting": sh.waiting.load(Ordering::Relaxed),
         // Taken until the blocking work has ended, a little after its session is back.
@@ -255,6 +284,31 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 impl Shared {
+    /// A new session with the server's cache and defaults, speculative with a draft model.
+    pub fn new_session(&self, opts: SessionOptions) -> Result<Session, SessionError> {
+        match &self.draft {
+            Some(d) => {
+                Session::new_speculative(self.model.clone(), opts, d.clone(), Some(&self.board))
+            }
+            None => Session::new_within(self.model.clone(), opts, &self.board),
+        }
+    }
+
+    /// Adds what a reply's steps did to the draft's totals (`before`: the session's counters
+    /// when the request took it).
+    pub fn count_draft(&self, before: Option<DraftStats>, session: &Session) {
+        let (Some((after, _)), before) = (session.draft_stats(), before.unwrap_or_default()) else {
+            return;
+        };
+        let mut t = self
+            .draft_totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        t.steps += after.steps.saturating_sub(before.steps);
+        t.proposed += after.proposed.saturating_sub(before.proposed);
+        t.accepted += after.accepted.saturating_sub(before.accepted);
+    }
+
     fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
         match model {
             Some(m) if m != self.model_id => Err(ApiError::new(

@@ -1,6 +1,7 @@
 //! The conversations the server holds: at most `max_in_ram` sessions in memory (those
 //! generating included); the least recently used others are saved to session files and
-//! restored, exactly, when their conversation returns.
+//! restored, exactly, when their conversation returns (with the server's draft model, if
+//! any: a session file holds the model's cache, and the draft is given the saved history).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tern::model::Model;
 use tern::session::{Session, SessionError};
+use tern::speculative::DraftSpec;
 
 use super::conversation::Key;
 
@@ -47,6 +49,8 @@ pub struct Store {
     max_in_ram: usize,
     dir: PathBuf,
     model: Arc<Model>,
+    /// Restored sessions continue with this draft model, as new ones start with it.
+    draft: Option<DraftSpec>,
     board: tern_boards::Board,
     counters: Mutex<(u64, u64)>,
 }
@@ -62,6 +66,7 @@ pub struct Lease {
 impl Store {
     pub fn new(
         model: Arc<Model>,
+        draft: Option<DraftSpec>,
         board: tern_boards::Board,
         max_in_ram: usize,
         dir: PathBuf,
@@ -71,6 +76,7 @@ impl Store {
             max_in_ram: max_in_ram.max(1),
             dir,
             model,
+            draft,
             board,
             counters: Mutex::new((0, 0)),
         }
@@ -128,7 +134,15 @@ impl Store {
                     ..
                 },
             )) => {
-                let r = Session::restore_within(self.model.clone(), &path, &self.board);
+                let r = match &self.draft {
+                    Some(d) => Session::restore_speculative(
+                        self.model.clone(),
+                        &path,
+                        d.clone(),
+                        Some(&self.board),
+                    ),
+                    None => Session::restore_within(self.model.clone(), &path, &self.board),
+                };
                 let _ = std::fs::remove_file(&path);
                 self.counters
                     .lock()
