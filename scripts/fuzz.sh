@@ -18,7 +18,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 runs=${TERN_FUZZ_RUNS:-10000000}
 seconds=${TERN_FUZZ_SECONDS:-0}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore c_abi)
 mkdir -p fuzz/logs
 summary=()
 for t in "${targets[@]}"; do
