@@ -16,7 +16,9 @@ use tern_capi::{
 };
 
 // The functions as a C host declares them (ffi/include/tern.h); `tern_capi` is linked in,
-// instrumented, so the fuzzer's coverage reaches into it.
+// instrumented, so the fuzzer's coverage reaches into it. The handle types are opaque: only
+// pointers to them cross, which is what `improper_ctypes` cannot see.
+#[allow(improper_ctypes)]
 extern "C" {
     fn tern_last_error() -> *const c_char;
     fn tern_model_params_new(out: *mut *mut TernModelParams) -> TernStatus;

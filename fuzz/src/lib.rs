@@ -14,7 +14,7 @@ pub fn tiny_model() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("tern-fuzz-tiny-{}.gguf", std::process::id()));
-        write_tiny_model(tern_testkit::smollm2(), &path);
+        write_tiny_model(&tern_testkit::smollm2(), &path);
         path
     })
 }
