@@ -8,6 +8,10 @@
 # Corpora grow in fuzz/corpus/TARGET, crashes land in fuzz/artifacts/TARGET, and each run's
 # log in fuzz/logs/TARGET.log; the summary prints executions, time and corpus size per target.
 # Every crash found becomes a regression test in the crate it belongs to.
+#
+# Rates in 60 s runs on a loaded 2-core machine (README, "Hostile input"): gguf_load 17 400/s,
+# tokenizer 3 500/s, chat_template 1 900/s, session_restore 120/s, c_abi 7/s; 10 million
+# executions take from 10 minutes (gguf_load) to days (session_restore, c_abi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache} # the model, pulled by tern-testkit
@@ -18,7 +22,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 runs=${TERN_FUZZ_RUNS:-10000000}
 seconds=${TERN_FUZZ_SECONDS:-0}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore c_abi)
 mkdir -p fuzz/logs
 summary=()
 for t in "${targets[@]}"; do

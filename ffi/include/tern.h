@@ -304,6 +304,16 @@ TernStatus tern_model_params_set_board(TernModelParams *params, const char *boar
 TernStatus tern_model_load(const char *path, const TernModelParams *params, TernModel **out);
 
 /**
+ * The memory budget of the model's board, in bytes: what the model and the KV cache of a
+ * session must fit (`tern boards` shows how the board chose it). A host that runs sessions
+ * in a process of its own can size that process's limits with it.
+ *
+ * # Safety
+ * `out` is NULL or points to writable memory.
+ */
+TernStatus tern_model_memory_budget(const TernModel *model, uint64_t *out);
+
+/**
  * Frees a model handle. Sessions made from it keep it alive: its memory is released when
  * the model and all its sessions are freed. NULL is accepted and ignored; a handle freed
  * twice gives `TERN_ERR_INVALID_HANDLE`.

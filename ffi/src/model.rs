@@ -209,6 +209,26 @@ pub unsafe extern "C" fn tern_model_load(
     })
 }
 
+/// The memory budget of the model's board, in bytes: what the model and the KV cache of a
+/// session must fit (`tern boards` shows how the board chose it). A host that runs sessions
+/// in a process of its own can size that process's limits with it.
+///
+/// # Safety
+/// `out` is NULL or points to writable memory.
+#[no_mangle]
+pub unsafe extern "C" fn tern_model_memory_budget(
+    model: *const TernModel,
+    out: *mut u64,
+) -> TernStatus {
+    guard("tern_model_memory_budget", || {
+        out_arg(out, "out")?;
+        let h = handle::get::<ModelHandle>(model, "model")?;
+        // SAFETY: `out` is non-null and writable by the caller's contract.
+        unsafe { *out = h.board.settings.memory_budget.value };
+        Ok(())
+    })
+}
+
 /// Frees a model handle. Sessions made from it keep it alive: its memory is released when
 /// the model and all its sessions are freed. NULL is accepted and ignored; a handle freed
 /// twice gives `TERN_ERR_INVALID_HANDLE`.

@@ -2,8 +2,9 @@
  * an address-space limit (RLIMIT_AS, as `ulimit -v` sets it) and must come back with an error
  * status; an abort, a signal or a success is a failure. The cases: session files with a valid
  * checksum and a huge, wrapping or nonsensical cache or sampler, a device as a session file,
- * a model whose block_count is 2^31, and a pinned system prompt far larger than the memory
- * budget allows. */
+ * a model whose block_count is 2^31, a pinned system prompt far larger than the memory
+ * budget allows, and chat templates that loop for ever or double a string 40 times. The
+ * limit is the board's memory budget, as `tern_model_memory_budget` reports it. */
 #include <stdint.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -12,9 +13,8 @@
 
 #include "common.h"
 
-/* Address space each child may use: the model's map (~100 MB), the library, thread stacks
- * and a session with a small cache fit; none of the hostile sizes do. */
-#define CHILD_LIMIT ((rlim_t)1536 << 20)
+/* Address space each child may use: the board's memory budget (set in main). */
+static rlim_t child_limit;
 
 /* ---- SHA-256 (FIPS 180-4), to seal forged session files with a valid checksum ---- */
 
@@ -135,14 +135,55 @@ static int patch_u32_key(const char *from, const char *to, const char *key, uint
     return ok;
 }
 
+/* Copies the model with the string value of metadata key `key` replaced by `value`, padded
+ * with spaces to the original's length (so that no offset in the file moves). */
+static int patch_str_key(const char *from, const char *to, const char *key, const char *value) {
+    size_t len = 0;
+    unsigned char *b = read_all(from, &len);
+    if (!b) return 0;
+    size_t klen = strlen(key), vlen = strlen(value);
+    int done = 0;
+    for (size_t i = 8; i + klen + 12 <= len && i < (8u << 20) && !done; i++) {
+        /* The key, preceded by its u64 length, followed by the type 8 (string) and the
+         * string's u64 length. */
+        if (memcmp(b + i, key, klen) == 0 && b[i - 8] == klen && b[i + klen] == 8) {
+            uint64_t n = 0;
+            for (int k = 0; k < 8; k++) n |= (uint64_t)b[i + klen + 4 + k] << (8 * k);
+            unsigned char *text = b + i + klen + 12;
+            if (n < vlen || text + n > b + len) break;
+            memset(text, ' ', n);
+            memcpy(text, value, vlen);
+            done = 1;
+        }
+    }
+    int ok = done && write_all(to, b, len);
+    free(b);
+    return ok;
+}
+
 /* ---- the cases, each run in a child ---- */
 
 static const char *model_path;
 static const char *case_arg;
+/* The board profile the cases run as; the children's limit is its memory budget. */
+static const char *board;
+
+/* The model at `path`, loaded as `board` with 2 threads. */
+static TernModel *load_on_board(const char *path) {
+    TernModelParams *mp = NULL;
+    TernModel *m = NULL;
+    if (tern_model_params_new(&mp) != TERN_OK) return NULL;
+    tern_model_params_set_threads(mp, 2);
+    tern_model_params_set_board(mp, board);
+    if (tern_model_load(path, mp, &m) != TERN_OK)
+        fprintf(stderr, "loading %s failed: %s\n", path, tern_last_error());
+    tern_model_params_free(mp);
+    return m;
+}
 
 /* 0 when restoring `case_arg` fails with a session-file or memory error. */
 static int restore_fails(void) {
-    TernModel *m = load_model(model_path, 2);
+    TernModel *m = load_on_board(model_path);
     if (!m) return 3;
     TernSession *s = NULL;
     TernStatus st = tern_session_restore(m, case_arg, &s);
@@ -155,6 +196,7 @@ static int load_fails(void) {
     TernModelParams *mp = NULL;
     TernModel *m = NULL;
     if (tern_model_params_new(&mp) != TERN_OK) return 3;
+    tern_model_params_set_board(mp, board);
     TernStatus st = tern_model_load(case_arg, mp, &m);
     printf("    %s: %s\n", tern_status_name(st), tern_last_error());
     return st == TERN_ERR_MODEL && m == NULL ? 0 : 1;
@@ -162,7 +204,7 @@ static int load_fails(void) {
 
 /* 0 when a session with a ~2 MiB pinned system prompt and a window of 64 is refused. */
 static int huge_pinned_system_fails(void) {
-    TernModel *m = load_model(model_path, 2);
+    TernModel *m = load_on_board(model_path);
     if (!m) return 3;
     size_t n = 2u << 20;
     char *text = malloc(n + 1);
@@ -179,14 +221,27 @@ static int huge_pinned_system_fails(void) {
     return st == TERN_ERR_OUT_OF_MEMORY && s == NULL ? 0 : 1;
 }
 
-/* Runs `fn` in a child under CHILD_LIMIT; the child must exit 0. */
+/* 0 when a user message through the chat template of the model at `case_arg` fails with
+ * TERN_ERR_RUNTIME (the template's error) rather than taking the process down. */
+static int template_fails(void) {
+    TernModel *m = load_on_board(case_arg);
+    if (!m) return 3;
+    TernSessionParams *sp = small_params(8);
+    TernSession *s = NULL;
+    if (tern_session_new(m, sp, &s) != TERN_OK) return 3;
+    TernStatus st = tern_session_add_message(s, "user", "hi");
+    printf("    %s: %s\n", tern_status_name(st), tern_last_error());
+    return st == TERN_ERR_RUNTIME ? 0 : 1;
+}
+
+/* Runs `fn` in a child under `child_limit`; the child must exit 0. */
 static void in_child(const char *what, int (*fn)(void), const char *arg) {
     printf("%s\n", what);
     fflush(stdout);
     case_arg = arg;
     pid_t pid = fork();
     if (pid == 0) {
-        struct rlimit r = {CHILD_LIMIT, CHILD_LIMIT};
+        struct rlimit r = {child_limit, child_limit};
         if (setrlimit(RLIMIT_AS, &r) != 0) _exit(4);
         int code = fn();
         fflush(stdout);
@@ -204,27 +259,21 @@ static void in_child(const char *what, int (*fn)(void), const char *arg) {
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.gguf\n", argv[0]);
-        return 2;
-    }
-    model_path = argv[1];
-
-    /* The checksum routine against the FIPS 180-2 example "abc". */
-    unsigned char d[32];
-    sha256((const unsigned char *)"abc", 3, d);
-    CHECK(d[0] == 0xba && d[1] == 0x78 && d[30] == 0x15 && d[31] == 0xad);
-
-    char dir[] = "/tmp/tern-ffi-hostile-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
+/* Runs every case as board `name`, in the fresh directory `dir`. */
+static void run_cases(const char *name, const char *dir) {
+    board = name;
     char good[300], path[300];
     snprintf(good, sizeof good, "%s/good.tern", dir);
 
     /* A real session file to forge from. */
-    TernModel *m = load_model(model_path, 2);
+    TernModel *m = load_on_board(model_path);
     CHECK(m != NULL);
-    if (!m) return finish("test_hostile");
+    if (!m) return;
+    uint64_t budget = 0;
+    CHECK_OK(tern_model_memory_budget(m, &budget));
+    child_limit = (rlim_t)budget;
+    printf("== board %s: each case runs under RLIMIT_AS = its memory budget, %llu MiB\n", name,
+           (unsigned long long)(budget >> 20));
     TernSessionParams *sp = small_params(8);
     TernSession *s = NULL;
     CHECK_OK(tern_session_new(m, sp, &s));
@@ -264,6 +313,26 @@ int main(int argc, char **argv) {
 
     in_child("session: 2 MiB pinned system prompt, window 64", huge_pinned_system_fails, NULL);
 
+    const struct {
+        const char *what;
+        const char *template;
+    } templates[] = {
+        {"template: a string doubled 40 times",
+         "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+         "{% endfor %}{{ ns.s|length }}"},
+        {"template: a macro's output doubled 40 times",
+         "{% set ns = namespace(s='ab') %}{% macro d(x) %}{{ x }}{{ x }}{% endmacro %}"
+         "{% for i in range(40) %}{% set ns.s = d(ns.s) %}{% endfor %}{{ ns.s|length }}"},
+        {"template: two nested range(100000) loops",
+         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"},
+    };
+    for (size_t i = 0; i < sizeof templates / sizeof templates[0]; i++) {
+        snprintf(path, sizeof path, "%s/template%zu.gguf", dir, i);
+        CHECK(patch_str_key(model_path, path, "tokenizer.chat_template", templates[i].template));
+        in_child(templates[i].what, template_fails, path);
+        remove(path);
+    }
+
     for (int i = 0; i < 8; i++) {
         snprintf(path, sizeof path, "%s/forged%d.tern", dir, i);
         remove(path);
@@ -271,6 +340,33 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/nan.tern", dir);
     remove(path);
     remove(good);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.gguf\n", argv[0]);
+        return 2;
+    }
+    model_path = argv[1];
+
+    /* The checksum routine against the FIPS 180-2 example "abc". */
+    unsigned char d[32];
+    sha256((const unsigned char *)"abc", 3, d);
+    CHECK(d[0] == 0xba && d[1] == 0x78 && d[30] == 0x15 && d[31] == 0xad);
+
+    /* The budget accessor's argument checks. */
+    uint64_t budget = 0;
+    CHECK(tern_model_memory_budget(NULL, &budget) == TERN_ERR_NULL_POINTER);
+    TernModel *m = load_model(model_path, 2);
+    CHECK(m != NULL);
+    CHECK(tern_model_memory_budget(m, NULL) == TERN_ERR_NULL_POINTER);
+    tern_model_free(m);
+
+    char dir[] = "/tmp/tern-ffi-hostile-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    /* This machine's board, and the smallest profile (a Raspberry Pi Zero 2 W, 358 MiB). */
+    run_cases("auto", dir);
+    run_cases("rpi-zero2w", dir);
     rmdir(dir);
     return finish("test_hostile");
 }

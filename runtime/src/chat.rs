@@ -8,6 +8,8 @@
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
+mod bounded;
+
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
 
@@ -37,6 +39,8 @@ pub enum ChatError {
     OutOfFuel(u64),
     #[error("the chat template's output exceeds its limit of {0} bytes")]
     OutputTooLarge(usize),
+    #[error("the chat template builds more than its limit of {0} bytes of text and lists")]
+    TooLarge(usize),
 }
 
 /// Steps (minijinja's fuel) a template may take for one rendering. A real chat template
@@ -44,30 +48,17 @@ pub enum ChatError {
 /// would take 10¹⁰.
 const TEMPLATE_FUEL: u64 = 5_000_000;
 
+/// Bytes of strings and lists a template may build over one rendering of `input` bytes of
+/// messages: a real template copies each message a few times (`'<|im_start|>' + role +
+/// '\n' + content` is four copies, the emission a fifth), so 32 copies plus 16 MiB.
+fn value_budget(input: usize) -> usize {
+    input.saturating_mul(32).saturating_add(16 << 20)
+}
+
 /// Largest rendering of `input` bytes of messages: the messages four times over plus
 /// 1 MiB for the template's own text.
 fn output_cap(input: usize) -> usize {
     input.saturating_mul(4).saturating_add(1 << 20)
-}
-
-/// A byte sink that refuses to grow past `cap`, which stops the rendering with an error.
-struct CappedOutput {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl std::io::Write for CappedOutput {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len().saturating_add(data.len()) > self.cap {
-            self.buf.resize(self.cap, 0);
-            return Err(std::io::Error::other("output limit"));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// How a model's conversations are written out.
@@ -142,55 +133,86 @@ impl ChatTemplate {
                 source,
                 bos_token,
                 eos_token,
-            } => {
-                let mut env = Environment::new();
-                env.set_trim_blocks(true);
-                env.set_lstrip_blocks(true);
-                env.set_unknown_method_callback(
-                    minijinja_contrib::pycompat::unknown_method_callback,
-                );
-                env.add_function(
-                    "raise_exception",
-                    |msg: String| -> Result<String, JinjaError> {
-                        Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-                    },
-                );
-                env.add_filter("tojson", tojson);
-                // The template comes from the model file: bound its work and its output, so
-                // a hostile one is an error rather than a hang or an allocation abort.
-                env.set_fuel(Some(TEMPLATE_FUEL));
-                let tmpl = env
-                    .template_from_str(source)
-                    .map_err(|e| ChatError::Template(format!("{e:#}")))?;
-                let input: usize = messages
-                    .iter()
-                    .map(|m| m.role.len() + m.content.len())
-                    .sum();
-                let mut out = CappedOutput {
-                    buf: Vec::new(),
-                    cap: output_cap(input),
-                };
-                let rendered = tmpl.render_captured_to(
-                    context! {
-                        messages => messages,
-                        tools => tools,
-                        add_generation_prompt => add_generation_prompt,
-                        bos_token => bos_token,
-                        eos_token => eos_token,
-                    },
-                    &mut out,
-                );
-                match rendered {
-                    Ok(_) => String::from_utf8(out.buf)
-                        .map_err(|_| ChatError::Template("the output is not UTF-8".into())),
-                    Err(_) if out.buf.len() >= out.cap => Err(ChatError::OutputTooLarge(out.cap)),
-                    Err(e) if e.kind() == ErrorKind::OutOfFuel => {
-                        Err(ChatError::OutOfFuel(TEMPLATE_FUEL))
-                    }
-                    Err(e) => Err(ChatError::Template(format!("{e:#}"))),
-                }
-            }
+            } => render_jinja(
+                source,
+                bos_token,
+                eos_token,
+                messages,
+                tools,
+                add_generation_prompt,
+            ),
         }
+    }
+}
+
+/// Renders a template from a model file within bounds: its steps (fuel), the bytes it may
+/// build (see [`bounded`]) and its output, so that a hostile one is an error rather than a
+/// hang or an allocation abort.
+fn render_jinja(
+    source: &str,
+    bos_token: &str,
+    eos_token: &str,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
+    let template_error = |e: JinjaError| ChatError::Template(format!("{e:#}"));
+    if source.contains(bounded::RESERVED_PREFIX) {
+        return Err(ChatError::Template(format!(
+            "names starting with {} are reserved",
+            bounded::RESERVED_PREFIX
+        )));
+    }
+    let compiled = bounded::compile(source).map_err(template_error)?;
+    let input: usize = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum::<usize>()
+        .saturating_add(tools.map_or(0, |t| t.to_string().len()));
+    let budget = bounded::Budget::new(value_budget(input));
+    // Each emission of literal text is one step: fewer steps for a template whose literals
+    // are long keeps the text it can emit within RAW_BUDGET.
+    let fuel = TEMPLATE_FUEL
+        .min((bounded::RAW_BUDGET / bounded::longest_literal(&compiled).max(1)) as u64);
+
+    let mut env = Environment::new();
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_filter("tojson", tojson);
+    bounded::install(&mut env, &budget);
+    env.set_fuel(Some(fuel));
+
+    let root = context! {
+        messages => messages,
+        tools => tools,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    };
+    let mut text = String::new();
+    let rendered = {
+        let mut out = minijinja::machinery::make_string_output(&mut text);
+        minijinja::machinery::Vm::new(&env)
+            .eval(
+                &compiled.instructions,
+                root,
+                &compiled.blocks,
+                &mut out,
+                compiled.initial_auto_escape,
+            )
+            .map(|_| ())
+    };
+    let cap = output_cap(input);
+    match rendered {
+        Ok(()) if text.len() > cap => Err(ChatError::OutputTooLarge(cap)),
+        Ok(()) => Ok(text),
+        Err(_) if budget.exceeded() => Err(ChatError::TooLarge(budget.limit())),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(ChatError::OutOfFuel(fuel)),
+        Err(e) => Err(template_error(e)),
     }
 }
 
@@ -410,7 +432,10 @@ mod tests {
         let t = jinja("{% macro d(n) %}{% if n %}{{ d(n - 1) }}{{ d(n - 1) }}{% else %}ab{% endif %}{% endmacro %}{{ d(40) }}");
         let e = t.render(&[Message::new("user", "hi")], true).unwrap_err();
         assert!(
-            matches!(e, ChatError::OutputTooLarge(_) | ChatError::OutOfFuel(_)),
+            matches!(
+                e,
+                ChatError::TooLarge(_) | ChatError::OutputTooLarge(_) | ChatError::OutOfFuel(_)
+            ),
             "{e}"
         );
         // A real template over a long message still renders.

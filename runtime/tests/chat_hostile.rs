@@ -1,0 +1,192 @@
+//! Defect 5 of the hostile-input audit: a chat template from a model file that builds a
+//! huge value (doubling a string through `~`, `+`, `*`, `join`, `replace`, `format`, a list,
+//! a macro's or a `{% set %}` block's output) is a clear error, and the rendering never
+//! holds much memory: the test binary's allocator counts what this thread holds.
+
+use tern::chat::{ChatError, ChatTemplate, Message};
+
+/// The heap this thread holds, counted by the test binary's allocator (tests run on
+/// threads of their own, so the count is per thread).
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct PerThread;
+
+    thread_local! {
+        static NOW: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Starts a new peak from what this thread holds now, and returns that.
+    pub fn start() -> usize {
+        let now = NOW.with(Cell::get);
+        PEAK.with(|p| p.set(now));
+        now
+    }
+
+    /// The most this thread held since [`start`].
+    pub fn peak() -> usize {
+        PEAK.with(Cell::get)
+    }
+
+    // SAFETY: every call goes to the system allocator unchanged; the thread-local counters
+    // are const-initialised cells, which neither allocate nor re-enter the allocator.
+    unsafe impl GlobalAlloc for PerThread {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = System.alloc(layout);
+            if !p.is_null() {
+                let now = NOW.with(|n| {
+                    n.set(n.get() + layout.size());
+                    n.get()
+                });
+                PEAK.with(|p| p.set(p.get().max(now)));
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            NOW.with(|n| n.set(n.get().saturating_sub(layout.size())));
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: PerThread = PerThread;
+}
+
+fn jinja(source: &str) -> ChatTemplate {
+    ChatTemplate::Jinja {
+        source: source.into(),
+        bos_token: String::new(),
+        eos_token: String::new(),
+    }
+}
+
+/// A template that sets `s` to `"ab"` and then `step` (a statement using `s`) `n` times.
+fn doubling(step: &str, n: usize) -> String {
+    format!("{{% set s = 'ab' %}}{}{{{{ s|length }}}}", step.repeat(n))
+}
+
+/// What a render of `source` over one short message may hold at its peak: the budget of
+/// the rendering (16 MiB + 32 × its input) with room for the engine's own structures.
+const PEAK_LIMIT: usize = 48 << 20;
+
+/// Renders `source` and returns its error with the peak heap it reached.
+fn render_hostile(source: &str) -> (Result<String, ChatError>, usize) {
+    let before = heap::start();
+    let result = jinja(source).render(&[Message::new("user", "hi")], true);
+    (result, heap::peak() - before)
+}
+
+/// Each way of doubling a value, 27 times: `"ab"` becomes 256 MiB. Before the budget, each
+/// of these rendered and held a quarter of a gigabyte or more (40 doublings aborted the
+/// process on allocation at 5 GB and more).
+#[test]
+fn doubling_templates_stop_at_the_budget() {
+    let steps = [
+        ("~", "{% set s = s ~ s %}"),
+        ("+", "{% set s = s + s %}"),
+        ("* 2", "{% set s = s * 2 %}"),
+        ("join", "{% set s = [s, s]|join %}"),
+        ("join method", "{% set s = ''.join([s, s]) %}"),
+        (
+            "replace",
+            "{% set s = s|replace('a', 'aa')|replace('b', 'bb') %}",
+        ),
+        (
+            "replace method",
+            "{% set s = s.replace('a', 'aa').replace('b', 'bb') %}",
+        ),
+        ("format", "{% set s = '%s%s'|format(s, s) %}"),
+        ("list concatenation", "{% set s = (s|list + s|list)|join %}"),
+        (
+            "macro output",
+            "{% macro d(x) %}{{ x }}{{ x }}{% endmacro %}{% set s = d(s) %}",
+        ),
+        ("set block", "{% set s %}{{ s }}{{ s }}{% endset %}"),
+        ("format method", "{% set s = '{}{}'.format(s, s) %}"),
+        ("tojson", "{% set s = [s, s]|tojson %}"),
+        ("string of a list", "{% set s = [s, s]|string %}"),
+    ];
+    for (name, step) in steps {
+        let (result, peak) = render_hostile(&doubling(step, 27));
+        let e = result.expect_err(name);
+        assert!(
+            matches!(e, ChatError::TooLarge(_) | ChatError::OutputTooLarge(_)),
+            "{name}: {e}"
+        );
+        assert!(peak < PEAK_LIMIT, "{name}: the rendering held {peak} bytes");
+    }
+}
+
+/// One step that would build a huge value at once: each is refused before it allocates.
+#[test]
+fn single_huge_values_are_refused_before_they_are_built() {
+    let big = [
+        ("repeat", "{{ ('ab' * 90000000)|length }}"),
+        (
+            "lazy list joined",
+            "{{ (['abcdefgh'] * 100000000)|join|length }}",
+        ),
+        ("lazy list emitted", "{{ ['abcdefgh'] * 100000000 }}"),
+        ("indent", "{{ ('a\\n' * 1000)|indent(1000000)|length }}"),
+        ("format width", "{{ '{:>1000000000}'.format('a')|length }}"),
+        ("batch fill", "{{ [1]|batch(1000000000, 'x')|list|length }}"),
+    ];
+    for (name, source) in big {
+        let (result, peak) = render_hostile(source);
+        let e = result.expect_err(name);
+        assert!(matches!(e, ChatError::TooLarge(_)), "{name}: {e}");
+        assert!(peak < PEAK_LIMIT, "{name}: the rendering held {peak} bytes");
+    }
+}
+
+/// Literal text emitted in a loop into a macro's captured output: the fuel is lowered for
+/// long literals, so their emissions stay within the budget for literal text.
+#[test]
+fn long_literals_in_loops_run_out_of_fuel() {
+    let literal = "x".repeat(64 << 10);
+    let source = format!(
+        "{{% macro m() %}}{{% for i in range(100000) %}}{{% for j in range(100) %}}{literal}{{% endfor %}}{{% endfor %}}{{% endmacro %}}{{{{ m()|length }}}}"
+    );
+    let (result, peak) = render_hostile(&source);
+    let e = result.unwrap_err();
+    assert!(matches!(e, ChatError::OutOfFuel(_)), "{e}");
+    assert!(peak < 2 * PEAK_LIMIT, "the rendering held {peak} bytes");
+}
+
+/// The checked operators keep their meaning for values they do not build from.
+#[test]
+fn checked_operators_keep_their_meaning() {
+    let t = jinja(
+        "{{ 1 + 2 }} {{ 2 * 3 }} {{ 1.5 + 1 }} {{ ([1] + [2, 3])|join(',') }} {{ [0] * 2 }} \
+         {{ 'ab' * 2 }} {{ 2 * 'cd' }} {{ 'a' ~ 1 ~ none }} {{ 'x' + 'y' }} {{ '%s-%d'|format('a', 3) }} \
+         {{ 'a b'.split()|tojson }} {{ 'Hi'.upper() }}",
+    );
+    assert_eq!(
+        t.render(&[], false).unwrap(),
+        "3 6 2.5 1,2,3 [0, 0] abab cdcd a1None xy a-3 [\"a\", \"b\"] HI"
+    );
+    // `1 + 'a'` stays an error, as minijinja has it.
+    assert!(jinja("{{ 1 + 'a' }}").render(&[], false).is_err());
+    // A template may not call the checked operators by their names.
+    assert!(jinja("{{ __tern_concat('a', 'b') }}")
+        .render(&[], false)
+        .is_err());
+}
+
+/// A long conversation through a template that copies each message several times still
+/// renders: the budget scales with the messages.
+#[test]
+fn long_conversations_render_within_the_budget() {
+    let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']|trim + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    let long = "word ".repeat(400_000);
+    let mut msgs = vec![Message::new("system", &long)];
+    for i in 0..2000 {
+        msgs.push(Message::new("user", &format!("question {i}")));
+        msgs.push(Message::new("assistant", &format!("answer {i}")));
+    }
+    let text = jinja(template).render(&msgs, true).unwrap();
+    assert!(text.starts_with("<|im_start|>system\nword word"));
+    assert!(text.ends_with("answer 1999<|im_end|>\n<|im_start|>assistant\n"));
+}
