@@ -1,6 +1,7 @@
 //! A 200-turn scripted conversation with Gemma 3 270M past 30 000 tokens, through `tern chat`
 //! (stdin, one message per line) and through the C ABI (`ffi/examples/long_chat.c`), each
-//! with the default cache (4 + 1020 on the global layers, a ring of 512 on the local ones).
+//! with the board's default cache on the global layers (4 + 2044 on the x86-64 profile, 4 +
+//! 1020 on the Pi 4's) and a ring of 512 on the local ones.
 //! Each message is a passage of Genesis and a question; replies are capped at 40 tokens.
 //! Every turn must succeed; the resident memory of each is sampled as it runs.
 //!
