@@ -4,55 +4,11 @@
 //! holds much memory: the test binary's allocator counts what this thread holds.
 
 use tern::chat::{ChatError, ChatTemplate, Message};
+use tern_testkit::heap;
 
-/// The heap this thread holds, counted by the test binary's allocator (tests run on
-/// threads of their own, so the count is per thread).
-mod heap {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    struct PerThread;
-
-    thread_local! {
-        static NOW: Cell<usize> = const { Cell::new(0) };
-        static PEAK: Cell<usize> = const { Cell::new(0) };
-    }
-
-    /// Starts a new peak from what this thread holds now, and returns that.
-    pub fn start() -> usize {
-        let now = NOW.with(Cell::get);
-        PEAK.with(|p| p.set(now));
-        now
-    }
-
-    /// The most this thread held since [`start`].
-    pub fn peak() -> usize {
-        PEAK.with(Cell::get)
-    }
-
-    // SAFETY: every call goes to the system allocator unchanged; the thread-local counters
-    // are const-initialised cells, which neither allocate nor re-enter the allocator.
-    unsafe impl GlobalAlloc for PerThread {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let p = System.alloc(layout);
-            if !p.is_null() {
-                let now = NOW.with(|n| {
-                    n.set(n.get() + layout.size());
-                    n.get()
-                });
-                PEAK.with(|p| p.set(p.get().max(now)));
-            }
-            p
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            System.dealloc(ptr, layout);
-            NOW.with(|n| n.set(n.get().saturating_sub(layout.size())));
-        }
-    }
-
-    #[global_allocator]
-    static ALLOCATOR: PerThread = PerThread;
-}
+/// Counts the heap each thread holds (see `tern_testkit::heap`).
+#[global_allocator]
+static HEAP: heap::PerThread = heap::PerThread;
 
 fn jinja(source: &str) -> ChatTemplate {
     ChatTemplate::Jinja {

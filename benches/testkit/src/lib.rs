@@ -3,6 +3,8 @@
 //! a machine by hand. The test command points the cache at a new, empty directory for each
 //! run (`scripts/test.sh`), so a test passes only if it can fetch what it reads.
 
+pub mod heap;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
