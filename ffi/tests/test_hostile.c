@@ -205,14 +205,12 @@ static int load_fails(void) {
 /* 0 when a session with a pinned system prompt far larger than the budget allows and a
  * window of 64 is refused. The prompt is sized from the budget: this text is about 2.7 bytes
  * per SmolLM2 token, and a token's f16 keys and values take 23 040 bytes, so budget / 4 096
- * bytes of it ask for about twice the budget (at least 2 MiB of text). A fixed size would
- * fit a large machine's budget and prefill for hours. */
+ * bytes of it ask for about twice the budget (`child_limit`; at least 2 MiB of text). A
+ * fixed size would fit a large machine's budget and prefill for hours. */
 static int huge_pinned_system_fails(void) {
     TernModel *m = load_on_board(model_path);
     if (!m) return 3;
-    uint64_t budget = 0;
-    if (tern_model_memory_budget(m, &budget) != TERN_OK) return 3;
-    size_t n = budget / 4096 > (2u << 20) ? (size_t)(budget / 4096) : (2u << 20);
+    size_t n = child_limit / 4096 > (2u << 20) ? (size_t)(child_limit / 4096) : (2u << 20);
     char *text = malloc(n + 1);
     if (!text) return 3;
     for (size_t i = 0; i < n; i++) text[i] = "lorem ipsum dolor sit amet "[i % 27];

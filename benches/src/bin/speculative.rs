@@ -216,16 +216,6 @@ fn step_cost(target: &Model, draft: &Model, prompt: &[u32], reps: usize) -> Resu
     Ok(())
 }
 
-/// The value after `name` on the command line, or `default`.
-fn text_arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
 fn main() -> Result<()> {
     let n = tern_benches::arg("--gen", 96);
     let reps = tern_benches::arg("--reps", 2);
@@ -234,11 +224,11 @@ fn main() -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let target = Arc::new(Model::load(tern_testkit::model(&text_arg(
+    let target = Arc::new(Model::load(tern_testkit::model(&tern_benches::arg_str(
         "--target",
         "qwen2.5-coder-1.5b",
     )))?);
-    let draft = Arc::new(Model::load(tern_testkit::model(&text_arg(
+    let draft = Arc::new(Model::load(tern_testkit::model(&tern_benches::arg_str(
         "--draft",
         "qwen2.5-coder-0.5b",
     )))?);
@@ -273,7 +263,7 @@ fn main() -> Result<()> {
     let chat = target
         .template()
         .render(&[Message::new("user", CHAT)], true)?;
-    let only = text_arg("--prompts", "code,chat,prose");
+    let only = tern_benches::arg_str("--prompts", "code,chat,prose");
     // llama.cpp's spinning threads crawl on a busy machine (0.2 tokens/s seen): skippable.
     let no_llama = std::env::args().any(|a| a == "--no-llama");
     let prompts: Vec<(&str, Vec<u32>)> = [

@@ -28,7 +28,7 @@ mod bpe;
 mod spm;
 mod vocab;
 
-use crate::gguf::{GgufError, GgufFile, Value};
+use crate::gguf::{Array, GgufError, GgufFile, Value};
 use vocab::{Arena, Vocab};
 
 /// Why a tokenizer could not be built from a GGUF file, or a text not encoded.
@@ -741,13 +741,7 @@ fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
         pushed.map_err(|_| too_large())?;
         read += 1;
     }
-    if read < arr.len() {
-        let v = arr.get(read).unwrap_or(Value::U8(0));
-        return Err(TokenizerError::Invalid {
-            key: KEY,
-            reason: format!("element {read} is a {}, expected a string", v.type_name()),
-        });
-    }
+    all_strings(KEY, arr, read)?;
     Vocab::new(texts).map_err(|_| too_large())
 }
 
@@ -833,17 +827,24 @@ fn read_merges<'g>(
         }
         read += 1;
     }
+    all_strings(KEY, arr, read)?;
+    Ok(())
+}
+
+/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
+/// An error unless all `arr.len()` elements were read as strings: `read` stopped at the
+/// first element that is not one.
+fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), TokenizerError> {
     if read < arr.len() {
         let v = arr.get(read).unwrap_or(Value::U8(0));
         return Err(TokenizerError::Invalid {
-            key: KEY,
+            key,
             reason: format!("element {read} is a {}, expected a string", v.type_name()),
         });
     }
     Ok(())
 }
 
-/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
 fn c_str(s: &str) -> &str {
     s.split('\0').next().unwrap_or(s)
 }
