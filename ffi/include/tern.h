@@ -188,6 +188,12 @@ typedef struct {
    */
   double prompt_tokens_per_second;
   double generation_tokens_per_second;
+  /**
+   * Speculative decoding (0 without a draft): tokens the draft model proposed, and those
+   * the model kept.
+   */
+  uint64_t draft_proposed;
+  uint64_t draft_accepted;
 } TernStats;
 
 /**
@@ -548,12 +554,29 @@ TernStatus tern_session_save(TernSession *session, const char *path);
 /**
  * Restores a session saved by `tern_session_save` with the same model file, as a new
  * session in `*out` (NULL on failure). A missing file gives `TERN_ERR_IO`; a corrupt one, one
- * of another format version or saved with another model `TERN_ERR_SESSION_FILE`.
+ * of another format version or saved with another model `TERN_ERR_SESSION_FILE`. The
+ * restored session decodes alone; `tern_session_restore_with` gives it a draft model.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
  */
 TernStatus tern_session_restore(const TernModel *model, const char *path, TernSession **out);
+
+/**
+ * `tern_session_restore`, with the draft model set on `params` (`tern_session_params_set_draft`)
+ * if any: the restored session goes on decoding speculatively, whether or not it was saved
+ * with a draft. Only the draft is taken from `params`; everything else (sampling, cache,
+ * system prompt) is the saved session's. The draft starts with an empty cache and is given
+ * the saved history at the next reply; the text is the model's own either way. The memory
+ * guard counts both models and both caches. `params` NULL: `tern_session_restore`.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+TernStatus tern_session_restore_with(const TernModel *model,
+                                     const TernSessionParams *params,
+                                     const char *path,
+                                     TernSession **out);
 
 #ifdef __cplusplus
 }  // extern "C"

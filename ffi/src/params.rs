@@ -43,6 +43,20 @@ pub(crate) struct Draft {
     pub k: Option<usize>,
 }
 
+impl Draft {
+    /// The runtime's description of this draft.
+    pub fn spec(&self) -> tern::speculative::DraftSpec {
+        tern::speculative::DraftSpec {
+            model: self.model.clone(),
+            k: self.k.map_or(tern::speculative::DraftK::default(), |k| {
+                tern::speculative::DraftK::Fixed(k)
+            }),
+            // The promise of the C ABI: the text is the model's own, near-ties too.
+            exact: true,
+        }
+    }
+}
+
 impl std::fmt::Debug for Draft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Draft({}, k {:?})", self.model.path().display(), self.k)

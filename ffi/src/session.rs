@@ -70,6 +70,10 @@ pub struct TernStats {
     /// any).
     pub prompt_tokens_per_second: f64,
     pub generation_tokens_per_second: f64,
+    /// Speculative decoding (0 without a draft): tokens the draft model proposed, and those
+    /// the model kept.
+    pub draft_proposed: u64,
+    pub draft_accepted: u64,
 }
 
 impl TernStats {
@@ -92,6 +96,8 @@ impl TernStats {
             generated_seconds: s.generated_secs,
             prompt_tokens_per_second: rate(s.prompt_tokens, s.prompt_secs),
             generation_tokens_per_second: rate(s.generated_tokens, s.generated_secs),
+            draft_proposed: s.draft_proposed,
+            draft_accepted: s.draft_accepted,
         }
     }
 }
@@ -196,20 +202,10 @@ pub extern "C" fn tern_session_new(
         log_with(TERN_LOG_DEBUG, || {
             format!("session options: {opts:?}, draft: {draft:?}")
         });
-        let session = m.pool.install(|| match draft {
-            Some(d) => {
-                let spec = tern::speculative::DraftSpec {
-                    model: d.model,
-                    k: d.k.map_or(tern::speculative::DraftK::default(), |k| {
-                        tern::speculative::DraftK::Fixed(k)
-                    }),
-                    // The promise of the C ABI: the text is the model's own, near-ties too.
-                    exact: true,
-                };
-                Session::new_speculative(m.model.clone(), opts, spec, Some(&m.board))
-            }
-            None => Session::new_within(m.model.clone(), opts, &m.board),
-        })?;
+        let draft = draft.map(|d| d.spec());
+        let session = m
+            .pool
+            .install(|| Session::start_with(m.model.clone(), opts, draft, Some(&m.board)))?;
         publish(m, session, out)
     })
 }
@@ -529,7 +525,8 @@ pub unsafe extern "C" fn tern_session_save(
 
 /// Restores a session saved by `tern_session_save` with the same model file, as a new
 /// session in `*out` (NULL on failure). A missing file gives `TERN_ERR_IO`; a corrupt one, one
-/// of another format version or saved with another model `TERN_ERR_SESSION_FILE`.
+/// of another format version or saved with another model `TERN_ERR_SESSION_FILE`. The
+/// restored session decodes alone; `tern_session_restore_with` gives it a draft model.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
@@ -539,16 +536,57 @@ pub unsafe extern "C" fn tern_session_restore(
     path: *const c_char,
     out: *mut *mut TernSession,
 ) -> TernStatus {
-    guard("tern_session_restore", || {
+    // SAFETY: forwarded contract.
+    unsafe { restore("tern_session_restore", model, std::ptr::null(), path, out) }
+}
+
+/// `tern_session_restore`, with the draft model set on `params` (`tern_session_params_set_draft`)
+/// if any: the restored session goes on decoding speculatively, whether or not it was saved
+/// with a draft. Only the draft is taken from `params`; everything else (sampling, cache,
+/// system prompt) is the saved session's. The draft starts with an empty cache and is given
+/// the saved history at the next reply; the text is the model's own either way. The memory
+/// guard counts both models and both caches. `params` NULL: `tern_session_restore`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tern_session_restore_with(
+    model: *const TernModel,
+    params: *const TernSessionParams,
+    path: *const c_char,
+    out: *mut *mut TernSession,
+) -> TernStatus {
+    // SAFETY: forwarded contract.
+    unsafe { restore("tern_session_restore_with", model, params, path, out) }
+}
+
+/// The two restores: `params` NULL or without a draft restores a session that decodes alone.
+///
+/// # Safety
+/// As `tern_session_restore_with`.
+unsafe fn restore(
+    name: &'static str,
+    model: *const TernModel,
+    params: *const TernSessionParams,
+    path: *const c_char,
+    out: *mut *mut TernSession,
+) -> TernStatus {
+    guard(name, || {
         out_arg(out, "out")?;
         // SAFETY: non-null, writable by the caller's contract.
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: forwarded contract.
         let path = unsafe { str_arg(path, "path") }?;
         let m = handle::get::<ModelHandle>(model, "model")?;
+        let draft = if params.is_null() {
+            None
+        } else {
+            let p = handle::get::<SessionParams>(params, "params")?;
+            p.settings().draft.map(|d| d.spec())
+        };
         let session = m
             .pool
-            .install(|| Session::restore_within(m.model.clone(), path, &m.board))?;
+            .install(|| Session::restore_with(m.model.clone(), path, draft, Some(&m.board)))?;
         publish(m, session, out)
     })
 }

@@ -112,6 +112,10 @@ pub struct Stats {
     /// Tokens generated, and the seconds it took.
     pub generated_tokens: u64,
     pub generated_secs: f64,
+    /// Speculative decoding (0 without a draft): tokens the draft proposed since it joined
+    /// the session, and those the model kept ([`Session::draft_stats`] has more).
+    pub draft_proposed: u64,
+    pub draft_accepted: u64,
 }
 
 impl Stats {
@@ -147,7 +151,7 @@ impl Session {
     /// Starts a session: allocates the cache and buffers once, and feeds the system prompt.
     /// The cache is not checked against a memory budget; see [`Session::new_within`].
     pub fn new(model: Arc<Model>, opts: SessionOptions) -> Result<Session, SessionError> {
-        Session::start(model, opts, None, None)
+        Session::start_with(model, opts, None, None)
     }
 
     /// [`Session::new`], with the final cache (its sinks grown to hold a pinned system
@@ -158,23 +162,16 @@ impl Session {
         opts: SessionOptions,
         board: &tern_boards::Board,
     ) -> Result<Session, SessionError> {
-        Session::start(model, opts, None, Some(board))
+        Session::start_with(model, opts, None, Some(board))
     }
 
-    /// A session that decodes speculatively with `draft` (see [`crate::speculative`]): the
-    /// same text as [`Session::new_within`] (or [`Session::new`] without a board), sooner.
-    /// The draft must share the model's vocabulary; its cache is configured as the
-    /// session's, and the memory guard counts both models and both caches.
-    pub fn new_speculative(
-        model: Arc<Model>,
-        opts: SessionOptions,
-        draft: DraftSpec,
-        board: Option<&tern_boards::Board>,
-    ) -> Result<Session, SessionError> {
-        Session::start(model, opts, Some(draft), board)
-    }
-
-    fn start(
+    /// A session, decoding speculatively when given a `draft` (see [`crate::speculative`]):
+    /// the same text as without it, sooner. With a `board`, the final cache (its sinks grown
+    /// to hold a pinned system prompt) is checked against the board's memory budget before
+    /// anything is allocated, counting both models and both caches. The draft must share the
+    /// model's vocabulary; its cache is configured as the session's. [`Session::new`] and
+    /// [`Session::new_within`] are this with fewer choices.
+    pub fn start_with(
         model: Arc<Model>,
         opts: SessionOptions,
         draft: Option<DraftSpec>,
@@ -303,6 +300,8 @@ impl Session {
             tokens: self.cache.tokens_seen(),
             cache_used: self.cache.len(),
             cache_capacity: self.cache.capacity(),
+            draft_proposed: self.draft.as_ref().map_or(0, |d| d.stats.proposed),
+            draft_accepted: self.draft.as_ref().map_or(0, |d| d.stats.accepted),
             ..self.stats
         }
     }
@@ -705,7 +704,7 @@ impl Session {
     /// Restores a session saved by [`Session::save`] on the same model. Sizes read from the
     /// file are checked, but not against a memory budget; see [`Session::restore_within`].
     pub fn restore(model: Arc<Model>, path: impl AsRef<Path>) -> Result<Session, SessionError> {
-        Session::reopen(model, path.as_ref(), None, None)
+        Session::restore_with(model, path, None, None)
     }
 
     /// [`Session::restore`], with the saved cache checked against `board`'s memory budget, as
@@ -716,32 +715,42 @@ impl Session {
         path: impl AsRef<Path>,
         board: &tern_boards::Board,
     ) -> Result<Session, SessionError> {
-        Session::reopen(model, path.as_ref(), Some(board), None)
+        Session::restore_with(model, path, None, Some(board))
     }
 
-    /// [`Session::restore`] (with `board`: [`Session::restore_within`]) for a speculative
-    /// session: the saved session continues with `draft`, the memory guard counting both
-    /// models and both caches. A session file holds the model's cache only, so the draft
-    /// starts with an empty cache and is given the saved history (the penalty history, its
-    /// last 1 024 to 2 048 tokens), fed at the next reply. The text is the model's whatever
-    /// the draft has seen; when the session had seen more tokens than that history holds,
-    /// the draft's cache is not the model's token for token and only acceptance suffers.
-    pub fn restore_speculative(
+    /// A saved session, continuing speculatively when given a `draft`; with a `board`, the
+    /// saved cache is checked against the board's memory budget, both models and both caches
+    /// counted, before anything is allocated. [`Session::restore`] and
+    /// [`Session::restore_within`] are this with fewer choices. A session file holds the
+    /// model's cache only, so a draft starts with an empty cache and is given the saved
+    /// history (the penalty history, its last 1 024 to 2 048 tokens), fed at the next reply.
+    /// The text is the model's whatever the draft has seen; when the session had seen more
+    /// tokens than that history holds, the draft's cache is not the model's token for token
+    /// and only acceptance suffers. A session saved with a draft can be restored without one
+    /// and the other way round.
+    pub fn restore_with(
         model: Arc<Model>,
         path: impl AsRef<Path>,
-        draft: DraftSpec,
+        draft: Option<DraftSpec>,
         board: Option<&tern_boards::Board>,
     ) -> Result<Session, SessionError> {
-        let mut s = Session::reopen(model, path.as_ref(), board, Some(&draft.model))?;
-        let mut d = Draft::new(
-            draft,
-            &s.model,
-            s.cache.config().clone(),
-            s.opts.sampler,
-            s.cancel.clone(),
+        let mut s = Session::reopen(
+            model,
+            path.as_ref(),
+            board,
+            draft.as_ref().map(|d| &d.model),
         )?;
-        d.unfed.extend_from_slice(&s.history);
-        s.draft = Some(d);
+        if let Some(draft) = draft {
+            let mut d = Draft::new(
+                draft,
+                &s.model,
+                s.cache.config().clone(),
+                s.opts.sampler,
+                s.cancel.clone(),
+            )?;
+            d.unfed.extend_from_slice(&s.history);
+            s.draft = Some(d);
+        }
         Ok(s)
     }
 

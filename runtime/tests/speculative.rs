@@ -123,7 +123,7 @@ fn continue_text(
                 k,
                 exact,
             };
-            Session::new_speculative(target.clone(), opts, spec, None).unwrap()
+            Session::start_with(target.clone(), opts, Some(spec), None).unwrap()
         }
         None => Session::new(target.clone(), opts).unwrap(),
     };
@@ -264,7 +264,7 @@ fn chat_replies_with_a_draft_are_the_target_alone() {
                     k: DraftK::default(),
                     exact: true,
                 };
-                Session::new_speculative(m.target.clone(), opts, spec, None).unwrap()
+                Session::start_with(m.target.clone(), opts, Some(spec), None).unwrap()
             }
             None => Session::new(m.target.clone(), opts).unwrap(),
         };
@@ -284,7 +284,7 @@ fn chat_replies_with_a_draft_are_the_target_alone() {
 }
 
 /// A speculative chat saved to a file and restored with its draft
-/// ([`Session::restore_speculative`], what `tern serve` does with evicted conversations and
+/// ([`Session::restore_with`] with a draft, what `tern serve` does with evicted conversations and
 /// `tern chat`'s `/load`): the next reply is the target's alone, the draft is given the saved
 /// history (so the caches are in step again) and proposes.
 #[test]
@@ -308,13 +308,13 @@ fn a_restored_session_goes_on_with_its_draft() {
             k: DraftK::default(),
             exact: true,
         };
-        let mut s = Session::new_speculative(m.target.clone(), opts.clone(), spec, None).unwrap();
+        let mut s = Session::start_with(m.target.clone(), opts.clone(), Some(spec), None).unwrap();
         assert_eq!(s.chat(turns[0], |_| true).unwrap().text, truth[0]);
         let path = dir.path().join("chat.tern");
         s.save(&path).unwrap();
         let spec = s.draft_spec().unwrap();
         drop(s);
-        let mut s = Session::restore_speculative(m.target.clone(), &path, spec, None).unwrap();
+        let mut s = Session::restore_with(m.target.clone(), &path, Some(spec), None).unwrap();
         assert_eq!(s.draft_stats().unwrap().0.proposed, 0);
         assert_eq!(s.chat(turns[1], |_| true).unwrap().text, truth[1]);
         assert_eq!(s.draft_tokens(), Some(s.stats().tokens), "out of step");
@@ -353,7 +353,7 @@ fn reply_settings_reach_the_draft() {
         exact: true,
     };
     let opts = options(CacheConfig::default(), sampling);
-    let mut s = Session::new_speculative(m.target.clone(), opts, spec, None).unwrap();
+    let mut s = Session::start_with(m.target.clone(), opts, Some(spec), None).unwrap();
     s.set_reply_options(greedy(), 48, Vec::new()).unwrap();
     s.feed_text(PROMPT).unwrap();
     let mut out = Vec::new();
@@ -376,7 +376,7 @@ fn a_draft_of_another_vocabulary_is_a_typed_error() {
         k: DraftK::default(),
         exact: false,
     };
-    match Session::new_speculative(target.clone(), SessionOptions::default(), spec, None) {
+    match Session::start_with(target.clone(), SessionOptions::default(), Some(spec), None) {
         Err(SessionError::Draft(e @ DraftError::VocabularyMismatch { .. })) => {
             assert!(e.to_string().contains("vocabulary"), "{e}")
         }
@@ -389,7 +389,7 @@ fn a_draft_of_another_vocabulary_is_a_typed_error() {
         exact: false,
     };
     assert!(matches!(
-        Session::new_speculative(target, SessionOptions::default(), spec, None),
+        Session::start_with(target, SessionOptions::default(), Some(spec), None),
         Err(SessionError::Draft(DraftError::BadK(0)))
     ));
 }
@@ -519,7 +519,7 @@ fn sampling_with_a_draft_keeps_the_target_distribution() {
             exact: true,
         };
         let opts = options(cache.clone(), sampler(seed));
-        let mut s = Session::new_speculative(m.target.clone(), opts, spec, None).unwrap();
+        let mut s = Session::start_with(m.target.clone(), opts, Some(spec), None).unwrap();
         s.feed_text(prompt).unwrap();
         let mut got = Vec::new();
         s.produce(2, |id| {

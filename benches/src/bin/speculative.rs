@@ -82,7 +82,7 @@ fn generate(
                 k: DraftK::default(),
                 exact,
             };
-            Session::new_speculative(target.clone(), opts, spec, None)?
+            Session::start_with(target.clone(), opts, Some(spec), None)?
         }
         None => Session::new(target.clone(), opts)?,
     };
@@ -119,7 +119,7 @@ fn soak(target: &Arc<Model>, draft: &Arc<Model>, n: usize) -> Result<()> {
         k: DraftK::default(),
         exact: false,
     };
-    let mut s = Session::new_speculative(target.clone(), opts, spec, None)?;
+    let mut s = Session::start_with(target.clone(), opts, Some(spec), None)?;
     s.feed_text(PROSE)?;
     let t = Instant::now();
     let mut made = 0;

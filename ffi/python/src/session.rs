@@ -272,16 +272,26 @@ impl Session {
 
     /// Restores a session saved by ``save`` with the same model file. Raises
     /// ``SessionFileNotFoundError`` or ``SessionFileError`` (corrupt, other model, other
-    /// version).
+    /// version). ``draft`` and ``draft_k`` are those of ``Model.session``: the restored
+    /// session decodes speculatively, whether or not it was saved with a draft (the draft
+    /// starts from the saved history; the text is the model's own either way).
     #[staticmethod]
-    fn restore(py: Python<'_>, model: PyRef<'_, Model>, path: PathBuf) -> PyResult<Session> {
+    #[pyo3(signature = (model, path, *, draft = None, draft_k = 0))]
+    fn restore(
+        py: Python<'_>,
+        model: PyRef<'_, Model>,
+        path: PathBuf,
+        draft: Option<PyRef<'_, Model>>,
+        draft_k: i64,
+    ) -> PyResult<Session> {
         let shared = model.shared.clone();
+        let draft = draft_spec(draft.map(|d| (d.shared.model.clone(), draft_k)))?;
         let session = py.detach(|| {
             guarded(|| {
                 let m = shared.model.clone();
-                Ok(shared
-                    .pool
-                    .install(|| tern::session::Session::restore_within(m, &path, &shared.board))?)
+                Ok(shared.pool.install(|| {
+                    tern::session::Session::restore_with(m, &path, draft, Some(&shared.board))
+                })?)
             })
         })?;
         Ok(Session {
@@ -320,37 +330,13 @@ impl Session {
 impl Session {
     /// Makes a session on `shared` from `Model.session`'s arguments.
     pub fn start(py: Python<'_>, shared: Arc<Shared>, args: SessionArgs) -> PyResult<Session> {
-        let draft = match args.draft.clone() {
-            None => None,
-            Some((model, k)) => {
-                let k = match usize::try_from(k) {
-                    Ok(0) => tern::speculative::DraftK::default(),
-                    Ok(k) if k <= tern::speculative::MAX_K => tern::speculative::DraftK::Fixed(k),
-                    _ => {
-                        return Err(Failure::invalid(format!(
-                            "draft_k = {k}: must be 0 (adaptive) to {}",
-                            tern::speculative::MAX_K
-                        ))
-                        .into())
-                    }
-                };
-                // The text is the model's own, near-ties too (see tern::speculative).
-                Some(tern::speculative::DraftSpec {
-                    model,
-                    k,
-                    exact: true,
-                })
-            }
-        };
+        let draft = draft_spec(args.draft.clone())?;
         let opts = options(&shared, args)?;
         let session = py.detach(|| {
             guarded(|| {
                 let m = shared.model.clone();
-                Ok(shared.pool.install(|| match draft {
-                    Some(d) => {
-                        tern::session::Session::new_speculative(m, opts, d, Some(&shared.board))
-                    }
-                    None => tern::session::Session::new_within(m, opts, &shared.board),
+                Ok(shared.pool.install(|| {
+                    tern::session::Session::start_with(m, opts, draft, Some(&shared.board))
                 })?)
             })
         })?;
@@ -566,6 +552,10 @@ pub struct Stats {
     /// before any).
     prompt_tokens_per_second: f64,
     generation_tokens_per_second: f64,
+    /// Speculative decoding (0 without a draft): tokens the draft proposed, and those the
+    /// model kept.
+    draft_proposed: u64,
+    draft_accepted: u64,
 }
 
 impl From<&tern::session::Stats> for Stats {
@@ -580,6 +570,8 @@ impl From<&tern::session::Stats> for Stats {
             generated_seconds: s.generated_secs,
             prompt_tokens_per_second: s.prompt_tps(),
             generation_tokens_per_second: s.generation_tps(),
+            draft_proposed: s.draft_proposed,
+            draft_accepted: s.draft_accepted,
         }
     }
 }
@@ -590,7 +582,8 @@ impl Stats {
         format!(
             "Stats(tokens={}, cache_used={}, cache_capacity={}, prompt_tokens={}, \
              prompt_seconds={:.3}, generated_tokens={}, generated_seconds={:.3}, \
-             prompt_tokens_per_second={:.1}, generation_tokens_per_second={:.1})",
+             prompt_tokens_per_second={:.1}, generation_tokens_per_second={:.1}, \
+             draft_proposed={}, draft_accepted={})",
             self.tokens,
             self.cache_used,
             self.cache_capacity,
@@ -599,7 +592,35 @@ impl Stats {
             self.generated_tokens,
             self.generated_seconds,
             self.prompt_tokens_per_second,
-            self.generation_tokens_per_second
+            self.generation_tokens_per_second,
+            self.draft_proposed,
+            self.draft_accepted
         )
     }
+}
+
+/// A draft model and its ``draft_k`` as the runtime takes them (0: adaptive).
+fn draft_spec(
+    draft: Option<(Arc<tern::model::Model>, i64)>,
+) -> PyResult<Option<tern::speculative::DraftSpec>> {
+    let Some((model, k)) = draft else {
+        return Ok(None);
+    };
+    let k = match usize::try_from(k) {
+        Ok(0) => tern::speculative::DraftK::default(),
+        Ok(k) if k <= tern::speculative::MAX_K => tern::speculative::DraftK::Fixed(k),
+        _ => {
+            return Err(Failure::invalid(format!(
+                "draft_k = {k}: must be 0 (adaptive) to {}",
+                tern::speculative::MAX_K
+            ))
+            .into())
+        }
+    };
+    // The text is the model's own, near-ties too (see tern::speculative).
+    Ok(Some(tern::speculative::DraftSpec {
+        model,
+        k,
+        exact: true,
+    }))
 }

@@ -15,12 +15,27 @@ def _interrupt_after(seconds):
     return t
 
 
+def _first_token_seconds(model, text):
+    """How long a reply to `text` takes to its first token on this machine now: the
+    interrupts below land well after it, so that some tokens were generated however
+    loaded the machine is."""
+    s = model.session(temperature=0.8, seed=1, max_tokens=1)
+    t0 = time.monotonic()
+    s.chat(text)
+    return time.monotonic() - t0
+
+
+def _interrupt_during_reply(model, text):
+    return _interrupt_after(2 * _first_token_seconds(model, text) + 0.15)
+
+
 def test_ctrl_c_during_chat(model):
     s = model.session(temperature=0.8, seed=5, max_tokens=4000)
+    text = "Write a very long story about the sea."
+    timer = _interrupt_during_reply(model, text)
     t0 = time.monotonic()
-    timer = _interrupt_after(0.15)
     with pytest.raises(KeyboardInterrupt):
-        s.chat("Write a very long story about the sea.")
+        s.chat(text)
     timer.join()
     assert time.monotonic() - t0 < 5, "the interrupt did not stop the generation promptly"
     assert 0 < s.stats.generated_tokens < 4000
@@ -30,11 +45,12 @@ def test_ctrl_c_during_chat(model):
 def test_ctrl_c_during_stream(model):
     s = model.session(temperature=0.8, seed=6, max_tokens=4000)
     pieces = []
-    timer = _interrupt_after(0.15)
+    text = "Write a very long poem about the wind."
+    timer = _interrupt_during_reply(model, text)
     with pytest.raises(KeyboardInterrupt):
         # Unnamed: the interrupt may land in this loop's body rather than in the stream's
         # wait; either way the stream is dropped, which stops it.
-        for piece in s.stream("Write a very long poem about the wind."):
+        for piece in s.stream(text):
             pieces.append(piece)
     timer.join()
     assert pieces and s.last_stop_reason == "cancelled"
@@ -44,9 +60,10 @@ def test_ctrl_c_during_stream(model):
 
 def test_ctrl_c_in_a_with_block(model):
     s = model.session(temperature=0.8, seed=7, max_tokens=4000)
-    timer = _interrupt_after(0.15)
+    text = "Describe every planet in great detail."
+    timer = _interrupt_during_reply(model, text)
     with pytest.raises(KeyboardInterrupt):
-        with s.stream("Describe every planet in great detail.") as stream:
+        with s.stream(text) as stream:
             for _ in stream:
                 pass
     timer.join()

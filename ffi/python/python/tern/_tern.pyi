@@ -45,6 +45,8 @@ class Stats:
     generated_seconds: float
     prompt_tokens_per_second: float
     generation_tokens_per_second: float
+    draft_proposed: int
+    draft_accepted: int
 
 class Stream(Iterator[str]):
     """A reply being generated; iterate for its pieces."""
@@ -108,8 +110,15 @@ class Session:
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Saves the conversation so that ``Session.restore`` continues it exactly."""
     @staticmethod
-    def restore(model: Model, path: Union[str, "os.PathLike[str]"]) -> "Session":
-        """Restores a session saved by ``save`` with the same model file."""
+    def restore(
+        model: Model,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        draft: Optional[Model] = None,
+        draft_k: int = 0,
+    ) -> "Session":
+        """Restores a session saved by ``save`` with the same model file; with ``draft``, it
+        goes on decoding speculatively."""
     def cancel(self) -> None:
         """Stops the running call within a token; safe from any thread."""
     @property

@@ -116,9 +116,8 @@ fn command(
             // The error names the file already.
             // A speculative chat goes on with its draft (fed the saved history).
             let path = Path::new(arg);
-            *session = pool.install(|| match session.draft_spec() {
-                Some(d) => Session::restore_speculative(model.clone(), path, d, Some(board)),
-                None => Session::restore_within(model.clone(), path, board),
+            *session = pool.install(|| {
+                Session::restore_with(model.clone(), path, session.draft_spec(), Some(board))
             })?;
             eprintln!("loaded {arg}");
         }

@@ -175,10 +175,8 @@ fn new_session(
     draft: Option<tern::speculative::DraftSpec>,
 ) -> Result<tern::session::Session> {
     let model = l.model.clone();
-    Ok(l.pool.install(|| match draft {
-        Some(d) => tern::session::Session::new_speculative(model, opts, d, Some(&l.board)),
-        None => tern::session::Session::new_within(model, opts, &l.board),
-    })?)
+    Ok(l.pool
+        .install(|| tern::session::Session::start_with(model, opts, draft, Some(&l.board)))?)
 }
 
 /// The KV cache options: the StreamingLLM attention-sink cache.

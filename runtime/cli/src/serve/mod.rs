@@ -286,12 +286,12 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 impl Shared {
     /// A new session with the server's cache and defaults, speculative with a draft model.
     pub fn new_session(&self, opts: SessionOptions) -> Result<Session, SessionError> {
-        match &self.draft {
-            Some(d) => {
-                Session::new_speculative(self.model.clone(), opts, d.clone(), Some(&self.board))
-            }
-            None => Session::new_within(self.model.clone(), opts, &self.board),
-        }
+        Session::start_with(
+            self.model.clone(),
+            opts,
+            self.draft.clone(),
+            Some(&self.board),
+        )
     }
 
     /// Adds what a reply's steps did to the draft's totals (`before`: the session's counters

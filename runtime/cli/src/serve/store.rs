@@ -134,15 +134,12 @@ impl Store {
                     ..
                 },
             )) => {
-                let r = match &self.draft {
-                    Some(d) => Session::restore_speculative(
-                        self.model.clone(),
-                        &path,
-                        d.clone(),
-                        Some(&self.board),
-                    ),
-                    None => Session::restore_within(self.model.clone(), &path, &self.board),
-                };
+                let r = Session::restore_with(
+                    self.model.clone(),
+                    &path,
+                    self.draft.clone(),
+                    Some(&self.board),
+                );
                 let _ = std::fs::remove_file(&path);
                 self.counters
                     .lock()
