@@ -343,23 +343,11 @@ fn check_all_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
 /// The elementwise kernels of every set this CPU runs, and the `wide` ones (`ops::portable`)
 /// on their own: aarch64 runs them, and on x86-64 the benchmarks set them against AVX2.
 fn op_sets() -> Vec<(String, OpKernels)> {
-    use tern_kernels::ops::{portable, scalar};
     let mut all: Vec<(String, OpKernels)> = sets()
         .iter()
         .map(|ks| (ks.name().to_string(), *ks.ops()))
         .collect();
-    let wide = OpKernels {
-        rms_norm: portable::rms_norm,
-        softmax: portable::softmax,
-        swiglu: portable::swiglu,
-        dot_rows: portable::dot_rows,
-        axpy_rows: portable::axpy_rows,
-        exp_sum: portable::exp_sum,
-        geglu: portable::geglu,
-        rope_norm: scalar::rope_norm,
-        rope_neox: scalar::rope_neox,
-    };
-    all.push(("wide".to_string(), wide));
+    all.push(("wide".to_string(), tern_kernels::ops::portable::OPS));
     all
 }
 

@@ -12,15 +12,9 @@ use crate::ops::portable;
 
 /// The elementwise kernels of every aarch64 level (NEON is all they need).
 pub(crate) const OPS: OpKernels = OpKernels {
-    rms_norm: portable::rms_norm,
-    softmax: portable::softmax,
-    swiglu: portable::swiglu,
-    dot_rows: portable::dot_rows,
-    axpy_rows: portable::axpy_rows,
-    exp_sum: portable::exp_sum,
-    geglu: portable::geglu,
     rope_norm,
     rope_neox,
+    ..portable::OPS
 };
 
 /// The cosines and sines of pairs `i..i + 4`, as two vectors. (Built from the tuples, whose

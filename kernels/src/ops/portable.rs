@@ -15,6 +15,21 @@
 
 use wide::{f32x4, i32x4, CmpGe, CmpGt, CmpLe, CmpLt, CmpNe};
 
+use crate::kernel::OpKernels;
+
+/// These kernels as a set, RoPE from [`super::scalar`] (`wide` has no lane shuffles).
+pub const OPS: OpKernels = OpKernels {
+    rms_norm,
+    softmax,
+    swiglu,
+    dot_rows,
+    axpy_rows,
+    exp_sum,
+    geglu,
+    rope_norm: super::scalar::rope_norm,
+    rope_neox: super::scalar::rope_neox,
+};
+
 /// `a · b + c`, fused where the target has it at compile time (aarch64: `fmla`).
 #[inline(always)]
 fn fma(a: f32x4, b: f32x4, c: f32x4) -> f32x4 {
