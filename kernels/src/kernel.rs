@@ -66,4 +66,10 @@ pub struct OpKernels {
     pub dot_rows: fn(&[f32], &[f32], usize, &mut [f32]),
     pub axpy_rows: fn(&[f32], &[f32], usize, &mut [f32]),
     pub exp_sum: fn(&mut [f32], f32) -> f32,
+    pub geglu: fn(&mut [f32], &[f32]),
+    pub rope_norm: RopeFn,
+    pub rope_neox: RopeFn,
 }
+
+/// Rotates the heads of `x` by RoPE: `(x, head_dim, cos_sin)` (see [`crate::ops::rope_norm`]).
+pub type RopeFn = fn(&mut [f32], usize, &[(f32, f32)]);

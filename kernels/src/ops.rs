@@ -2,9 +2,9 @@
 //!
 //! Each follows ggml's arithmetic where the order of operations changes the result (sums of
 //! squares in f64, RoPE angles by repeated multiplication), so Tern's logits track
-//! llama.cpp's. [`rms_norm`], [`softmax`] and [`swiglu`] run the kernel set's vectorised
-//! versions where it has them ([`crate::kernel::OpKernels`]); [`scalar`] holds the plain
-//! versions they are tested against.
+//! llama.cpp's. Each runs the kernel set's vectorised version where it has one
+//! ([`crate::kernel::OpKernels`]); [`scalar`] holds the plain versions they are tested
+//! against, [`portable`] the versions written once with `wide`.
 
 use crate::table::kernels;
 
@@ -57,6 +57,10 @@ pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
 /// takes its kernels from it while this module takes the table's.)
 pub mod scalar;
 
+/// The same primitives written once with `wide`'s portable SIMD types: aarch64's kernels
+/// (and x86-64's GeGLU). Public so that the benchmarks can set them against the intrinsics.
+pub mod portable;
+
 /// `x += y`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
@@ -77,27 +81,32 @@ pub fn rope_angles(pos: u32, base: f32, dims: usize, cos_sin: &mut [(f32, f32)])
 }
 
 /// Rotates each head of `x` (heads of `head_dim` values) by the angles, pairing adjacent
-/// values `(x[2i], x[2i+1])`: ggml's "normal" RoPE, used by llama-family models.
+/// values `(x[2i], x[2i+1])`: ggml's "normal" RoPE, used by llama-family models. The first
+/// `2 · cos_sin.len()` values of each head turn (`cos_sin.len() ≤ head_dim / 2`).
 pub fn rope_norm(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
-            let (a, b) = (pair[0], pair[1]);
-            pair[0] = a * c - b * s;
-            pair[1] = a * s + b * c;
-        }
-    }
+    check_rope(x.len(), head_dim, cos_sin.len());
+    (kernels().ops().rope_norm)(x, head_dim, cos_sin)
 }
 
-/// Rotates each head pairing `x[i]` with `x[i + dims/2]`: ggml's "NeoX" RoPE (Gemma, Qwen).
+/// Rotates each head pairing `x[i]` with `x[i + n]`, `n = cos_sin.len() ≤ head_dim / 2`:
+/// ggml's "NeoX" RoPE (Gemma, Qwen).
 pub fn rope_neox(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
-    let half = cos_sin.len();
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(c, s)) in cos_sin.iter().enumerate() {
-            let (a, b) = (head[i], head[i + half]);
-            head[i] = a * c - b * s;
-            head[i + half] = a * s + b * c;
-        }
-    }
+    check_rope(x.len(), head_dim, cos_sin.len());
+    (kernels().ops().rope_neox)(x, head_dim, cos_sin)
+}
+
+/// The shapes RoPE kernels rely on: whole heads, and at most one angle per pair of a head.
+fn check_rope(len: usize, head_dim: usize, pairs: usize) {
+    assert!(
+        head_dim > 0 && len.is_multiple_of(head_dim) && 2 * pairs <= head_dim,
+        "RoPE of {pairs} pairs over heads of {head_dim} values in {len} values"
+    );
+}
+
+/// `gate = gelu(gate) · up`: the GeGLU gate of a Gemma feed-forward block, GELU by its tanh
+/// approximation with ggml's f16 rounding (see [`scalar::geglu`]).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    (kernels().ops().geglu)(gate, up)
 }
 
 #[cfg(test)]

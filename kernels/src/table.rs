@@ -13,7 +13,8 @@
 //! CPU has it.
 //!
 //! Module graph: `table` → `cpu`, `kernel`, `quant`, `ops::scalar`, `x86`/`arm`; the per-ISA
-//! modules → `kernel`, `quant`; `ops` and `matmul` → `table`. Nothing imports back.
+//! modules → `kernel`, `quant`, `ops::scalar`, `ops::portable` (which import nothing of the
+//! crate but each other); `ops` and `matmul` → `table`. Nothing imports back.
 
 use std::sync::OnceLock;
 
@@ -297,12 +298,16 @@ fn row(ty: GgmlType) -> Row {
     }
 }
 
-/// The elementwise kernels of a level. (aarch64 runs the plain ones, which the compiler
-/// vectorises with NEON but for the exponentials.)
+/// The elementwise kernels of a level: x86-64's AVX2 set, aarch64's NEON set (every aarch64
+/// level: the ops need nothing beyond NEON), or the plain ones.
 fn op_kernels(level: Level) -> OpKernels {
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         return crate::x86::OPS;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level != Level::Scalar {
+        return crate::arm::OPS;
     }
     let _ = level;
     OpKernels {
@@ -312,6 +317,9 @@ fn op_kernels(level: Level) -> OpKernels {
         dot_rows: scalar_ops::dot_rows,
         axpy_rows: scalar_ops::axpy_rows,
         exp_sum: scalar_ops::exp_sum,
+        geglu: scalar_ops::geglu,
+        rope_norm: scalar_ops::rope_norm,
+        rope_neox: scalar_ops::rope_neox,
     }
 }
 

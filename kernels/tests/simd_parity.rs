@@ -9,6 +9,7 @@
 //! `cargo test --release -p tern-kernels --test simd_parity -- --nocapture` prints which
 //! kernel sets were tested.
 
+use tern_kernels::kernel::OpKernels;
 use tern_kernels::matmul::{matmul_with, QMatrix};
 use tern_kernels::quant::{dequantize, quantize, vec_dot};
 use tern_kernels::GgmlType::{self, *};
@@ -339,12 +340,22 @@ fn check_all_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     }
 }
 
+/// The elementwise kernels of every set this CPU runs, and the `wide` ones (`ops::portable`)
+/// on their own: aarch64 runs them, and on x86-64 the benchmarks set them against AVX2.
+fn op_sets() -> Vec<(String, OpKernels)> {
+    let mut all: Vec<(String, OpKernels)> = sets()
+        .iter()
+        .map(|ks| (ks.name().to_string(), *ks.ops()))
+        .collect();
+    all.push(("wide".to_string(), tern_kernels::ops::portable::OPS));
+    all
+}
+
 #[test]
 fn elementwise_ops_match_reference() {
     use tern_kernels::ops::scalar;
     let mut rng = Rng(6);
-    for ks in sets() {
-        let ops = ks.ops();
+    for (name, ops) in op_sets() {
         for n in [1, 7, 8, 9, 64, 576, 1543] {
             // Wide range for the exponentials: e^±90 overflows and underflows.
             let mut x: Vec<f32> = rng.act(n).iter().map(|v| v * 12.0).collect();
@@ -355,7 +366,6 @@ fn elementwise_ops_match_reference() {
             }
             let up = rng.act(n);
             let w = rng.act(n);
-            let name = ks.name();
 
             let (mut got, mut want) = (x.clone(), x.clone());
             (ops.swiglu)(&mut got, &up);
@@ -395,14 +405,105 @@ fn elementwise_ops_match_reference() {
     }
 }
 
+/// GeGLU rounds its input and its result to f16, as ggml's table does. Where the f32 values
+/// before the last rounding differ by an ulp or two (a vector `exp` against libm's `tanh`)
+/// across a rounding boundary, the f16 result differs by one f16 step (2⁻¹⁰ relative; a
+/// few 1e-7 absolute for results in f16's subnormals): 3 of the 68 248 values here on
+/// x86-64 (2026-11-30), all others equal bit for bit.
+#[test]
+fn geglu_matches_reference() {
+    use tern_kernels::ops::scalar;
+    let mut rng = Rng(10);
+    for (name, ops) in op_sets() {
+        let (mut exact, mut total) = (0usize, 0usize);
+        // Every finite f16 value (what the gate computes on), then random gates over GELU's
+        // whole range, both cut-offs (±10) and f16's subnormals.
+        let every_f16: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .filter(|v| v.is_finite())
+            .collect();
+        for n in [1, 3, 4, 5, 8, 640, 2048, 2051, every_f16.len()] {
+            let mut x: Vec<f32> = rng.act(n).iter().map(|v| v * 6.0).collect();
+            let specials = [
+                -12.0, -10.0, 10.0, 11.5, 0.0, -0.0, 3e-5, -2e-7, 1e-3, -9.99,
+            ];
+            for (v, &s) in x.iter_mut().zip(&specials) {
+                *v = s;
+            }
+            if n == every_f16.len() {
+                x = every_f16.clone();
+            }
+            let up: Vec<f32> = rng.act(n).iter().map(|v| v + 0.25).collect();
+            let (mut got, mut want) = (x.clone(), x.clone());
+            (ops.geglu)(&mut got, &up);
+            scalar::geglu(&mut want, &up);
+            for i in 0..n {
+                let (g, w) = (got[i], want[i]);
+                assert!(
+                    (g - w).abs() <= 2f32.powi(-10) * w.abs() + 5e-7 * up[i].abs(),
+                    "{name} geglu n = {n}, element {i} (x = {}): got {g}, want {w}",
+                    x[i]
+                );
+                exact += (g.to_bits() == w.to_bits()) as usize;
+            }
+            total += n;
+        }
+        println!("{name} geglu: {exact} of {total} values equal the scalar ones bit for bit");
+        assert!(
+            exact * 1000 >= total * 999,
+            "{name} geglu: {exact} of {total} exact"
+        );
+    }
+}
+
+/// RoPE kernels round as the scalar ones do: equal bit for bit, at full rotation (llama, Qwen)
+/// and partial (a rotary dimension below the head size), every tail of four pairs.
+#[test]
+fn rope_matches_reference() {
+    use tern_kernels::ops::scalar;
+    let mut rng = Rng(11);
+    for (name, ops) in op_sets() {
+        for (head_dim, pairs) in [
+            (64, 32usize),
+            (128, 64),
+            (256, 128),
+            (64, 16),
+            (12, 5),
+            (6, 3),
+        ] {
+            let heads = 3;
+            let cs: Vec<(f32, f32)> = (0..pairs)
+                .map(|i| {
+                    let t = 7.3 * 0.9f32.powi(i as i32);
+                    (t.cos(), t.sin())
+                })
+                .collect();
+            let x = rng.act(heads * head_dim);
+            for neox in [false, true] {
+                let (mut got, mut want) = (x.clone(), x.clone());
+                if neox {
+                    (ops.rope_neox)(&mut got, head_dim, &cs);
+                    scalar::rope_neox(&mut want, head_dim, &cs);
+                } else {
+                    (ops.rope_norm)(&mut got, head_dim, &cs);
+                    scalar::rope_norm(&mut want, head_dim, &cs);
+                }
+                assert_eq!(
+                    got, want,
+                    "{name} rope (neox {neox}) head {head_dim}, {pairs} pairs"
+                );
+                assert_ne!(got, x, "{name}: rope must rotate");
+            }
+        }
+    }
+}
+
 /// The attention kernels: one query against a block of keys, probabilities times values.
 #[test]
 fn attention_rows_match_reference() {
     use tern_kernels::ops::scalar;
     let mut rng = Rng(9);
-    for ks in sets() {
-        let ops = ks.ops();
-        let name = ks.name();
+    for (name, ops) in op_sets() {
         for dim in [1, 7, 8, 32, 64, 72, 128, 200] {
             for rows in [0, 1, 7, 8, 9, 17, 32] {
                 let stride = dim + 3;

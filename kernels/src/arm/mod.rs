@@ -6,7 +6,8 @@
 //! loads) and panel kernels (prefill) once, as a macro instantiated for NEON (`neon`) and for
 //! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
 //! holds the `smmla` panel kernels of the 32-value formats, `quantize.rs` the NEON activation
-//! quantizers (byte-exact with the reference). Half-precision scales are converted by the
+//! quantizers (byte-exact with the reference), `ops.rs` the elementwise kernels (norms,
+//! softmax, gates, attention, RoPE). Half-precision scales are converted by the
 //! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
 //! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
@@ -24,7 +25,10 @@ use crate::QK_K;
 #[macro_use]
 mod kernels;
 mod i8mm;
+mod ops;
 mod quantize;
+
+pub(crate) use ops::OPS;
 
 pub(crate) use w::*;
 

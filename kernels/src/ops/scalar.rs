@@ -68,3 +68,50 @@ pub fn exp_sum(x: &mut [f32], max: f32) -> f32 {
     }
     sum
 }
+
+/// √(2/π) and the cubic's coefficient, of GELU's tanh approximation.
+pub(crate) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+pub(crate) const GELU_COEF_A: f32 = 0.044_715;
+
+/// `gate = gelu(gate) · up`, GELU by its tanh approximation computed as ggml does: the input
+/// rounded to f16 and the result read back as f16 (ggml looks it up in an f16 table).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    use half::f16;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let x = f16::from_f32(x).to_f32();
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+            f16::from_f32(y).to_f32() * u
+        };
+    }
+}
+
+/// Rotates each head of `x` (heads of `head_dim` values) by the angles, pairing adjacent
+/// values `(x[2i], x[2i+1])`: ggml's "normal" RoPE, used by llama-family models.
+pub fn rope_norm(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+/// Rotates each head pairing `x[i]` with `x[i + n]`, `n = cos_sin.len()`: ggml's "NeoX" RoPE
+/// (Gemma, Qwen).
+pub fn rope_neox(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    let half = cos_sin.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(c, s)) in cos_sin.iter().enumerate() {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * c - b * s;
+            head[i + half] = a * s + b * c;
+        }
+    }
+}

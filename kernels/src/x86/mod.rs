@@ -64,7 +64,9 @@ pub(crate) const fn gemm_f16(tile: TileFn) -> GemmKernels {
 
 type TileFn = fn(usize, &[u8], &[u8], &mut [f32]);
 
-/// The elementwise kernels.
+/// The elementwise kernels: AVX2 intrinsics, but for GeGLU (`wide`'s four SSE2 lanes, which
+/// beat the scalar version) and RoPE (scalar). `cargo bench -p tern-benches --bench ops`
+/// compares them.
 pub(crate) const OPS: OpKernels = OpKernels {
     rms_norm: w::rms_norm,
     softmax: w::softmax,
@@ -72,6 +74,9 @@ pub(crate) const OPS: OpKernels = OpKernels {
     dot_rows: w::dot_rows,
     axpy_rows: w::axpy_rows,
     exp_sum: w::exp_sum,
+    geglu: crate::ops::portable::geglu,
+    rope_norm: crate::ops::scalar::rope_norm,
+    rope_neox: crate::ops::scalar::rope_neox,
 };
 
 /// Safe entry points. Each checks the sizes its kernel relies on, from the block types'

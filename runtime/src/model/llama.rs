@@ -545,7 +545,7 @@ impl Llama {
             matmul_many(&gate_up, xb, &mut [&mut *gate, &mut *up], act);
             match c.activation {
                 Activation::Silu => ops::swiglu(gate, up),
-                Activation::Gelu => geglu(gate, up),
+                Activation::Gelu => ops::geglu(gate, up),
             }
             matmul(&layer.w_down.view(data), gate, proj, act);
             if let Some(w) = &layer.ffn_post_norm {
@@ -595,26 +595,6 @@ fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
             let t = chunk.to_vec();
             ops::rms_norm(&t, w, eps, chunk);
         }
-    }
-}
-
-/// `gate = gelu(gate) · up`, GELU by its tanh approximation computed as ggml does: the input
-/// rounded to f16 and the result read back as f16 (ggml looks it up in an f16 table).
-fn geglu(gate: &mut [f32], up: &[f32]) {
-    use half::f16;
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const COEF_A: f32 = 0.044_715;
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x * u
-        } else {
-            let x = f16::from_f32(x).to_f32();
-            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
-            f16::from_f32(y).to_f32() * u
-        };
     }
 }
 
