@@ -250,12 +250,13 @@ impl Pairs {
         })
     }
 
-    /// Pairs the `nr` rows of `nb` super-blocks unpacked in `u`.
+    /// Pairs the `nr` rows of `nb` super-blocks unpacked in `u`; rows past `nr` repeat the
+    /// last one, so that every pair holds rows (the kernel stores only the first `nr`).
     #[inline]
     #[target_feature(enable = "neon")]
     unsafe fn fill(&mut self, u: &Unpacked, nr: usize, nb: usize) {
-        for pair in 0..nr.div_ceil(2) {
-            let (a, b) = (2 * pair, (2 * pair + 1).min(nr - 1));
+        for pair in 0..R / 2 {
+            let (a, b) = ((2 * pair).min(nr - 1), (2 * pair + 1).min(nr - 1));
             let dst = self.q[pair].as_mut_ptr();
             for c in 0..nb * QK_K / 16 {
                 let x = vreinterpretq_s64_s8(vld1q_s8(u.q[a].as_ptr().add(16 * c)));
@@ -282,12 +283,13 @@ fn by_pair<T: Copy>(a: T, b: T) -> [T; 4] {
     [a, a, b, b]
 }
 
-/// Rows of Q4_K, Q5_K or Q6_K times panels of Q8_K activations: per super-block and row
-/// pair, `d Σ_j sc_j Σ q q8 (- dmin Σ_j m_j bsum_j)` for the two tokens of each pair in one
-/// vector.
+/// Rows of Q4_K, Q5_K or Q6_K times panels of Q8_K activations: per super-block, row pair
+/// and token pair, `d Σ_j sc_j Σ q q8 (- dmin Σ_j m_j bsum_j)` in one vector. The [`R`] rows
+/// go as two pairs that share each activation load: four independent `smmla` chains.
 #[inline]
 #[target_feature(enable = "neon,i8mm")]
 unsafe fn tile_k(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    const PAIRS: usize = R / 2;
     let bb = ty.block_bytes();
     let nb = cols / QK_K;
     let rb = nb * bb;
@@ -310,37 +312,49 @@ unsafe fn tile_k(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [
             for p in 0..np {
                 let pan = panels.as_ptr().add(p * pb + b0 * K_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
-                for pair in 0..nr.div_ceil(2) {
-                    let (ra, rb2) = (2 * pair, 2 * pair + 1);
-                    // acc[tp]: [ra·t, ra·t', rb·t, rb·t'] for the tokens of pair tp.
-                    let mut acc = [vdupq_n_f32(0.0); 2];
-                    if b0 > 0 {
+                // acc[pair][tp]: [a·t, a·t', b·t, b·t'] for rows a, b of the pair and the
+                // tokens t, t' of token pair tp.
+                let mut acc = [[vdupq_n_f32(0.0); 2]; PAIRS];
+                if b0 > 0 {
+                    for (pair, acc) in acc.iter_mut().enumerate() {
                         for (tp, acc) in acc.iter_mut().enumerate() {
                             let row = |r: usize| o.add(PANEL * r.min(nr - 1) + 2 * tp);
-                            let v = [*row(ra), *row(ra).add(1), *row(rb2), *row(rb2).add(1)];
+                            let (ra, rb2) = (row(2 * pair), row(2 * pair + 1));
+                            let v = [*ra, *ra.add(1), *rb2, *rb2.add(1)];
                             *acc = vld1q_f32(v.as_ptr());
                         }
                     }
-                    for b in 0..nbc {
-                        let blk = pan.add(b * K_BLOCK);
-                        let q = pairs.q[pair].as_ptr().add(2 * QK_K * b);
-                        let mut isum = [vdupq_n_s32(0); 2];
-                        for j in 0..QK_K / 8 / chunks {
-                            let sc = vld1q_s32(pairs.sc[pair][b][j].as_ptr());
-                            for (tp, isum) in isum.iter_mut().enumerate() {
-                                let mut s = vdupq_n_s32(0);
-                                for c in chunks * j..chunks * (j + 1) {
-                                    let wq = vld1q_s8(q.add(16 * c));
-                                    s = smmla(s, wq, vld1q_s8(blk.add(32 * c + 16 * tp).cast()));
-                                }
-                                *isum = vmlaq_s32(*isum, s, sc);
+                }
+                for b in 0..nbc {
+                    let blk = pan.add(b * K_BLOCK);
+                    let q = |pair: usize, c: usize| {
+                        vld1q_s8(pairs.q[pair].as_ptr().add(2 * QK_K * b + 16 * c))
+                    };
+                    let act = |c: usize, tp: usize| vld1q_s8(blk.add(32 * c + 16 * tp).cast());
+                    let mut isum = [[vdupq_n_s32(0); 2]; PAIRS];
+                    for j in 0..QK_K / 8 / chunks {
+                        let mut s = [[vdupq_n_s32(0); 2]; PAIRS];
+                        for c in chunks * j..chunks * (j + 1) {
+                            let a = [act(c, 0), act(c, 1)];
+                            for (pair, s) in s.iter_mut().enumerate() {
+                                let wq = q(pair, c);
+                                s[0] = smmla(s[0], wq, a[0]);
+                                s[1] = smmla(s[1], wq, a[1]);
                             }
                         }
+                        for (pair, (isum, s)) in isum.iter_mut().zip(s).enumerate() {
+                            let sc = vld1q_s32(pairs.sc[pair][b][j].as_ptr());
+                            isum[0] = vmlaq_s32(isum[0], s[0], sc);
+                            isum[1] = vmlaq_s32(isum[1], s[1], sc);
+                        }
+                    }
+                    let da = [0, 1].map(|tp| vld1q_f32(blk.add(1024 + 16 * tp).cast()));
+                    for (pair, acc) in acc.iter_mut().enumerate() {
                         let dw = vld1q_f32(pairs.d[pair][b].as_ptr());
                         let dmin = vld1q_f32(pairs.dmin[pair][b].as_ptr());
                         for (tp, acc) in acc.iter_mut().enumerate() {
-                            let da = vld1q_f32(blk.add(1024 + 16 * tp).cast());
-                            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum[tp]), vmulq_f32(dw, da));
+                            let isum = vcvtq_f32_s32(isum[pair][tp]);
+                            *acc = vfmaq_f32(*acc, isum, vmulq_f32(dw, da[tp]));
                             if ty != Q6_K {
                                 let mut msum = vdupq_n_s32(0);
                                 for j in 0..8 {
@@ -348,18 +362,21 @@ unsafe fn tile_k(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [
                                     let bs = vld1q_s32(blk.add(1056 + 32 * j + 16 * tp).cast());
                                     msum = vmlaq_s32(msum, bs, m);
                                 }
-                                *acc = vfmsq_f32(*acc, vcvtq_f32_s32(msum), vmulq_f32(dmin, da));
+                                let dm = vmulq_f32(dmin, da[tp]);
+                                *acc = vfmsq_f32(*acc, vcvtq_f32_s32(msum), dm);
                             }
                         }
                     }
+                }
+                for (pair, acc) in acc.iter().enumerate() {
                     for (tp, acc) in acc.iter().enumerate() {
                         let mut v = [0.0f32; 4];
                         vst1q_f32(v.as_mut_ptr(), *acc);
-                        *o.add(PANEL * ra + 2 * tp) = v[0];
-                        *o.add(PANEL * ra + 2 * tp + 1) = v[1];
-                        if rb2 < nr {
-                            *o.add(PANEL * rb2 + 2 * tp) = v[2];
-                            *o.add(PANEL * rb2 + 2 * tp + 1) = v[3];
+                        for (k, r) in [2 * pair, 2 * pair + 1].into_iter().enumerate() {
+                            if r < nr {
+                                *o.add(PANEL * r + 2 * tp) = v[2 * k];
+                                *o.add(PANEL * r + 2 * tp + 1) = v[2 * k + 1];
+                            }
                         }
                     }
                 }
