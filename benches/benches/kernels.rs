@@ -28,7 +28,7 @@ const K_SHAPES: [(usize, usize); 7] = [
     (1536, 8960),
 ];
 
-const TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, F16, F32];
+const TYPES: [GgmlType; 9] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, F32];
 
 /// Deterministic weights with finite `f16` scales (the values do not change the timing).
 fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
@@ -45,7 +45,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     let scale = half::f16::from_f32(0.01).to_le_bytes();
     let offsets: &[usize] = match ty {
         Q4_0 | Q5_0 | Q8_0 | F16 => &[0],
-        Q4_1 | Q4_K => &[0, 2],
+        Q4_1 | Q4_K | Q5_K => &[0, 2],
         Q6_K => &[208],
         _ => &[],
     };

@@ -7,6 +7,13 @@
 //! the scalar reference of [`crate::quant`], which every row has. The activation quantizer of
 //! a weight type is the `from_float` of its activation type's row, as in ggml.
 //!
+//! The i8mm level adds only panel kernels (`smmla` multiplies two rows by two tokens: it has
+//! nothing to offer one token), and they read the weights in the file's layout; the K-quant
+//! rows name dotprod's file-layout decode kernels in their i8mm cells, so that an i8mm CPU
+//! decodes and prefills from the same bytes whatever dotprod's cells read. F32 and F16 have
+//! no i8mm cell: their products are float multiply-adds, with no integer matrix to hand to
+//! `smmla`, so NEON's float panels serve every aarch64 level.
+//!
 //! A [`KernelSet`] is one level's column, built once per process from the levels the CPU runs
 //! ([`crate::cpu`]). `TERN_KERNELS=scalar` forces the reference everywhere (tests,
 //! benchmarks); a set's name (`avx2`, `neon`, `dotprod`, `i8mm`) asks for that set when the
@@ -274,11 +281,16 @@ fn row(ty: GgmlType) -> Row {
                 .dot(d_dot_q4_k)
                 .rows(d_rows_q4_k)
                 .gemm(gemm_q8_k(d_tile_q4_k))),
+            i8mm: arm!(none
+                .dot(d_dot_q4_k)
+                .rows(d_rows_q4_k)
+                .gemm(i8mm_q8_k(mm_q4_k))),
             ..row(scalar!(Q4_K))
         },
         Q5_K => Row {
             neon: arm!(none.dot(n_dot_q5_k)),
             dotprod: arm!(none.dot(d_dot_q5_k)),
+            i8mm: arm!(none.dot(d_dot_q5_k).gemm(i8mm_q8_k(mm_q5_k))),
             ..row(scalar!(Q5_K))
         },
         Q6_K => Row {
@@ -288,6 +300,7 @@ fn row(ty: GgmlType) -> Row {
                 .gemm(gemm_q8_k(tile_q6_k))),
             neon: arm!(none.dot(n_dot_q6_k).gemm(gemm_q8_k(n_tile_q6_k))),
             dotprod: arm!(none.dot(d_dot_q6_k).gemm(gemm_q8_k(d_tile_q6_k))),
+            i8mm: arm!(none.dot(d_dot_q6_k).gemm(i8mm_q8_k(mm_q6_k))),
             ..row(scalar!(Q6_K))
         },
         Q8_K => Row {

@@ -5,10 +5,10 @@
 //! `kernels.rs` holds the dot products (decode: one row, and four rows sharing the activation
 //! loads) and panel kernels (prefill) once, as a macro instantiated for NEON (`neon`) and for
 //! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
-//! holds the `smmla` panel kernels of the 32-value formats, `quantize.rs` the NEON activation
-//! quantizers (byte-exact with the reference), `ops.rs` the elementwise kernels (norms,
-//! softmax, gates, attention, RoPE). Half-precision scales are converted by the
-//! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
+//! holds the `smmla` panel kernels of the 32-value formats and the K-quants, `quantize.rs`
+//! the NEON activation quantizers (byte-exact with the reference), `ops.rs` the elementwise
+//! kernels (norms, softmax, gates, attention, RoPE). Half-precision scales are converted by
+//! the hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
 //! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
 //! Panels hold [`PANEL`] tokens. Weights are unpacked to signed bytes (`q - 8` for Q4_0 …),
@@ -89,6 +89,16 @@ pub(crate) const fn i8mm_q8_0(tile: TileFn) -> GemmKernels {
         panel: PANEL,
         panel_bytes: i8mm::panel_bytes,
         pack: i8mm::pack_q8_0,
+        tile,
+    }
+}
+
+/// i8mm panel kernels over Q8_K activations.
+pub(crate) const fn i8mm_q8_k(tile: TileFn) -> GemmKernels {
+    GemmKernels {
+        panel: PANEL,
+        panel_bytes: i8mm::panel_bytes_k,
+        pack: i8mm::pack_q8_k,
         tile,
     }
 }
@@ -447,14 +457,14 @@ impl Unpacked {
         }
     }
 
-    /// Unpacks `nb` super-blocks of Q4_K or Q6_K at `x` into row `r`.
+    /// Unpacks `nb` super-blocks of Q4_K, Q5_K or Q6_K at `x` into row `r`.
     #[inline]
     #[target_feature(enable = "neon")]
     unsafe fn kquant(&mut self, ty: GgmlType, x: *const u8, nb: usize, r: usize) {
         for b in 0..nb {
             let q = self.q[r].as_mut_ptr().add(QK_K * b);
-            if ty == Q4_K {
-                let x = x.add(size_of::<BlockQ4_K>() * b);
+            if ty == Q4_K || ty == Q5_K {
+                let x = x.add(ty.block_bytes() * b);
                 self.d[r][b] = f16_at(x);
                 self.m[r][b] = f16_at(x.add(2));
                 let (sc, m) = q4k_scales(x.add(4));
@@ -462,9 +472,21 @@ impl Unpacked {
                     self.sc[r][b][j] = sc[j] as i32;
                     self.mins[r][b][j] = m[j] as i32;
                 }
+                // Q5_K: the quants follow the 32 bytes of fifth bits, bit `j` of byte `l`
+                // for value `l` of sub-block `j`.
+                let qs = if ty == Q5_K { x.add(48) } else { x.add(16) };
+                let qh = [vld1q_u8(x.add(16)), vld1q_u8(x.add(32))];
                 for j in 0..4 {
-                    for h in 0..2 {
-                        let [lo, hi] = nibbles(x.add(16 + 32 * j + 16 * h));
+                    for (h, qh) in qh.into_iter().enumerate() {
+                        let [mut lo, mut hi] = nibbles(qs.add(32 * j + 16 * h));
+                        if ty == Q5_K {
+                            let bit = |k: i8| {
+                                let v = vshlq_u8(qh, vdupq_n_s8(-k));
+                                vshlq_n_u8(vandq_u8(v, vdupq_n_u8(1)), 4)
+                            };
+                            lo = vorrq_u8(lo, bit(2 * j as i8));
+                            hi = vorrq_u8(hi, bit(2 * j as i8 + 1));
+                        }
                         vst1q_s8(q.add(64 * j + 16 * h), vreinterpretq_s8_u8(lo));
                         vst1q_s8(q.add(64 * j + 32 + 16 * h), vreinterpretq_s8_u8(hi));
                     }
@@ -714,6 +736,9 @@ mod w {
         mm_q4_1: i8mm::tile_q4_1, BlockQ4_1, i8mm::panel_bytes;
         mm_q5_0: i8mm::tile_q5_0, BlockQ5_0, i8mm::panel_bytes;
         mm_q8_0: i8mm::tile_q8_0, BlockQ8_0, i8mm::panel_bytes;
+        mm_q4_k: i8mm::tile_q4_k, BlockQ4_K, i8mm::panel_bytes_k;
+        mm_q5_k: i8mm::tile_q5_k, BlockQ5_K, i8mm::panel_bytes_k;
+        mm_q6_k: i8mm::tile_q6_k, BlockQ6_K, i8mm::panel_bytes_k;
     }
 
     pub(crate) fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
