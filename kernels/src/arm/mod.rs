@@ -6,7 +6,8 @@
 //! loads) and panel kernels (prefill) once, as a macro instantiated for NEON (`neon`) and for
 //! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
 //! holds the `smmla` panel kernels of the 32-value formats, `quantize.rs` the NEON activation
-//! quantizers (byte-exact with the reference). Half-precision scales are converted by the
+//! quantizers (byte-exact with the reference), `interleaved.rs` the dotprod kernels of rows
+//! repacked at load into groups of four. Half-precision scales are converted by the
 //! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
 //! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
@@ -24,8 +25,10 @@ use crate::QK_K;
 #[macro_use]
 mod kernels;
 mod i8mm;
+mod interleaved;
 mod quantize;
 
+pub(crate) use interleaved::{x4_q4_0, x4_q8_0};
 pub(crate) use w::*;
 
 /// Tokens per panel: one per `i32` lane of a 128-bit vector.
