@@ -48,7 +48,7 @@ echo "== cargo test aarch64 (QEMU_CPU=max): kernels, greedy replies, synthetic a
 aarch64_test max -p tern-kernels
 aarch64_test max -p tern --test greedy --test synthetic_arch
 # As a Neoverse-N1 (a Cortex-A76: dotprod without i8mm, Pi 5 class), where the dotprod set
-# repacks Q4_0 and Q8_0 matrices at load: a model's logits repacked and in the map, and its
+# repacks Q4_0, Q8_0 and Q4_K matrices at load: a model's logits repacked and in the map, and its
 # resident memory (the kernels themselves are checked under `max`, which runs every set).
 echo "== cargo test aarch64 (QEMU_CPU=neoverse-n1): repacked weights"
 aarch64_test neoverse-n1 -p tern --test repack

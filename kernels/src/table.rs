@@ -291,7 +291,8 @@ fn row(ty: GgmlType) -> Row {
             dotprod: arm!(none
                 .dot(d_dot_q4_k)
                 .rows(d_rows_q4_k)
-                .gemm(gemm_q8_k(d_tile_q4_k))),
+                .gemm(gemm_q8_k(d_tile_q4_k))
+                .repack(x4_q4_k())),
             ..row(scalar!(Q4_K))
         },
         Q5_K => Row {

@@ -552,7 +552,7 @@ fn repacked_matmul_matches_reference() {
             }
         }
     }
-    // The dotprod set repacks Q4_0 and Q8_0: where it runs, this test must have run them.
+    // The dotprod set repacks Q4_0, Q8_0 and Q4_K: where it runs, this test must have run them.
     if KernelSet::available().iter().any(|s| s.name() == "dotprod") {
         assert!(repacked > 0, "the dotprod set repacked nothing");
     }

@@ -1,5 +1,5 @@
-//! Weights repacked at load into the kernel set's interleaved rows (the dotprod set: Q4_0
-//! and Q8_0), on a random-weight llama written to a file: the logits are those of the same
+//! Weights repacked at load into the kernel set's interleaved rows (the dotprod set: Q4_0,
+//! Q8_0 and Q4_K), on a random-weight llama written to a file: the logits are those of the same
 //! model left in the file's layout, bit for bit (the interleaved kernels add the same exact
 //! integer block sums in the same order), and memory does not double: the process's resident
 //! memory grows by at most the file's size + 5 % when the model is loaded and run, because the
@@ -36,20 +36,28 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// `rows × cols` random quants of a 32-value format, each block scaled by about `scale`.
+    /// `rows × cols` random quants of Q4_0, Q8_0 or Q4_K, each block scaled by about
+    /// `scale` (Q4_K: its `d` and `dmin`, its six-bit scales and mins random).
     fn matrix(&mut self, ty: GgmlType, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
         let bytes = ty.bytes_for((rows * cols) as u64).unwrap() as usize;
         let mut w: Vec<u8> = (0..bytes).map(|_| self.next() as u8).collect();
+        let (halves, scale) = if ty == Q4_K {
+            (2, scale / 32.0)
+        } else {
+            (1, scale)
+        };
         for blk in w.chunks_exact_mut(ty.block_bytes()) {
-            let jitter = 0.5 + (self.next() % 1000) as f32 / 1000.0;
-            blk[..2].copy_from_slice(&half::f16::from_f32(scale * jitter).to_le_bytes());
+            for h in blk[..2 * halves].chunks_exact_mut(2) {
+                let jitter = 0.5 + (self.next() % 1000) as f32 / 1000.0;
+                h.copy_from_slice(&half::f16::from_f32(scale * jitter).to_le_bytes());
+            }
         }
         w
     }
 }
 
-/// Writes the model: Q4_0 matrices, Q8_0 keys, values and output (repacked), Q8_0
-/// embeddings (read by row, never repacked).
+/// Writes the model: Q4_0 attention and Q4_K feed-forward matrices, Q8_0 keys, values and
+/// output (all repacked), Q8_0 embeddings (read by row, never repacked).
 fn write_model(path: &Path) {
     let mut rng = Rng(18);
     let mut w = GgufWriter::new();
@@ -82,9 +90,9 @@ fn write_model(path: &Path) {
         matrix(&mut w, &t("attn_k"), Q8_0, D, kv);
         matrix(&mut w, &t("attn_v"), Q8_0, D, kv);
         matrix(&mut w, &t("attn_output"), Q4_0, D, D);
-        matrix(&mut w, &t("ffn_gate"), Q4_0, D, FF);
-        matrix(&mut w, &t("ffn_up"), Q4_0, D, FF);
-        matrix(&mut w, &t("ffn_down"), Q4_0, FF, D);
+        matrix(&mut w, &t("ffn_gate"), Q4_K, D, FF);
+        matrix(&mut w, &t("ffn_up"), Q4_K, D, FF);
+        matrix(&mut w, &t("ffn_down"), Q4_K, FF, D);
     }
     w.write_file(path).unwrap();
 }
@@ -94,7 +102,8 @@ fn matrix_bytes() -> usize {
     let kv = KV_HEADS * HEAD_DIM;
     let q4 = |n: usize| Q4_0.bytes_for(n as u64).unwrap() as usize;
     let q8 = |n: usize| Q8_0.bytes_for(n as u64).unwrap() as usize;
-    q8(VOCAB * D) + LAYERS * (q4(2 * D * D + 3 * D * FF) + q8(2 * D * kv))
+    let q4k = |n: usize| Q4_K.bytes_for(n as u64).unwrap() as usize;
+    q8(VOCAB * D) + LAYERS * (q4(2 * D * D) + q4k(3 * D * FF) + q8(2 * D * kv))
 }
 
 /// The process's resident memory (`VmRSS`), in bytes. Under qemu-user it is the emulator's
@@ -146,7 +155,12 @@ fn repacked_model_gives_the_same_logits_in_no_more_memory() {
     let (packed, repacked, grown) = run(&path, true);
     let (_, _, grown_mapped) = run(&path, false);
     let ks = tern_kernels::kernels();
-    let repacks = ks.get(Q4_0).repack.is_some() && ks.get(Q8_0).repack.is_some();
+    let repacks = [Q4_0, Q8_0, Q4_K].map(|t| ks.get(t).repack.is_some());
+    assert!(
+        repacks.iter().all(|&r| r == repacks[0]),
+        "a kernel set repacks all of this model's types or none"
+    );
+    let repacks = repacks[0];
     println!(
         "{} kernels: {:.1} MB repacked of a {:.1} MB file; resident memory grew {:.1} MB \
          (in the map: {:.1} MB); the process's resident memory is {:.1} MB",

@@ -16,6 +16,13 @@
 //!   byte. Low nibbles are values `4k..4k+4`, high ones `16 + 4k..`.
 //! - Q8_0 (136 bytes): the four scales, then eight vectors, vector `k` holding values
 //!   `4k..4k+4` of each row.
+//! - Q4_K (576 bytes per super-block): the rows' four `d`, four `dmin` (`f16`); their 64
+//!   six-bit scales and mins re-packed for vectors, index `i = 4j + r` (sub-block `j`, row
+//!   `r`): 32 bytes of low four bits (scale `i` in the low nibble of byte `i`, min `i` in the
+//!   high one), 16 bytes of high two bits (byte `i`: scale `i`, scale `i + 16`, min `i`, min
+//!   `i + 16`, two bits each from the bottom); then for each 32-byte chunk `c` of quants
+//!   (low nibbles: sub-block `2c`, high: `2c + 1`) eight vectors, vector `v` holding bytes
+//!   `4v..4v+4` of the chunk of each row.
 //!
 //! Rows that do not fill a group are not repacked (the matrix keeps the file's layout: see
 //! `QMatrix::repack_with`).
@@ -26,9 +33,15 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::{gdot4_dotprod, gemm_q8_0, load4, panel_bytes_q8, PANEL, Q8_PANEL_BLOCK};
+use super::f16x4;
+use super::{
+    gdot4_dotprod, gemm_q8_0, gemm_q8_k, load4, panel_bytes_q8, panel_bytes_q8_k, PANEL,
+    Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK,
+};
 use crate::kernel::RepackKernels;
-use crate::quant::{Block, BlockQ4_0, BlockQ8_0};
+use crate::quant::kquants::scale_min_k4;
+use crate::quant::{Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+use crate::QK_K;
 
 /// Rows interleaved in a group.
 const X: usize = 4;
@@ -212,6 +225,247 @@ unsafe fn tile<const T: u8>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32
     }
 }
 
+/// Rewrites four file rows of Q4_K as one group (see the module doc).
+fn pack_q4_k(cols: usize, src: &[u8], dst: &mut [u8]) {
+    const BB: usize = size_of::<BlockQ4_K>();
+    let rb = cols / QK_K * BB;
+    for (b, o) in dst.chunks_exact_mut(X * BB).enumerate() {
+        let mut sc = [0u8; 32];
+        let mut mn = [0u8; 32];
+        for r in 0..X {
+            let blk = &src[r * rb + b * BB..r * rb + (b + 1) * BB];
+            o[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+            o[8 + 2 * r..10 + 2 * r].copy_from_slice(&blk[2..4]);
+            let scales: &[u8; 12] = blk[4..16].try_into().expect("12 bytes");
+            for j in 0..8 {
+                (sc[4 * j + r], mn[4 * j + r]) = scale_min_k4(j, scales);
+            }
+            for c in 0..4 {
+                for v in 0..8 {
+                    let at = 64 + 128 * c + 16 * v + 4 * r;
+                    o[at..at + 4].copy_from_slice(&blk[16 + 32 * c + 4 * v..][..4]);
+                }
+            }
+        }
+        for i in 0..32 {
+            o[16 + i] = (sc[i] & 15) | (mn[i] & 15) << 4;
+        }
+        for i in 0..16 {
+            o[48 + i] =
+                sc[i] >> 4 | (sc[i + 16] >> 4) << 2 | (mn[i] >> 4) << 4 | (mn[i + 16] >> 4) << 6;
+        }
+    }
+}
+
+/// A Q4_K group's scales (as `i32`, a vector per sub-block, a lane per row) and mins (as
+/// `i16`, two sub-blocks per vector), from the re-packed six-bit values at `p`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4k_scales(p: *const u8) -> ([int32x4_t; 8], [int16x8_t; 4]) {
+    let (l0, l1, h) = (vld1q_u8(p), vld1q_u8(p.add(16)), vld1q_u8(p.add(32)));
+    let (m4, m2) = (vdupq_n_u8(15), vdupq_n_u8(3));
+    let top = |v: uint8x16_t| vshlq_n_u8(vandq_u8(v, m2), 4);
+    let sc = [
+        vorrq_u8(vandq_u8(l0, m4), top(h)),
+        vorrq_u8(vandq_u8(l1, m4), top(vshrq_n_u8(h, 2))),
+    ];
+    let mn = [
+        vorrq_u8(vshrq_n_u8(l0, 4), top(vshrq_n_u8(h, 4))),
+        vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(h, 6), 4)),
+    ];
+    let wide = |v: uint16x8_t| {
+        [
+            vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(v))),
+            vreinterpretq_s32_u32(vmovl_high_u16(v)),
+        ]
+    };
+    let [a, b] = wide(vmovl_u8(vget_low_u8(sc[0])));
+    let [c, d] = wide(vmovl_high_u8(sc[0]));
+    let [e, f] = wide(vmovl_u8(vget_low_u8(sc[1])));
+    let [g, hh] = wide(vmovl_high_u8(sc[1]));
+    let m16 = |v: uint16x8_t| vreinterpretq_s16_u16(v);
+    (
+        [a, b, c, d, e, f, g, hh],
+        [
+            m16(vmovl_u8(vget_low_u8(mn[0]))),
+            m16(vmovl_high_u8(mn[0])),
+            m16(vmovl_u8(vget_low_u8(mn[1]))),
+            m16(vmovl_high_u8(mn[1])),
+        ],
+    )
+}
+
+/// `Σ_j mins_j · bsums[j]` over the eight sub-blocks, a lane per row.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4k_mins(m: &[int16x8_t; 4], bs: int16x8_t) -> int32x4_t {
+    let s = vmull_laneq_s16::<0>(vget_low_s16(m[0]), bs);
+    let s = vmlal_laneq_s16::<1>(s, vget_high_s16(m[0]), bs);
+    let s = vmlal_laneq_s16::<2>(s, vget_low_s16(m[1]), bs);
+    let s = vmlal_laneq_s16::<3>(s, vget_high_s16(m[1]), bs);
+    let s = vmlal_laneq_s16::<4>(s, vget_low_s16(m[2]), bs);
+    let s = vmlal_laneq_s16::<5>(s, vget_high_s16(m[2]), bs);
+    let s = vmlal_laneq_s16::<6>(s, vget_low_s16(m[3]), bs);
+    vmlal_laneq_s16::<7>(s, vget_high_s16(m[3]), bs)
+}
+
+/// The sixteen quant vectors of chunk `c` of a Q4_K group at `q`: low nibbles (sub-block
+/// `2c`) then high ones (`2c + 1`), as signed bytes.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4k_chunk(q: *const u8) -> ([int8x16_t; 8], [int8x16_t; 8]) {
+    let v: [uint8x16_t; 8] = core::array::from_fn(|k| vld1q_u8(q.add(16 * k)));
+    let m4 = vdupq_n_u8(15);
+    (
+        v.map(|v| vreinterpretq_s8_u8(vandq_u8(v, m4))),
+        v.map(|v| vreinterpretq_s8_u8(vshrq_n_u8(v, 4))),
+    )
+}
+
+/// Four `f16`s at `p` as `f32` lanes.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn f16x4_at(p: *const u8) -> float32x4_t {
+    let h = |i: usize| p.add(2 * i).cast::<u16>().read_unaligned();
+    f16x4([h(0), h(1), h(2), h(3)])
+}
+
+/// Decode: groups of four Q4_K rows times one row of Q8_K activations, a lane per row.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn rows_q4_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ4_K>();
+    let nb = n / QK_K;
+    for (g, o) in out.chunks_exact_mut(X).enumerate() {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        let mut acc = vdupq_n_f32(0.0);
+        for b in 0..nb {
+            let (x, y) = (x0.add(GB * b), a.as_ptr().add(size_of::<BlockQ8_K>() * b));
+            let (sc, mn) = q4k_scales(x.add(16));
+            let mut isum = vdupq_n_s32(0);
+            for c in 0..4 {
+                let (lo, hi) = q4k_chunk(x.add(64 + 128 * c));
+                let ya: [int8x16_t; 4] =
+                    core::array::from_fn(|k| vld1q_s8(y.add(4 + 64 * c + 16 * k).cast()));
+                let s = gdot4_dotprod(vdupq_n_s32(0), [lo[0], lo[1], lo[2], lo[3]], ya[0]);
+                let s = gdot4_dotprod(s, [lo[4], lo[5], lo[6], lo[7]], ya[1]);
+                isum = vmlaq_s32(isum, s, sc[2 * c]);
+                let s = gdot4_dotprod(vdupq_n_s32(0), [hi[0], hi[1], hi[2], hi[3]], ya[2]);
+                let s = gdot4_dotprod(s, [hi[4], hi[5], hi[6], hi[7]], ya[3]);
+                isum = vmlaq_s32(isum, s, sc[2 * c + 1]);
+            }
+            let bs = y.add(260).cast::<i16>();
+            let msum = q4k_mins(&mn, vpaddq_s16(vld1q_s16(bs), vld1q_s16(bs.add(8))));
+            let yd = y.cast::<f32>().read_unaligned();
+            let d = vmulq_n_f32(f16x4_at(x), yd);
+            let dmin = vmulq_n_f32(f16x4_at(x.add(8)), yd);
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(isum), d);
+            acc = vfmsq_f32(acc, vcvtq_f32_s32(msum), dmin);
+        }
+        vst1q_f32(o.as_mut_ptr(), acc);
+    }
+}
+
+/// One token's sums of a Q4_K group's super-block against a Q8_K panel block `y`:
+/// `(Σ_j sc_j Σ q a, Σ_j m_j bsum_j)`, a lane per row.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4k_token<const T: i32>(
+    x: *const u8,
+    y: *const u8,
+    sc: &[int32x4_t; 8],
+    mn: &[int32x4_t; 8],
+) -> (int32x4_t, int32x4_t) {
+    let mut isum = vdupq_n_s32(0);
+    let mut msum = vdupq_n_s32(0);
+    let ag = |g: usize| vld1q_s8(y.add(16 * g).cast());
+    for c in 0..4 {
+        let (lo, hi) = q4k_chunk(x.add(64 + 128 * c));
+        for (h, q) in [lo, hi].iter().enumerate() {
+            let j = 2 * c + h;
+            let g = 8 * j;
+            let s = sdot4_at::<T>(
+                vdupq_n_s32(0),
+                [q[0], q[1], q[2], q[3]],
+                [ag(g), ag(g + 1), ag(g + 2), ag(g + 3)],
+            );
+            let s = sdot4_at::<T>(
+                s,
+                [q[4], q[5], q[6], q[7]],
+                [ag(g + 4), ag(g + 5), ag(g + 6), ag(g + 7)],
+            );
+            isum = vmlaq_s32(isum, s, sc[j]);
+            let bs = vld1q_s32(y.add(1040 + 16 * j).cast());
+            msum = vmlaq_laneq_s32::<T>(msum, mn[j], bs);
+        }
+    }
+    (isum, msum)
+}
+
+/// Prefill: groups of four Q4_K rows times panels of four tokens of Q8_K activations (the
+/// layout of `pack_q8_k`).
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn tile_q4_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ4_K>();
+    let nb = cols / QK_K;
+    let groups = w.len() / (nb * GB);
+    let rows = groups * X;
+    let pb = panel_bytes_q8_k(cols);
+    let np = panels.len() / pb;
+    for g in 0..groups {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        for p in 0..np {
+            let pan = panels.as_ptr().add(p * pb);
+            let mut acc = [vdupq_n_f32(0.0); PANEL];
+            for b in 0..nb {
+                let (x, y) = (x0.add(GB * b), pan.add(Q8K_PANEL_BLOCK * b));
+                let (sc, m16) = q4k_scales(x.add(16));
+                let mn: [int32x4_t; 8] = core::array::from_fn(|j| {
+                    let v = m16[j / 2];
+                    vmovl_s16(if j % 2 == 0 {
+                        vget_low_s16(v)
+                    } else {
+                        vget_high_s16(v)
+                    })
+                });
+                let dw = f16x4_at(x);
+                let mw = f16x4_at(x.add(8));
+                let da = vld1q_f32(y.add(1024).cast());
+                let s = [
+                    q4k_token::<0>(x, y, &sc, &mn),
+                    q4k_token::<1>(x, y, &sc, &mn),
+                    q4k_token::<2>(x, y, &sc, &mn),
+                    q4k_token::<3>(x, y, &sc, &mn),
+                ];
+                let d = [
+                    vmulq_laneq_f32::<0>(dw, da),
+                    vmulq_laneq_f32::<1>(dw, da),
+                    vmulq_laneq_f32::<2>(dw, da),
+                    vmulq_laneq_f32::<3>(dw, da),
+                ];
+                let dmin = [
+                    vmulq_laneq_f32::<0>(mw, da),
+                    vmulq_laneq_f32::<1>(mw, da),
+                    vmulq_laneq_f32::<2>(mw, da),
+                    vmulq_laneq_f32::<3>(mw, da),
+                ];
+                for t in 0..PANEL {
+                    acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(s[t].0), d[t]);
+                    acc[t] = vfmsq_f32(acc[t], vcvtq_f32_s32(s[t].1), dmin[t]);
+                }
+            }
+            let mut t = [[0.0f32; PANEL]; PANEL];
+            for (row, acc) in t.iter_mut().zip(acc) {
+                vst1q_f32(row.as_mut_ptr(), acc);
+            }
+            for r in 0..X {
+                for (tok, row) in t.iter().enumerate() {
+                    out[(p * rows + g * X + r) * PANEL + tok] = row[r];
+                }
+            }
+        }
+    }
+}
+
 // Each format's kernels by name (the loops `arm-cost` measures: `interleaved::rows_q4_0` …).
 
 #[target_feature(enable = "neon,dotprod")]
@@ -245,8 +499,10 @@ mod w {
             .then(|| X * cols / B::LEN * size_of::<B>())
     }
 
+    /// `ctor: weight block, activation block, pack, rows, tile, panel kernels, panel bytes`.
     macro_rules! interleaved {
-        ($($ctor:ident: $code:expr, $b:ty, $rows:ident, $tile:ident;)*) => {$(
+        ($($ctor:ident: $b:ty, $a:ty, $pack:expr, $rows:ident, $tile:ident,
+           $gemm:ident, $pb:ident;)*) => {$(
             /// The interleaved layout of four rows and its kernels.
             pub(crate) const fn $ctor() -> RepackKernels {
                 fn pack_checked(cols: usize, src: &[u8], dst: &mut [u8]) {
@@ -255,7 +511,7 @@ mod w {
                         g == Some(src.len()) && src.len() == dst.len(),
                         "{}: pack sizes", stringify!($ctor)
                     );
-                    pack::<{ $code }>(cols, src, dst)
+                    $pack(cols, src, dst)
                 }
 
                 fn rows_checked(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
@@ -263,7 +519,7 @@ mod w {
                     assert!(
                         g.is_some_and(|g| {
                             out.len().is_multiple_of(X) && w.len() == out.len() / X * g
-                        }) && a.len() == n / 32 * size_of::<BlockQ8_0>(),
+                        }) && a.len() == n / <$a>::LEN * size_of::<$a>(),
                         "{}: dot_rows sizes", stringify!($ctor)
                     );
                     // SAFETY: dotprod is present (see `cpu::levels`); sizes checked above.
@@ -272,7 +528,7 @@ mod w {
 
                 fn tile_checked(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
                     let g = group_bytes::<$b>(cols).filter(|&g| g > 0);
-                    let pb = panel_bytes_q8(cols);
+                    let pb = $pb(cols);
                     assert!(
                         g.is_some_and(|g| {
                             w.len().is_multiple_of(g)
@@ -289,15 +545,19 @@ mod w {
                     rows: X,
                     pack: pack_checked,
                     dot_rows: rows_checked,
-                    gemm: gemm_q8_0(tile_checked),
+                    gemm: $gemm(tile_checked),
                 }
             }
         )*};
     }
     interleaved! {
-        x4_q4_0: XQ4_0, BlockQ4_0, rows_q4_0, tile_q4_0;
-        x4_q8_0: XQ8_0, BlockQ8_0, rows_q8_0, tile_q8_0;
+        x4_q4_0: BlockQ4_0, BlockQ8_0, pack::<XQ4_0>, rows_q4_0, tile_q4_0,
+            gemm_q8_0, panel_bytes_q8;
+        x4_q8_0: BlockQ8_0, BlockQ8_0, pack::<XQ8_0>, rows_q8_0, tile_q8_0,
+            gemm_q8_0, panel_bytes_q8;
+        x4_q4_k: BlockQ4_K, BlockQ8_K, pack_q4_k, rows_q4_k, tile_q4_k,
+            gemm_q8_k, panel_bytes_q8_k;
     }
 }
 
-pub(crate) use w::{x4_q4_0, x4_q8_0};
+pub(crate) use w::{x4_q4_0, x4_q4_k, x4_q8_0};

@@ -336,9 +336,9 @@ impl Llama {
     }
 
     /// [`Llama::load`], repacking (`repack`) the matrices the process's kernel set has an
-    /// interleaved layout for (the dotprod set: Q4_0, Q8_0) and releasing their pages of the
-    /// map, or keeping every weight in the map. Embeddings, and an output matrix tied to
-    /// them, are read by row and stay in the map.
+    /// interleaved layout for (the dotprod set: Q4_0, Q8_0, Q4_K) and releasing their pages
+    /// of the map, or keeping every weight in the map. Embeddings, and an output matrix tied
+    /// to them, are read by row and stay in the map.
     pub fn load_with(file: GgufFile, repack: bool) -> Result<Llama, ModelError> {
         let c = LlamaConfig::from_gguf(&file)?;
         let (d, q_dim, kv, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
