@@ -306,7 +306,10 @@ fn row(ty: GgmlType) -> Row {
                 .rows(rows_q6_k)
                 .gemm(gemm_q8_k(tile_q6_k))),
             neon: arm!(none.dot(n_dot_q6_k).gemm(gemm_q8_k(n_tile_q6_k))),
-            dotprod: arm!(none.dot(d_dot_q6_k).gemm(gemm_q8_k(d_tile_q6_k))),
+            dotprod: arm!(none
+                .dot(d_dot_q6_k)
+                .gemm(gemm_q8_k(d_tile_q6_k))
+                .repack(x4_q6_k())),
             ..row(scalar!(Q6_K))
         },
         Q8_K => Row {

@@ -188,3 +188,53 @@ fn repacked_model_gives_the_same_logits_in_no_more_memory() {
         );
     }
 }
+
+/// A catalog model (`TERN_REPACK_MODEL`, Qwen2.5-Coder-1.5B by default: Q4_K and Q6_K)
+/// loaded repacked and in the map, one after the other, each run on a 4-token prompt: the
+/// bytes repacked, load times, and resident memory against the file's size. On demand (a
+/// measurement for the README, minutes under qemu):
+/// `QEMU_CPU=neoverse-n1 qemu-aarch64 -L /usr/aarch64-linux-gnu <repack test binary>
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn catalog_model_resident_memory() {
+    let name = std::env::var("TERN_REPACK_MODEL").unwrap_or("qwen2.5-coder-1.5b".into());
+    let path = tern_testkit::model(&name);
+    let file_size = std::fs::metadata(&path).unwrap().len() as usize;
+    let mb = |b: usize| b as f64 / (1 << 20) as f64;
+    println!(
+        "{name}: file {:.1} MB, {} kernels",
+        mb(file_size),
+        tern_kernels::kernels().name()
+    );
+    let mut grown = Vec::new();
+    for repack in [false, true, false] {
+        let before = rss();
+        let t = std::time::Instant::now();
+        let llama = Llama::load_with(GgufFile::open(&path).unwrap(), repack).unwrap();
+        let load = t.elapsed();
+        let mut cache = llama.new_cache(CacheConfig::dense(16), 4).unwrap();
+        let mut st = State::new(llama.config(), 4);
+        llama
+            .forward(&[1, 2, 3, 4], &mut cache, &mut st, false)
+            .unwrap();
+        assert!(st.logits().iter().all(|v| v.is_finite()));
+        let after = rss();
+        println!(
+            "repack {repack}: {:.1} MB repacked, load {:.2} s; resident {:.1} MB after the \
+             prompt, grew {:.1} MB",
+            mb(llama.repacked_bytes()),
+            load.as_secs_f64(),
+            mb(after),
+            mb(after.saturating_sub(before))
+        );
+        grown.push((llama.repacked_bytes(), after.saturating_sub(before)));
+    }
+    let (repacked, grown_packed) = grown[1];
+    if repacked > 0 {
+        assert!(
+            grown_packed as f64 <= file_size as f64 * 1.05,
+            "resident memory grew {grown_packed} bytes for a file of {file_size}"
+        );
+    }
+}

@@ -23,6 +23,11 @@
 //!   `i + 16`, two bits each from the bottom); then for each 32-byte chunk `c` of quants
 //!   (low nibbles: sub-block `2c`, high: `2c + 1`) eight vectors, vector `v` holding bytes
 //!   `4v..4v+4` of the chunk of each row.
+//! - Q6_K (840 bytes per super-block): the rows' four `d`; their sixteen scales as
+//!   `[sub-block 16][row 4]` `i8`; then for each half of 128 values its `ql` (four 16-byte
+//!   chunks of each row) and `qh` (two), each chunk interleaved as above: vector `v` of a
+//!   chunk holds its bytes `4v..4v+4` of each row. The lane-wise decoding of the file's
+//!   `ql`/`qh` then yields values `4v..4v+4` of a 16-value sub-block of each row.
 //!
 //! Rows that do not fill a group are not repacked (the matrix keeps the file's layout: see
 //! `QMatrix::repack_with`).
@@ -40,7 +45,7 @@ use super::{
 };
 use crate::kernel::RepackKernels;
 use crate::quant::kquants::scale_min_k4;
-use crate::quant::{Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+use crate::quant::{Block, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_K};
 use crate::QK_K;
 
 /// Rows interleaved in a group.
@@ -466,6 +471,193 @@ unsafe fn tile_q4_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Rewrites four file rows of Q6_K as one group (see the module doc).
+fn pack_q6_k(cols: usize, src: &[u8], dst: &mut [u8]) {
+    const BB: usize = size_of::<BlockQ6_K>();
+    let rb = cols / QK_K * BB;
+    for (b, o) in dst.chunks_exact_mut(X * BB).enumerate() {
+        for r in 0..X {
+            let blk = &src[r * rb + b * BB..r * rb + (b + 1) * BB];
+            o[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
+            for j in 0..16 {
+                o[8 + 4 * j + r] = blk[192 + j];
+            }
+            for h in 0..2 {
+                let base = 72 + 384 * h;
+                // `ql` chunks 0..4 then `qh` chunks 0..2 of this half, 64 bytes apart.
+                let chunks = (0..4)
+                    .map(|c| 64 * h + 16 * c)
+                    .chain((0..2).map(|c| 128 + 32 * h + 16 * c));
+                for (n, at) in chunks.enumerate() {
+                    for v in 0..4 {
+                        let o_at = base + 64 * n + 16 * v + 4 * r;
+                        o[o_at..o_at + 4].copy_from_slice(&blk[at + 4 * v..at + 4 * v + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Q6_K group's sixteen scales as `i32`, a vector per sub-block, a lane per row.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6k_scales(p: *const u8) -> [int32x4_t; 16] {
+    let mut out = [vdupq_n_s32(0); 16];
+    for q in 0..4 {
+        let v = vld1q_s8(p.add(16 * q).cast());
+        let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+        out[4 * q] = vmovl_s16(vget_low_s16(lo));
+        out[4 * q + 1] = vmovl_high_s16(lo);
+        out[4 * q + 2] = vmovl_s16(vget_low_s16(hi));
+        out[4 * q + 3] = vmovl_high_s16(hi);
+    }
+    out
+}
+
+/// Part `i` (0, 1) of half `h` of a Q6_K group at `x`, decoded: `w[k][v]` holds values
+/// `4v..4v+4` of sub-block `8h + 2k + i` of each row, `q - 32`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6k_part(x: *const u8, h: usize, i: usize) -> [[int8x16_t; 4]; 4] {
+    let base = x.add(72 + 384 * h);
+    let (m4, m2) = (vdupq_n_u8(15), vdupq_n_u8(3));
+    // `per_v[v][k]`: values of sub-block `2k + i`, quads `v`.
+    let per_v: [[int8x16_t; 4]; 4] = core::array::from_fn(|v| {
+        let l0 = vld1q_u8(base.add(64 * i + 16 * v));
+        let l1 = vld1q_u8(base.add(64 * (2 + i) + 16 * v));
+        let qh = vld1q_u8(base.add(256 + 64 * i + 16 * v));
+        let top = |v: uint8x16_t| vshlq_n_u8(vandq_u8(v, m2), 4);
+        [
+            vorrq_u8(vandq_u8(l0, m4), top(qh)),
+            vorrq_u8(vandq_u8(l1, m4), top(vshrq_n_u8(qh, 2))),
+            vorrq_u8(vshrq_n_u8(l0, 4), top(vshrq_n_u8(qh, 4))),
+            vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4)),
+        ]
+        .map(|val| vsubq_s8(vreinterpretq_s8_u8(val), vdupq_n_s8(32)))
+    });
+    core::array::from_fn(|k| core::array::from_fn(|v| per_v[v][k]))
+}
+
+/// Half `h` of a Q6_K group's super-block against one Q8_K block `y`, added to `isum`
+/// with the scales (decode).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6k_half_rows(
+    mut isum: int32x4_t,
+    x: *const u8,
+    y: *const u8,
+    h: usize,
+    sc: &[int32x4_t; 16],
+) -> int32x4_t {
+    for i in 0..2 {
+        let wq = q6k_part(x, h, i);
+        for (k, wk) in wq.iter().enumerate() {
+            let j = 2 * k + i;
+            let ya = vld1q_s8(y.add(4 + 128 * h + 16 * j).cast());
+            let s = gdot4_dotprod(vdupq_n_s32(0), *wk, ya);
+            isum = vmlaq_s32(isum, s, sc[8 * h + j]);
+        }
+    }
+    isum
+}
+
+/// Decode: groups of four Q6_K rows times one row of Q8_K activations, a lane per row.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn rows_q6_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ6_K>();
+    let nb = n / QK_K;
+    for (g, o) in out.chunks_exact_mut(X).enumerate() {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        let mut acc = vdupq_n_f32(0.0);
+        for b in 0..nb {
+            let (x, y) = (x0.add(GB * b), a.as_ptr().add(size_of::<BlockQ8_K>() * b));
+            let sc = q6k_scales(x.add(8));
+            // The two halves written out: a loop over them stays a loop (so `arm-cost`
+            // would see a half's loop, not the super-block's).
+            let isum = q6k_half_rows(vdupq_n_s32(0), x, y, 0, &sc);
+            let isum = q6k_half_rows(isum, x, y, 1, &sc);
+            let d = vmulq_n_f32(f16x4_at(x), y.cast::<f32>().read_unaligned());
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(isum), d);
+        }
+        vst1q_f32(o.as_mut_ptr(), acc);
+    }
+}
+
+/// Token `T`'s sums of part `i` of half `h` of a Q6_K group (`wq`, from [`q6k_part`])
+/// against a Q8_K panel block `y`, added to `isum` with the scales.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6k_token<const T: i32>(
+    mut isum: int32x4_t,
+    wq: &[[int8x16_t; 4]; 4],
+    y: *const u8,
+    h: usize,
+    i: usize,
+    sc: &[int32x4_t; 16],
+) -> int32x4_t {
+    for (k, wk) in wq.iter().enumerate() {
+        let j = 2 * k + i;
+        let g = 32 * h + 4 * j;
+        let ag: [int8x16_t; 4] = core::array::from_fn(|v| vld1q_s8(y.add(16 * (g + v)).cast()));
+        let s = sdot4_at::<T>(vdupq_n_s32(0), *wk, ag);
+        isum = vmlaq_s32(isum, s, sc[8 * h + j]);
+    }
+    isum
+}
+
+/// Prefill: groups of four Q6_K rows times panels of four tokens of Q8_K activations.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ6_K>();
+    let nb = cols / QK_K;
+    let groups = w.len() / (nb * GB);
+    let rows = groups * X;
+    let pb = panel_bytes_q8_k(cols);
+    let np = panels.len() / pb;
+    for g in 0..groups {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        for p in 0..np {
+            let pan = panels.as_ptr().add(p * pb);
+            let mut acc = [vdupq_n_f32(0.0); PANEL];
+            for b in 0..nb {
+                let (x, y) = (x0.add(GB * b), pan.add(Q8K_PANEL_BLOCK * b));
+                let sc = q6k_scales(x.add(8));
+                let mut isum = [vdupq_n_s32(0); PANEL];
+                for h in 0..2 {
+                    for i in 0..2 {
+                        let wq = q6k_part(x, h, i);
+                        isum[0] = q6k_token::<0>(isum[0], &wq, y, h, i, &sc);
+                        isum[1] = q6k_token::<1>(isum[1], &wq, y, h, i, &sc);
+                        isum[2] = q6k_token::<2>(isum[2], &wq, y, h, i, &sc);
+                        isum[3] = q6k_token::<3>(isum[3], &wq, y, h, i, &sc);
+                    }
+                }
+                let dw = f16x4_at(x);
+                let da = vld1q_f32(y.add(1024).cast());
+                let d = [
+                    vmulq_laneq_f32::<0>(dw, da),
+                    vmulq_laneq_f32::<1>(dw, da),
+                    vmulq_laneq_f32::<2>(dw, da),
+                    vmulq_laneq_f32::<3>(dw, da),
+                ];
+                for t in 0..PANEL {
+                    acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), d[t]);
+                }
+            }
+            let mut t = [[0.0f32; PANEL]; PANEL];
+            for (row, acc) in t.iter_mut().zip(acc) {
+                vst1q_f32(row.as_mut_ptr(), acc);
+            }
+            for r in 0..X {
+                for (tok, row) in t.iter().enumerate() {
+                    out[(p * rows + g * X + r) * PANEL + tok] = row[r];
+                }
+            }
+        }
+    }
+}
+
 // Each format's kernels by name (the loops `arm-cost` measures: `interleaved::rows_q4_0` …).
 
 #[target_feature(enable = "neon,dotprod")]
@@ -557,7 +749,9 @@ mod w {
             gemm_q8_0, panel_bytes_q8;
         x4_q4_k: BlockQ4_K, BlockQ8_K, pack_q4_k, rows_q4_k, tile_q4_k,
             gemm_q8_k, panel_bytes_q8_k;
+        x4_q6_k: BlockQ6_K, BlockQ8_K, pack_q6_k, rows_q6_k, tile_q6_k,
+            gemm_q8_k, panel_bytes_q8_k;
     }
 }
 
-pub(crate) use w::{x4_q4_0, x4_q4_k, x4_q8_0};
+pub(crate) use w::{x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};

@@ -28,7 +28,7 @@ mod i8mm;
 mod interleaved;
 mod quantize;
 
-pub(crate) use interleaved::{x4_q4_0, x4_q4_k, x4_q8_0};
+pub(crate) use interleaved::{x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};
 pub(crate) use w::*;
 
 /// Tokens per panel: one per `i32` lane of a 128-bit vector.
