@@ -516,10 +516,11 @@ unsafe fn q6k_scales(p: *const u8) -> [int32x4_t; 16] {
 }
 
 /// Part `i` (0, 1) of half `h` of a Q6_K group at `x`, decoded: `w[k][v]` holds values
-/// `4v..4v+4` of sub-block `8h + 2k + i` of each row, `q - 32`.
+/// `4v..4v+4` of sub-block `8h + 2k + i` of each row: `q - 32` (`OFFSET`), or `q` (for a
+/// caller that subtracts `32 Σ a` with the activations' block sums instead).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn q6k_part(x: *const u8, h: usize, i: usize) -> [[int8x16_t; 4]; 4] {
+unsafe fn q6k_part<const OFFSET: bool>(x: *const u8, h: usize, i: usize) -> [[int8x16_t; 4]; 4] {
     let base = x.add(72 + 384 * h);
     let (m4, m2) = (vdupq_n_u8(15), vdupq_n_u8(3));
     // `per_v[v][k]`: values of sub-block `2k + i`, quads `v`.
@@ -534,9 +535,42 @@ unsafe fn q6k_part(x: *const u8, h: usize, i: usize) -> [[int8x16_t; 4]; 4] {
             vorrq_u8(vshrq_n_u8(l0, 4), top(vshrq_n_u8(qh, 4))),
             vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4)),
         ]
-        .map(|val| vsubq_s8(vreinterpretq_s8_u8(val), vdupq_n_s8(32)))
+        .map(|val| match OFFSET {
+            true => vsubq_s8(vreinterpretq_s8_u8(val), vdupq_n_s8(32)),
+            false => vreinterpretq_s8_u8(val),
+        })
     });
     core::array::from_fn(|k| core::array::from_fn(|v| per_v[v][k]))
+}
+
+/// `Σ_j sc_j bsum_j` of a Q6_K group (scales `[sub-block][row]` `i8` at `p`; `bs` the Q8_K
+/// block's sixteen sums of sixteen quants), a lane per row.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6k_offsets(p: *const u8, bs: [int16x8_t; 2]) -> int32x4_t {
+    let v: [int8x16_t; 4] = core::array::from_fn(|q| vld1q_s8(p.add(16 * q).cast()));
+    // Scales of sub-blocks 4q..4q+4 as i16: [4q, 4q+1] in the low, [4q+2, 4q+3] in the high.
+    let w: [int16x8_t; 8] = core::array::from_fn(|k| match k % 2 {
+        0 => vmovl_s8(vget_low_s8(v[k / 2])),
+        _ => vmovl_high_s8(v[k / 2]),
+    });
+    let (b0, b1) = (bs[0], bs[1]);
+    let s = vmull_laneq_s16::<0>(vget_low_s16(w[0]), b0);
+    let s = vmlal_laneq_s16::<1>(s, vget_high_s16(w[0]), b0);
+    let s = vmlal_laneq_s16::<2>(s, vget_low_s16(w[1]), b0);
+    let s = vmlal_laneq_s16::<3>(s, vget_high_s16(w[1]), b0);
+    let s = vmlal_laneq_s16::<4>(s, vget_low_s16(w[2]), b0);
+    let s = vmlal_laneq_s16::<5>(s, vget_high_s16(w[2]), b0);
+    let s = vmlal_laneq_s16::<6>(s, vget_low_s16(w[3]), b0);
+    let s = vmlal_laneq_s16::<7>(s, vget_high_s16(w[3]), b0);
+    let s = vmlal_laneq_s16::<0>(s, vget_low_s16(w[4]), b1);
+    let s = vmlal_laneq_s16::<1>(s, vget_high_s16(w[4]), b1);
+    let s = vmlal_laneq_s16::<2>(s, vget_low_s16(w[5]), b1);
+    let s = vmlal_laneq_s16::<3>(s, vget_high_s16(w[5]), b1);
+    let s = vmlal_laneq_s16::<4>(s, vget_low_s16(w[6]), b1);
+    let s = vmlal_laneq_s16::<5>(s, vget_high_s16(w[6]), b1);
+    let s = vmlal_laneq_s16::<6>(s, vget_low_s16(w[7]), b1);
+    vmlal_laneq_s16::<7>(s, vget_high_s16(w[7]), b1)
 }
 
 /// Half `h` of a Q6_K group's super-block against one Q8_K block `y`, added to `isum`
@@ -551,7 +585,7 @@ unsafe fn q6k_half_rows(
     sc: &[int32x4_t; 16],
 ) -> int32x4_t {
     for i in 0..2 {
-        let wq = q6k_part(x, h, i);
+        let wq = q6k_part::<false>(x, h, i);
         for (k, wk) in wq.iter().enumerate() {
             let j = 2 * k + i;
             let ya = vld1q_s8(y.add(4 + 128 * h + 16 * j).cast());
@@ -577,6 +611,10 @@ unsafe fn rows_q6_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
             // would see a half's loop, not the super-block's).
             let isum = q6k_half_rows(vdupq_n_s32(0), x, y, 0, &sc);
             let isum = q6k_half_rows(isum, x, y, 1, &sc);
+            // The quants were taken as `q`, not `q - 32`: take `32 Σ_j sc_j bsum_j` off.
+            let bs = y.add(260).cast::<i16>();
+            let off = q6k_offsets(x.add(8), [vld1q_s16(bs), vld1q_s16(bs.add(8))]);
+            let isum = vsubq_s32(isum, vshlq_n_s32(off, 5));
             let d = vmulq_n_f32(f16x4_at(x), y.cast::<f32>().read_unaligned());
             acc = vfmaq_f32(acc, vcvtq_f32_s32(isum), d);
         }
@@ -626,7 +664,7 @@ unsafe fn tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
                 let mut isum = [vdupq_n_s32(0); PANEL];
                 for h in 0..2 {
                     for i in 0..2 {
-                        let wq = q6k_part(x, h, i);
+                        let wq = q6k_part::<true>(x, h, i);
                         isum[0] = q6k_token::<0>(isum[0], &wq, y, h, i, &sc);
                         isum[1] = q6k_token::<1>(isum[1], &wq, y, h, i, &sc);
                         isum[2] = q6k_token::<2>(isum[2], &wq, y, h, i, &sc);
