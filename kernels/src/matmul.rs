@@ -70,6 +70,18 @@ impl<'a> QMatrix<'a> {
     /// count that is not a multiple of the interleave (such a matrix stays whole in the
     /// file's layout rather than split into groups and a tail).
     pub fn repack_with(&self, ks: &KernelSet) -> Option<PackedMatrix> {
+        self.repack_with_progress(ks, |_| ())
+    }
+
+    /// [`QMatrix::repack_with`], calling `done(bytes)` each time the first `bytes` of this
+    /// matrix's data have been repacked (every [`REPACK_CHUNK`] and at the end): a caller
+    /// releases what it no longer needs as it goes, so a large matrix is never resident
+    /// twice.
+    pub fn repack_with_progress(
+        &self,
+        ks: &KernelSet,
+        mut done: impl FnMut(usize),
+    ) -> Option<PackedMatrix> {
         let r = ks.get(self.ty).repack?;
         if self.layout != Layout::File || !self.rows.is_multiple_of(r.rows) {
             return None;
@@ -80,12 +92,17 @@ impl<'a> QMatrix<'a> {
         );
         let group = r.rows * self.row_bytes();
         let mut data = vec![0u8; self.data.len()];
-        for (src, dst) in self
+        let per_chunk = (REPACK_CHUNK / group).max(1) * group;
+        for (at, (src, dst)) in self
             .data
-            .chunks_exact(group)
-            .zip(data.chunks_exact_mut(group))
+            .chunks(per_chunk)
+            .zip(data.chunks_mut(per_chunk))
+            .enumerate()
         {
-            (r.pack)(self.cols, src, dst);
+            for (src, dst) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+                (r.pack)(self.cols, src, dst);
+            }
+            done(at * per_chunk + src.len());
         }
         Some(PackedMatrix {
             ty: self.ty,
@@ -151,6 +168,9 @@ impl PackedMatrix {
         }
     }
 }
+
+/// Bytes repacked between two calls of [`QMatrix::repack_with_progress`]'s `done`.
+pub const REPACK_CHUNK: usize = 16 << 20;
 
 /// Below this many multiply-adds (rows × cols × tokens) a product runs on the calling
 /// thread. A split costs ~0.3 µs from inside the pool while the workers are awake, but

@@ -162,8 +162,8 @@ fn repacked_model_gives_the_same_logits_in_no_more_memory() {
     );
     let repacks = repacks[0];
     println!(
-        "{} kernels: {:.1} MB repacked of a {:.1} MB file; resident memory grew {:.1} MB \
-         (in the map: {:.1} MB); the process's resident memory is {:.1} MB",
+        "{} kernels: {:.1} MiB repacked of a {:.1} MiB file; resident memory grew {:.1} MiB \
+         (in the map: {:.1} MiB); the process's resident memory is {:.1} MiB",
         ks.name(),
         mb(repacked),
         mb(file_size),
@@ -203,7 +203,7 @@ fn catalog_model_resident_memory() {
     let file_size = std::fs::metadata(&path).unwrap().len() as usize;
     let mb = |b: usize| b as f64 / (1 << 20) as f64;
     println!(
-        "{name}: file {:.1} MB, {} kernels",
+        "{name}: file {:.1} MiB, {} kernels",
         mb(file_size),
         tern_kernels::kernels().name()
     );
@@ -221,8 +221,8 @@ fn catalog_model_resident_memory() {
         assert!(st.logits().iter().all(|v| v.is_finite()));
         let after = rss();
         println!(
-            "repack {repack}: {:.1} MB repacked, load {:.2} s; resident {:.1} MB after the \
-             prompt, grew {:.1} MB",
+            "repack {repack}: {:.1} MiB repacked, load {:.2} s; resident {:.1} MiB after the \
+             prompt, grew {:.1} MiB",
             mb(llama.repacked_bytes()),
             load.as_secs_f64(),
             mb(after),

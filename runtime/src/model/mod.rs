@@ -137,11 +137,16 @@ impl Weight {
     fn repack(&mut self, file: &GgufFile) -> usize {
         let Weight::Mapped(w) = self else { return 0 };
         let w = *w;
-        let Some(packed) = w.view(file.tensor_data()).repack() else {
+        // The file's pages are released as the repacking goes, a chunk at a time, so that a
+        // large matrix (an output layer) is not resident twice even for a moment.
+        let release = |done: usize| {
+            file.release(w.offset..w.offset + done);
+        };
+        let view = w.view(file.tensor_data());
+        let Some(packed) = view.repack_with_progress(tern_kernels::kernels(), release) else {
             return 0;
         };
         *self = Weight::Packed(packed);
-        file.release(w.offset..w.offset + w.bytes);
         w.bytes
     }
 }
