@@ -147,13 +147,24 @@ impl<'a> QMatrix<'a> {
 /// A weight matrix repacked at load into a kernel set's interleaved layout
 /// ([`QMatrix::repack_with`]): it owns its bytes (the file's copy can then be released), and
 /// its [`view`](PackedMatrix::view) carries the layout, so only that set's kernels read it.
-#[derive(Debug)]
 pub struct PackedMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
     layout: Layout,
     data: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    /// The shape and layout; not the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("layout", &self.layout)
+            .finish()
+    }
 }
 
 impl PackedMatrix {
