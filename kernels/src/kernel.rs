@@ -54,6 +54,26 @@ pub struct TypeKernels {
     /// Faster than `dot` row by row, where there is one.
     pub dot_rows: Option<DotRowsFn>,
     pub gemm: Option<GemmKernels>,
+    /// The level's interleaved layout for the type, where it has one (see [`RepackKernels`]).
+    pub repack: Option<RepackKernels>,
+}
+
+/// A weight layout prepared once at load: groups of [`RepackKernels::rows`] rows interleaved
+/// block by block, so that one indexed `sdot` feeds a lane per row (llama.cpp's `repack.cpp`
+/// layouts). A group takes exactly the bytes of its rows in the file. Only these kernels read
+/// it: a repacked matrix carries its layout ([`crate::matmul::Layout`]) and the product picks
+/// them by it.
+#[derive(Clone, Copy)]
+pub struct RepackKernels {
+    /// Rows interleaved together (divides the matrix product's row blocks, 16).
+    pub rows: usize,
+    /// Rewrites `rows` whole rows of `cols` values in the file's layout (`src`) as one
+    /// interleaved group (`dst`, as many bytes).
+    pub pack: fn(cols: usize, src: &[u8], dst: &mut [u8]),
+    /// [`DotRowsFn`] over whole groups (`out.len()` a multiple of `rows`).
+    pub dot_rows: DotRowsFn,
+    /// Panel kernels whose `tile` reads whole groups.
+    pub gemm: GemmKernels,
 }
 
 /// The vectorisable elementwise primitives, as one kernel set implements them (see

@@ -12,29 +12,106 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::cpu::Level;
 use crate::quant;
 use crate::table::{kernels, GemmKernels, KernelSet, TypeKernels};
 use crate::GgmlType;
 
-/// A weight matrix as stored by ggml: `rows` rows of `cols` values of type `ty`, each row
-/// contiguous, borrowed from wherever the bytes live (usually the model's memory map).
+/// A weight matrix: `rows` rows of `cols` values of type `ty`, borrowed from wherever the
+/// bytes live (usually the model's memory map), in the layout its [`Layout`] names.
 #[derive(Copy, Clone, Debug)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// Private, so that only [`QMatrix::new`] (the file's layout) and
+    /// [`PackedMatrix::view`] (a repacked one) make matrices: no other layout can be claimed.
+    layout: Layout,
+}
+
+/// How a matrix's rows are laid out in its bytes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// ggml's: each row's blocks one after the other, rows one after the other.
+    File,
+    /// Repacked by the kernel set of `level` into groups of `rows` rows interleaved block by
+    /// block ([`crate::kernel::RepackKernels`]); only that set's kernels read it.
+    Interleaved { level: Level, rows: usize },
 }
 
 impl<'a> QMatrix<'a> {
-    /// A matrix over `data`, or `None` when `cols` is not a whole number of blocks or the
-    /// bytes do not match the shape.
+    /// A matrix over `data` in the file's layout, or `None` when `cols` is not a whole
+    /// number of blocks or the bytes do not match the shape.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Option<QMatrix<'a>> {
         let row_bytes = ty.bytes_for(cols as u64)? as usize;
         (row_bytes.checked_mul(rows)? == data.len()).then_some(QMatrix {
             ty,
             rows,
             cols,
+            data,
+            layout: Layout::File,
+        })
+    }
+
+    /// The layout of the rows.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// This matrix in the interleaved layout of the process's kernel set (see
+    /// [`QMatrix::repack_with`]).
+    pub fn repack(&self) -> Option<PackedMatrix> {
+        self.repack_with(kernels())
+    }
+
+    /// A copy of this matrix in `ks`'s interleaved layout for its type, or `None` where
+    /// there is none: no such layout at `ks`'s level, a matrix already repacked, or a row
+    /// count that is not a multiple of the interleave (such a matrix stays whole in the
+    /// file's layout rather than split into groups and a tail).
+    pub fn repack_with(&self, ks: &KernelSet) -> Option<PackedMatrix> {
+        self.repack_with_progress(ks, |_| ())
+    }
+
+    /// [`QMatrix::repack_with`], calling `done(bytes)` each time the first `bytes` of this
+    /// matrix's data have been repacked (every [`REPACK_CHUNK`] and at the end): a caller
+    /// releases what it no longer needs as it goes, so a large matrix is never resident
+    /// twice.
+    pub fn repack_with_progress(
+        &self,
+        ks: &KernelSet,
+        mut done: impl FnMut(usize),
+    ) -> Option<PackedMatrix> {
+        let r = ks.get(self.ty).repack?;
+        if self.layout != Layout::File || !self.rows.is_multiple_of(r.rows) {
+            return None;
+        }
+        assert!(
+            ROW_BLOCK.is_multiple_of(r.rows) && DOT_ROWS.is_multiple_of(r.rows),
+            "an interleave divides the row blocks"
+        );
+        let group = r.rows * self.row_bytes();
+        let mut data = vec![0u8; self.data.len()];
+        let per_chunk = (REPACK_CHUNK / group).max(1) * group;
+        for (at, (src, dst)) in self
+            .data
+            .chunks(per_chunk)
+            .zip(data.chunks_mut(per_chunk))
+            .enumerate()
+        {
+            for (src, dst) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+                (r.pack)(self.cols, src, dst);
+            }
+            done(at * per_chunk + src.len());
+        }
+        Some(PackedMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            layout: Layout::Interleaved {
+                level: ks.level(),
+                rows: r.rows,
+            },
             data,
         })
     }
@@ -44,13 +121,18 @@ impl<'a> QMatrix<'a> {
         self.cols / self.ty.block_len() * self.ty.block_bytes()
     }
 
-    /// The bytes of row `r`.
+    /// The bytes of row `r` (of a matrix in the file's layout).
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert_eq!(
+            self.layout,
+            Layout::File,
+            "the rows of a repacked matrix are interleaved"
+        );
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
     }
 
-    /// The bytes of rows `r`.
+    /// The bytes of rows `r` (whole groups of an interleaved layout).
     fn rows(&self, r: Range<usize>) -> &'a [u8] {
         let rb = self.row_bytes();
         &self.data[r.start * rb..r.end * rb]
@@ -61,6 +143,45 @@ impl<'a> QMatrix<'a> {
         quant::dequantize(self.ty, self.row(r), &mut out[..self.cols]);
     }
 }
+
+/// A weight matrix repacked at load into a kernel set's interleaved layout
+/// ([`QMatrix::repack_with`]): it owns its bytes (the file's copy can then be released), and
+/// its [`view`](PackedMatrix::view) carries the layout, so only that set's kernels read it.
+pub struct PackedMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    /// The shape and layout; not the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+impl PackedMatrix {
+    /// The matrix, to multiply with [`matmul`] and its kin.
+    pub fn view(&self) -> QMatrix<'_> {
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data,
+            layout: self.layout,
+        }
+    }
+}
+
+/// Bytes repacked between two calls of [`QMatrix::repack_with_progress`]'s `done`.
+pub const REPACK_CHUNK: usize = 16 << 20;
 
 /// Below this many multiply-adds (rows × cols × tokens) a product runs on the calling
 /// thread. A split costs ~0.3 µs from inside the pool while the workers are awake, but
@@ -150,7 +271,11 @@ fn product(
 ) {
     assert_eq!(ws.len(), ys.len(), "one output per matrix");
     let Some(first) = ws.first() else { return };
-    if ws.len() > MAX_SEGMENTS || ws.iter().any(|w| w.ty != first.ty || w.cols != first.cols) {
+    if ws.len() > MAX_SEGMENTS
+        || ws
+            .iter()
+            .any(|w| w.ty != first.ty || w.cols != first.cols || w.layout != first.layout)
+    {
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
             product(ks, &[*w], x, &mut [&mut **y], scratch, panels);
         }
@@ -177,10 +302,39 @@ fn product(
             out: SharedOut::new(y),
         });
     }
-    let k = ks.get(first.ty);
+    let k = kernels_for(ks, first);
+    let k = &k;
     match k.gemm {
         Some(g) if n >= 2 && panels => gemm(k, &g, &segs, x, n, scratch),
         _ => rows_dot(k, &segs, x, n, scratch),
+    }
+}
+
+/// The kernels that read `w`'s layout: the type's, or for a repacked matrix the interleaved
+/// ones of the set that repacked it (which alone are given, so no file-layout kernel reads
+/// interleaved rows). A matrix repacked by another kernel set is a programming error.
+fn kernels_for(ks: &KernelSet, w: &QMatrix<'_>) -> TypeKernels {
+    let k = *ks.get(w.ty);
+    match w.layout {
+        Layout::File => k,
+        Layout::Interleaved { level, rows } => {
+            let r = k
+                .repack
+                .filter(|r| level == ks.level() && r.rows == rows)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} matrix repacked by the {} kernels, multiplied with {}",
+                        w.ty,
+                        level.name(),
+                        ks.name()
+                    )
+                });
+            TypeKernels {
+                dot_rows: Some(r.dot_rows),
+                gemm: Some(r.gemm),
+                ..k
+            }
+        }
     }
 }
 

@@ -3,9 +3,12 @@
 //! As ggml's `type_traits_cpu` does, the table has one row per type ([`row`]); here a row has
 //! a column per level (scalar, avx2, neon, dotprod, i8mm), and each cell names the level's
 //! activation quantizer (`from_float`), dot product (decode), multi-row dot and panel kernels
-//! (prefill). A cell left empty runs the level below's kernel ([`Level::fallback`]), down to
-//! the scalar reference of [`crate::quant`], which every row has. The activation quantizer of
-//! a weight type is the `from_float` of its activation type's row, as in ggml.
+//! (prefill), and an interleaved weight layout with its own kernels where the level has one
+//! (repacked at load: [`RepackKernels`]). A cell left empty runs the level below's kernel
+//! ([`Level::fallback`]), down to the scalar reference of [`crate::quant`], which every row
+//! has; the interleaved layouts alone are never inherited (i8mm keeps the file's layout).
+//! The activation quantizer of a weight type is the `from_float` of its activation type's
+//! row, as in ggml.
 //!
 //! The i8mm level adds only panel kernels (`smmla` multiplies two rows by two tokens: it has
 //! nothing to offer one token), and they read the weights in the file's layout; the K-quant
@@ -26,7 +29,9 @@
 use std::sync::OnceLock;
 
 use crate::cpu::{self, Level};
-pub use crate::kernel::{DotFn, DotRowsFn, GemmKernels, OpKernels, QuantizeFn, TypeKernels};
+pub use crate::kernel::{
+    DotFn, DotRowsFn, GemmKernels, OpKernels, QuantizeFn, RepackKernels, TypeKernels,
+};
 use crate::ops::scalar as scalar_ops;
 use crate::quant;
 use crate::GgmlType;
@@ -40,6 +45,10 @@ struct Cell {
     dot: Option<DotFn>,
     dot_rows: Option<DotRowsFn>,
     gemm: Option<GemmKernels>,
+    /// An interleaved layout and its kernels. Unlike the others, never taken from the level
+    /// below: a level whose panel or decode kernels read the file's layout (i8mm's `smmla`
+    /// panels) must not be handed rows another level repacked.
+    repack: Option<RepackKernels>,
 }
 
 impl Cell {
@@ -48,6 +57,7 @@ impl Cell {
         dot: None,
         dot_rows: None,
         gemm: None,
+        repack: None,
     };
 
     #[cfg_attr(
@@ -90,6 +100,14 @@ impl Cell {
     const fn gemm(self, g: GemmKernels) -> Cell {
         Cell {
             gemm: Some(g),
+            ..self
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    const fn repack(self, r: RepackKernels) -> Cell {
+        Cell {
+            repack: Some(r),
             ..self
         }
     }
@@ -209,7 +227,8 @@ fn row(ty: GgmlType) -> Row {
             dotprod: arm!(none
                 .dot(d_dot_q4_0)
                 .rows(d_rows_q4_0)
-                .gemm(gemm_q8_0(d_tile_q4_0))),
+                .gemm(gemm_q8_0(d_tile_q4_0))
+                .repack(x4_q4_0())),
             i8mm: arm!(none.gemm(i8mm_q8_0(mm_q4_0))),
             ..row(scalar!(Q4_0))
         },
@@ -260,7 +279,8 @@ fn row(ty: GgmlType) -> Row {
             dotprod: arm!(none
                 .dot(d_dot_q8_0)
                 .rows(d_rows_q8_0)
-                .gemm(gemm_q8_0(d_tile_q8_0))),
+                .gemm(gemm_q8_0(d_tile_q8_0))
+                .repack(x4_q8_0())),
             i8mm: arm!(none.gemm(i8mm_q8_0(mm_q8_0))),
             ..row(scalar!(Q8_0))
         },
@@ -280,7 +300,8 @@ fn row(ty: GgmlType) -> Row {
             dotprod: arm!(none
                 .dot(d_dot_q4_k)
                 .rows(d_rows_q4_k)
-                .gemm(gemm_q8_k(d_tile_q4_k))),
+                .gemm(gemm_q8_k(d_tile_q4_k))
+                .repack(x4_q4_k())),
             i8mm: arm!(none
                 .dot(d_dot_q4_k)
                 .rows(d_rows_q4_k)
@@ -299,7 +320,10 @@ fn row(ty: GgmlType) -> Row {
                 .rows(rows_q6_k)
                 .gemm(gemm_q8_k(tile_q6_k))),
             neon: arm!(none.dot(n_dot_q6_k).gemm(gemm_q8_k(n_tile_q6_k))),
-            dotprod: arm!(none.dot(d_dot_q6_k).gemm(gemm_q8_k(d_tile_q6_k))),
+            dotprod: arm!(none
+                .dot(d_dot_q6_k)
+                .gemm(gemm_q8_k(d_tile_q6_k))
+                .repack(x4_q6_k())),
             i8mm: arm!(none.dot(d_dot_q6_k).gemm(i8mm_q8_k(mm_q6_k))),
             ..row(scalar!(Q6_K))
         },
@@ -365,6 +389,7 @@ impl KernelSet {
                 dot: w.find(level, |c| c.dot).unwrap_or(w.scalar.1),
                 dot_rows: w.find(level, |c| c.dot_rows),
                 gemm: w.find(level, |c| c.gemm),
+                repack: w.cell(level).repack,
             }
         });
         KernelSet {

@@ -581,3 +581,81 @@ fn matmul_many_matches_separate_products() {
         }
     }
 }
+
+#[test]
+fn repacked_matmul_matches_reference() {
+    // Rows repacked into a set's interleaved layout (dotprod on aarch64): decode and panels,
+    // row counts of one group to many (split over threads), and q/k/v-like matrices in one
+    // dispatch. A row count that is not a whole number of groups is not repacked.
+    use tern_kernels::matmul::{matmul_many_with, Layout};
+    let mut rng = Rng(8);
+    let mut repacked = 0;
+    for ks in sets() {
+        for ty in TYPES {
+            let Some(r) = ks.get(ty).repack else { continue };
+            for cols in col_sizes(ty) {
+                for rows in [r.rows, 2 * r.rows, 3 * r.rows, 52 * r.rows] {
+                    let data = weights(ty, rows * cols, &mut rng);
+                    let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+                    let packed = w.repack_with(&ks).expect("whole groups are repacked");
+                    let pw = packed.view();
+                    assert!(matches!(pw.layout(), Layout::Interleaved { .. }));
+                    assert!(pw.repack_with(&ks).is_none(), "repacked twice");
+                    for n in [1, 2, 4, 5, 9, 11] {
+                        let x = rng.act(n * cols);
+                        let (want, mag) = reference_matmul(&w, &x);
+                        let mut got = vec![f32::NAN; n * rows];
+                        matmul_with(&ks, &pw, &x, &mut got, &mut Vec::new());
+                        for i in 0..n * rows {
+                            let what = format!(
+                                "{} {ty} repacked {rows}x{cols}, {n} tokens, token {} row {}",
+                                ks.name(),
+                                i / rows,
+                                i % rows
+                            );
+                            check_close(&what, got[i], want[i], mag[i]);
+                        }
+                    }
+                    repacked += 1;
+                }
+                let odd = weights(ty, (r.rows + 1) * cols, &mut rng);
+                let odd = QMatrix::new(ty, r.rows + 1, cols, &odd).unwrap();
+                assert!(odd.repack_with(&ks).is_none(), "a partial group");
+            }
+            // Three repacked matrices sharing one dispatch (split over threads).
+            let cols = col_sizes(ty)[col_sizes(ty).len() - 1];
+            let shapes = [9 * r.rows, 3 * r.rows, r.rows];
+            let datas: Vec<Vec<u8>> = shapes
+                .iter()
+                .map(|&rows| weights(ty, rows * cols, &mut rng))
+                .collect();
+            let ws: Vec<QMatrix<'_>> = shapes
+                .iter()
+                .zip(&datas)
+                .map(|(&rows, d)| QMatrix::new(ty, rows, cols, d).unwrap())
+                .collect();
+            let packed: Vec<_> = ws.iter().map(|w| w.repack_with(&ks).unwrap()).collect();
+            let views: Vec<QMatrix<'_>> = packed.iter().map(|p| p.view()).collect();
+            for n in [1, 9] {
+                let x = rng.act(n * cols);
+                let mut outs: Vec<Vec<f32>> =
+                    ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                matmul_many_with(&ks, &views, &x, &mut ys, &mut Vec::new());
+                for (w, got) in ws.iter().zip(&outs) {
+                    let (want, mag) = reference_matmul(w, &x);
+                    for i in 0..got.len() {
+                        let what =
+                            format!("{} many repacked {ty}, {n} tokens, entry {i}", ks.name());
+                        check_close(&what, got[i], want[i], mag[i]);
+                    }
+                }
+            }
+        }
+    }
+    // The dotprod set repacks Q4_0, Q8_0 and Q4_K: where it runs, this test must have run them.
+    if KernelSet::available().iter().any(|s| s.name() == "dotprod") {
+        assert!(repacked > 0, "the dotprod set repacked nothing");
+    }
+    println!("repacked matrices checked: {repacked}");
+}

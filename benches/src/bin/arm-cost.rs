@@ -7,7 +7,9 @@
 //! runs `llvm-mca` on it for a Cortex-A72 (Pi 4) and a Neoverse-N1 with 4-wide dispatch (the
 //! Cortex-A76 design: Pi 5, phones). A loop's cost is normalised by the quant products it
 //! does (16 per `sdot`, 8 per `smull`/`smlal` of bytes, 32 per `smmla`), so every kernel is
-//! reported in cycles per 32 weights of one row, whatever its unrolling or row count.
+//! reported in cycles per 32 weights of one row, whatever its unrolling or row count. On the
+//! A76, Tern's paths include the loops over rows repacked at load (`interleaved`), as
+//! llama.cpp's include its repacked `gemv`s.
 //!
 //! No memory effects: every load hits L1.
 //!
@@ -111,6 +113,14 @@ fn main() -> Result<()> {
                 ],
                 &tern,
             ));
+            // Rows repacked at load into groups of four (the dotprod set's interleaved layouts).
+            if w == "d" {
+                paths.push((
+                    "interleaved (4 rows)".into(),
+                    vec![format!("11interleaved{}rows_{f}", 5 + f.len())],
+                    &tern,
+                ));
+            }
             // A path a checkout does not have (`--tern-root` of an older one) is left out.
             for (path, pats, funcs) in paths {
                 costs.extend(measure(format, cpu, "tern", &path, funcs, &pats, &out)?);
@@ -435,7 +445,9 @@ fn measure(
     };
     // A multi-row kernel's block loop sits in its loop over rows; a loop nested deeper (or,
     // in a one-row kernel, nested at all) is a sub-block loop of a super-block.
-    let multi_row = path.starts_with("dot_rows") || path.starts_with("repacked");
+    let multi_row = ["dot_rows", "repacked", "interleaved"]
+        .iter()
+        .any(|p| path.starts_with(p));
     let enclosing = loops(f)
         .into_iter()
         .filter(|&(c, d)| (c, d) != (a, b) && c <= a && b <= d)

@@ -7,8 +7,9 @@
 //! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
 //! holds the `smmla` panel kernels of the 32-value formats and the K-quants, `quantize.rs`
 //! the NEON activation quantizers (byte-exact with the reference), `ops.rs` the elementwise
-//! kernels (norms, softmax, gates, attention, RoPE). Half-precision scales are converted by
-//! the hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
+//! kernels (norms, softmax, gates, attention, RoPE), `interleaved.rs` the dotprod kernels of
+//! rows repacked at load into groups of four. Half-precision scales are converted by the
+//! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
 //! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
 //! Panels hold [`PANEL`] tokens. Weights are unpacked to signed bytes (`q - 8` for Q4_0 …),
@@ -25,9 +26,11 @@ use crate::QK_K;
 #[macro_use]
 mod kernels;
 mod i8mm;
+mod interleaved;
 mod ops;
 mod quantize;
 
+pub(crate) use interleaved::{x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};
 pub(crate) use ops::OPS;
 
 pub(crate) use w::*;

@@ -80,6 +80,15 @@ impl TensorView<'_> {
     }
 }
 
+/// The size of a memory page (4 KiB where the system does not say; 16 KiB and 64 KiB pages
+/// then merely release less).
+#[cfg(unix)]
+fn page_size() -> usize {
+    // SAFETY: `sysconf` reads a constant of the system; no memory is passed.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
 /// An open, validated GGUF file.
 pub struct GgufFile {
     /// Shared with the metadata arrays, which stay packed in it.
@@ -91,6 +100,9 @@ pub struct GgufFile {
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
     data_offset: u64,
+    /// Whether the map is of a file (pages released by [`GgufFile::release`] are read back
+    /// from it) rather than an anonymous copy (whose released pages would read as zeros).
+    file_backed: bool,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -124,7 +136,7 @@ impl GgufFile {
         // written once (downloads go to a temporary name and are renamed into place), so
         // nothing modifies them while mapped. This is the documented contract of `open`.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        Self::from_map(map)
+        Self::from_map(map, true)
     }
 
     /// Validates a GGUF file held in memory (copied into an anonymous, page-aligned map so
@@ -136,10 +148,10 @@ impl GgufFile {
         };
         let mut map = MmapMut::map_anon(bytes.len()).map_err(io_err)?;
         map.copy_from_slice(bytes);
-        Self::from_map(map.make_read_only().map_err(io_err)?)
+        Self::from_map(map.make_read_only().map_err(io_err)?, false)
     }
 
-    fn from_map(map: Mmap) -> Result<GgufFile, GgufError> {
+    fn from_map(map: Mmap, file_backed: bool) -> Result<GgufFile, GgufError> {
         let map = Arc::new(map);
         let p = reader::parse(&map)?;
         Ok(GgufFile {
@@ -150,8 +162,47 @@ impl GgufFile {
             tensors: p.tensors,
             tensor_index: p.tensor_index,
             data_offset: p.data_offset,
+            file_backed,
             map,
         })
+    }
+
+    /// Gives back to the kernel the resident pages wholly inside `range` of the data section
+    /// (`madvise(MADV_DONTNEED)`): a model calls it on weights it has copied elsewhere
+    /// (repacked), so that the file's copy does not stay resident beside the new one. Nothing
+    /// changes for readers: the map is private, read-only and of a file, so a page read again
+    /// is read back from the file. Maps that are not of a file are left alone; so is any
+    /// error (the pages then merely stay resident). Returns the bytes released.
+    #[cfg(unix)]
+    pub fn release(&self, range: std::ops::Range<usize>) -> usize {
+        let page = page_size();
+        let Some(start) = usize::try_from(self.data_offset)
+            .ok()
+            .and_then(|d| d.checked_add(range.start))
+        else {
+            return 0;
+        };
+        let end = (start + range.len()).min(self.map.len());
+        let (lo, hi) = (start.next_multiple_of(page), end / page * page);
+        if !self.file_backed || lo >= hi {
+            return 0;
+        }
+        // SAFETY: `unchecked_advise_range` is unsafe because `MADV_DONTNEED` on a private
+        // mapping drops its pages: a modified copy-on-write page would lose its writes, and
+        // an anonymous one would read back as zeros. This map is read-only (never written)
+        // and of a file (checked above), so the dropped pages read back from the file,
+        // unchanged; `lo..hi` is page-aligned and inside the map.
+        let advised = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+        };
+        advised.map_or(0, |()| hi - lo)
+    }
+
+    /// Releases nothing where there is no `madvise`.
+    #[cfg(not(unix))]
+    pub fn release(&self, _range: std::ops::Range<usize>) -> usize {
+        0
     }
 
     /// The GGUF version (2 or 3).

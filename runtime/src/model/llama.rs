@@ -12,13 +12,16 @@
 //! - `phi3`: q, k and v fused in one matrix (`attn_qkv`), gate and up fused in `ffn_up`
 //!   (gate first), NeoX RoPE; the fused matrices are used as their parts in place.
 
+use rayon::iter::{IntoParallelRefMutIterator, ParallelIterator};
 use tern_kernels::matmul::{matmul_many, matmul_many_per_token, QMatrix};
 use tern_kernels::ops;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{block_count, hparam_usize, load_vector, ModelError, WeightRef};
+use super::{
+    block_count, hparam_usize, load_vector, repack_enabled, ModelError, Weight, WeightRef,
+};
 use crate::cache::{CacheConfig, CacheError, CacheShape, KvCache, RopeStyle, SlidingWindow};
 use crate::gguf::GgufFile;
 
@@ -293,20 +296,20 @@ impl LlamaConfig {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: WeightRef,
-    wk: WeightRef,
-    wv: WeightRef,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
     /// Biases of q, k and v (qwen2).
     qkv_bias: Option<[Vec<f32>; 3]>,
     /// RMSNorm weights of each query and key head (qwen3, gemma3).
     qk_norm: Option<[Vec<f32>; 2]>,
-    wo: WeightRef,
+    wo: Weight,
     /// RMSNorm of the attention output before the residual add (gemma3).
     attn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    w_gate: WeightRef,
-    w_up: WeightRef,
-    w_down: WeightRef,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
     /// RMSNorm of the feed-forward output before the residual add (gemma3).
     ffn_post_norm: Option<Vec<f32>>,
 }
@@ -318,14 +321,25 @@ pub struct Llama {
     token_embd: WeightRef,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
-    output: WeightRef,
+    output: Weight,
+    /// Bytes repacked at load (see [`Llama::repacked_bytes`]).
+    repacked: usize,
 }
 
 impl Llama {
     /// Checks the file's hyper-parameters and tensors and keeps the file. Weights stay in the
-    /// map; nothing but the norm vectors and biases is read. A missing tensor is an error
-    /// that names it.
+    /// map, but for the matrices the kernel set repacks into interleaved rows (unless
+    /// `TERN_REPACK=0`; see [`Llama::load_with`]); nothing else but the norm vectors and
+    /// biases is read. A missing tensor is an error that names it.
     pub fn load(file: GgufFile) -> Result<Llama, ModelError> {
+        Llama::load_with(file, repack_enabled())
+    }
+
+    /// [`Llama::load`], repacking (`repack`) the matrices the process's kernel set has an
+    /// interleaved layout for (the dotprod set: Q4_0, Q8_0, Q4_K) and releasing their pages
+    /// of the map, or keeping every weight in the map. Embeddings, and an output matrix tied
+    /// to them, are read by row and stay in the map.
+    pub fn load_with(file: GgufFile, repack: bool) -> Result<Llama, ModelError> {
         let c = LlamaConfig::from_gguf(&file)?;
         let (d, q_dim, kv, ff, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.head_dim);
         let mut layers = Vec::with_capacity(c.n_layer);
@@ -363,9 +377,9 @@ impl Llama {
             };
             layers.push(Layer {
                 attn_norm: load_vector(f, &t("attn_norm"), d)?,
-                wq,
-                wk,
-                wv,
+                wq: Weight::Mapped(wq),
+                wk: Weight::Mapped(wk),
+                wv: Weight::Mapped(wv),
                 qkv_bias: match c.arch.qkv_bias() {
                     true => Some([
                         load_vector(f, &b("attn_q"), q_dim)?,
@@ -381,22 +395,48 @@ impl Llama {
                     ]),
                     false => None,
                 },
-                wo: WeightRef::find(f, &t("attn_output"), q_dim, d)?,
+                wo: Weight::Mapped(WeightRef::find(f, &t("attn_output"), q_dim, d)?),
                 attn_post_norm: post("post_attention_norm")?,
                 ffn_norm: load_vector(f, &t("ffn_norm"), d)?,
-                w_gate,
-                w_up,
-                w_down: WeightRef::find(f, &t("ffn_down"), ff, d)?,
+                w_gate: Weight::Mapped(w_gate),
+                w_up: Weight::Mapped(w_up),
+                w_down: Weight::Mapped(WeightRef::find(f, &t("ffn_down"), ff, d)?),
                 ffn_post_norm: post("post_ffw_norm")?,
             });
         }
         let token_embd = WeightRef::find(&file, "token_embd.weight", d, c.n_vocab)?;
-        // Small models tie the output matrix to the embeddings.
-        let output = if file.tensor_info("output.weight").is_some() {
-            WeightRef::find(&file, "output.weight", d, c.n_vocab)?
-        } else {
-            token_embd
-        };
+        // Small models tie the output matrix to the embeddings, which are read by row and
+        // so stay in the map.
+        let tied = file.tensor_info("output.weight").is_none();
+        let mut output = Weight::Mapped(match tied {
+            false => WeightRef::find(&file, "output.weight", d, c.n_vocab)?,
+            true => token_embd,
+        });
+        // Matrices the kernel set has an interleaved layout for are repacked now, once, and
+        // their pages of the map released.
+        let mut repacked = 0;
+        if repack {
+            repacked = layers
+                .par_iter_mut()
+                .map(|l| {
+                    [
+                        &mut l.wq,
+                        &mut l.wk,
+                        &mut l.wv,
+                        &mut l.wo,
+                        &mut l.w_gate,
+                        &mut l.w_up,
+                        &mut l.w_down,
+                    ]
+                    .into_iter()
+                    .map(|w| w.repack(&file))
+                    .sum::<usize>()
+                })
+                .sum();
+            if !tied {
+                repacked += output.repack(&file);
+            }
+        }
         Ok(Llama {
             output_norm: load_vector(&file, "output_norm.weight", d)?,
             file,
@@ -404,7 +444,14 @@ impl Llama {
             token_embd,
             layers,
             output,
+            repacked,
         })
+    }
+
+    /// Bytes of weights repacked at load into the kernel set's interleaved layouts (their
+    /// pages of the map released); 0 where the set has none for the model's types.
+    pub fn repacked_bytes(&self) -> usize {
+        self.repacked
     }
 
     pub fn config(&self) -> &LlamaConfig {

@@ -5,7 +5,7 @@
 
 pub mod llama;
 
-use tern_kernels::matmul::QMatrix;
+use tern_kernels::matmul::{PackedMatrix, QMatrix};
 use tern_kernels::{quant, GgmlType};
 
 use crate::cache::CacheError;
@@ -105,13 +105,56 @@ impl WeightRef {
 
     /// The matrix, borrowed from the file's data section.
     fn view<'a>(&self, data: &'a [u8]) -> QMatrix<'a> {
-        QMatrix {
-            ty: self.ty,
-            rows: self.rows,
-            cols: self.cols,
-            data: &data[self.offset..self.offset + self.bytes],
+        QMatrix::new(
+            self.ty,
+            self.rows,
+            self.cols,
+            &data[self.offset..self.offset + self.bytes],
+        )
+        .expect("the shape was checked against the tensor at load")
+    }
+}
+
+/// A matrix weight as the forward pass reads it: in the map, or repacked at load into the
+/// kernel set's interleaved layout (whose pages of the map were then released).
+enum Weight {
+    Mapped(WeightRef),
+    Packed(PackedMatrix),
+}
+
+impl Weight {
+    /// The matrix, from the file's data section or from its repacked copy.
+    fn view<'a>(&'a self, data: &'a [u8]) -> QMatrix<'a> {
+        match self {
+            Weight::Mapped(w) => w.view(data),
+            Weight::Packed(p) => p.view(),
         }
     }
+
+    /// Repacks a mapped matrix where the process's kernel set has an interleaved layout for
+    /// it, and releases the file's pages of it: memory does not double (llama.cpp #16761).
+    /// Returns the bytes repacked.
+    fn repack(&mut self, file: &GgufFile) -> usize {
+        let Weight::Mapped(w) = self else { return 0 };
+        let w = *w;
+        // The file's pages are released as the repacking goes, a chunk at a time, so that a
+        // large matrix (an output layer) is not resident twice even for a moment.
+        let release = |done: usize| {
+            file.release(w.offset..w.offset + done);
+        };
+        let view = w.view(file.tensor_data());
+        let Some(packed) = view.repack_with_progress(tern_kernels::kernels(), release) else {
+            return 0;
+        };
+        *self = Weight::Packed(packed);
+        w.bytes
+    }
+}
+
+/// Whether [`Llama::load`] repacks matrices: unless `TERN_REPACK=0` (to compare, or to keep
+/// every weight in the map).
+fn repack_enabled() -> bool {
+    std::env::var("TERN_REPACK").map_or(true, |v| v.trim() != "0")
 }
 
 /// Reads a small vector (a norm's weights) as f32. These are the only weights copied: a few
