@@ -23,14 +23,31 @@ runs=${TERN_FUZZ_RUNS:-10000000}
 seconds=${TERN_FUZZ_SECONDS:-0}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore c_abi)
+# Longest input per target: 64 KiB where length is what is tested (the GGUF reader's sizes
+# against the file, the tokenizer's long runs, a session file's payload); the C ABI target's
+# fields are each a length byte and at most 255 bytes, so 8 KiB holds every field whole; a
+# chat template's limits are reached by its loops, not its length.
+max_len() {
+    case $1 in
+    chat_template) echo 4096 ;;
+    c_abi) echo 8192 ;;
+    *) echo 65536 ;;
+    esac
+}
+
 mkdir -p fuzz/logs
+# The targets' files (the tiny model, session files) in memory, removed when done.
+scratch=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/tern-fuzz.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+export TERN_FUZZ_SCRATCH=$scratch
 summary=()
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     status=ok
     (cd fuzz && cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
-        -runs="$runs" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
-        -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 || status=FAILED
+        -runs="$runs" -max_total_time="$seconds" -max_len="$(max_len "$t")" \
+        -rss_limit_mb=2048 -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 ||
+        status=FAILED
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "fuzz/logs/$t.log" | tail -1 |
         grep -o '[0-9]*$' || echo "?")
     secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "fuzz/logs/$t.log" | tail -1 |
