@@ -54,16 +54,19 @@ summary=()
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     status=ok
+    started=$(date -u +%FT%TZ)
     (cd fuzz && cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
         -runs="$runs" -max_total_time="$seconds" -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 ||
         status=FAILED
+    # A run stopped by Ctrl-C (or SIGINT) prints its figures too; it is not a find.
+    grep -q 'libFuzzer: run interrupted' "fuzz/logs/$t.log" && status=interrupted
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "fuzz/logs/$t.log" | tail -1 |
         grep -o '[0-9]*$' || echo "?")
     secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "fuzz/logs/$t.log" | tail -1 |
         grep -o 'in [0-9]*' | grep -o '[0-9]*' || echo "?")
     corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
-    summary+=("$t: $status, $execs executions, ${secs}s, corpus $corpus files")
+    summary+=("$t: $status, $execs executions, ${secs}s (from $started), corpus $corpus files")
 done
 printf '%s\n' "${summary[@]}"
 ! printf '%s\n' "${summary[@]}" | grep -q FAILED
