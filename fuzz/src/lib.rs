@@ -22,8 +22,9 @@ pub fn tiny_model() -> &'static Path {
 
 /// Where the targets write their files: `TERN_FUZZ_SCRATCH` (scripts/fuzz.sh makes one in
 /// /dev/shm and removes it after each target), else `/dev/shm`, else the temporary
-/// directory. A session save ends with an fsync, which on a disk shared with builds made
-/// the C ABI target crawl; on tmpfs it costs nothing.
+/// directory. A session save ends with an fsync, which costs nothing on tmpfs: the C ABI
+/// target ran 26 executions a second with its files on this machine's disk, 37 on tmpfs
+/// (20 s each, same seed, a loaded machine).
 pub fn scratch_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
