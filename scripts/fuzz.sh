@@ -9,9 +9,11 @@
 # log in fuzz/logs/TARGET.log; the summary prints executions, time and corpus size per target.
 # Every crash found becomes a regression test in the crate it belongs to.
 #
-# Rates in 60 s runs on a loaded 2-core machine (README, "Hostile input"): gguf_load 17 400/s,
-# tokenizer 3 500/s, chat_template 1 900/s, session_restore 120/s, c_abi 7/s; 10 million
-# executions take from 10 minutes (gguf_load) to days (session_restore, c_abi).
+# Rates on 2026-11-30, a 2-core machine shared with other builds (load 10 to 16, short runs
+# at nice 10; README, "Hostile input"): gguf_load about 1 000/s from its seeded corpus,
+# session_restore 3 000-3 600/s, tokenizer 2 500/s, chat_template 250-400/s, c_abi 37-39/s
+# (a whole session per execution). 10 million executions take from about an hour
+# (session_restore, tokenizer) to days (c_abi) of such a share of a core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache} # the model, pulled by tern-testkit
@@ -55,7 +57,12 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     status=ok
     started=$(date -u +%FT%TZ)
-    (cd fuzz && cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
+    # session_restore writes its own seed, a real session file, until its corpus has it.
+    seed_to=
+    if [ "$t" = session_restore ] && [ ! -e "fuzz/corpus/$t/seed-session" ]; then
+        seed_to=$PWD/fuzz/corpus/$t
+    fi
+    (cd fuzz && TERN_FUZZ_SEED_TO=$seed_to cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
         -runs="$runs" -max_total_time="$seconds" -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 ||
         status=FAILED
