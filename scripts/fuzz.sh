@@ -57,9 +57,11 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     status=ok
     started=$(date -u +%FT%TZ)
-    # session_restore writes its own seed, a real session file, until its corpus has it.
+    # session_restore and chat_template write their own seeds (a real session file, a real
+    # template over messages) until their corpus has one.
     seed_to=
-    if [ "$t" = session_restore ] && [ ! -e "fuzz/corpus/$t/seed-session" ]; then
+    if [[ $t == session_restore || $t == chat_template ]] &&
+        ! ls "fuzz/corpus/$t" | grep -q '^seed-'; then
         seed_to=$PWD/fuzz/corpus/$t
     fi
     (cd fuzz && TERN_FUZZ_SEED_TO=$seed_to cargo +nightly fuzz run --release "$t" "corpus/$t" -- \
