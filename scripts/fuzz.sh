@@ -6,7 +6,8 @@
 #   TERN_FUZZ_RUNS=-1 TERN_FUZZ_SECONDS=60 scripts/fuzz.sh tokenizer   60 s of one target
 #
 # Corpora grow in fuzz/corpus/TARGET, crashes land in fuzz/artifacts/TARGET, and each run's
-# log in fuzz/logs/TARGET.log; the summary prints executions, time and corpus size per target.
+# log in fuzz/logs/TARGET.log; the summary prints executions, time, edges covered and corpus
+# size per target.
 # Every crash found becomes a regression test in the crate it belongs to.
 #
 # Rates on 2026-11-30, a 2-core machine shared with other builds (load 10 to 16, short runs
@@ -24,7 +25,8 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 runs=${TERN_FUZZ_RUNS:-10000000}
 seconds=${TERN_FUZZ_SECONDS:-0}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf_load tokenizer chat_template session_restore c_abi)
+# Fastest first (the rates above).
+[ ${#targets[@]} -gt 0 ] || targets=(session_restore tokenizer gguf_load chat_template c_abi)
 # Longest input per target: 64 KiB where length is what is tested (the GGUF reader's sizes
 # against the file, the tokenizer's long runs, a session file's payload); the C ABI target's
 # fields are each a length byte and at most 255 bytes, so 8 KiB holds every field whole; a
@@ -39,14 +41,17 @@ max_len() {
 
 mkdir -p fuzz/logs
 # The targets' files (the tiny model, session files) in memory, removed when done.
-scratch=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/tern-fuzz.XXXXXX")
+shm=/dev/shm
+[ -d $shm ] || shm=${TMPDIR:-/tmp}
+scratch=$(mktemp -d "$shm/tern-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 export TERN_FUZZ_SCRATCH=$scratch
 # gguf_load starts from a valid model: the tiny one (32 KB) the session targets write, taken
 # from a one-input run of session_restore. From nothing, the fuzzer stayed in the header's
 # bytes (900 edges after 3 million executions); seeded, it reached the model checks and the
 # tokenizer's loading (5 300 edges within seconds).
-if [[ " ${targets[*]} " == *" gguf_load "* ]] && [ ! -e fuzz/corpus/gguf_load/seed-tiny-model.gguf ]; then
+if [[ " ${targets[*]} " == *" gguf_load "* ]] &&
+    [ ! -e fuzz/corpus/gguf_load/seed-tiny-model.gguf ]; then
     (cd fuzz && cargo +nightly fuzz run --release session_restore -- -runs=1) \
         >fuzz/logs/seed.log 2>&1
     mkdir -p fuzz/corpus/gguf_load
@@ -74,8 +79,10 @@ for t in "${targets[@]}"; do
         grep -o '[0-9]*$' || echo "?")
     secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "fuzz/logs/$t.log" | tail -1 |
         grep -o 'in [0-9]*' | grep -o '[0-9]*' || echo "?")
+    edges=$(grep -o 'cov: [0-9]*' "fuzz/logs/$t.log" | tail -1 | grep -o '[0-9]*$' || echo "?")
     corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
-    summary+=("$t: $status, $execs executions, ${secs}s (from $started), corpus $corpus files")
+    summary+=("$t: $status, $execs executions, ${secs}s (from $started), $edges edges,\
+ corpus $corpus files")
 done
 printf '%s\n' "${summary[@]}"
 ! printf '%s\n' "${summary[@]}" | grep -q FAILED
