@@ -117,7 +117,7 @@ impl<'a> Fields<'a> {
 fn dir() -> &'static std::path::Path {
     static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("tern-fuzz-c-abi-{}", std::process::id()));
+        let d = tern_fuzz::scratch_dir().join(format!("tern-fuzz-c-abi-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("temp dir");
         d
     })
