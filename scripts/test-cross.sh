@@ -9,8 +9,9 @@
 #    compared under both CPUs (runtime/tests/greedy.rs: equal text, or a divergence at a
 #    near-tie of the top two), and the logits of the synthetic architectures
 #    (runtime/tests/synthetic_arch.rs: llama.cpp on the host, the host's logits under qemu).
-#  - as a Neoverse-N1 (dotprod without i8mm), a model whose weights are repacked at load
-#    (runtime/tests/repack.rs: the same logits as in the map, resident memory ≤ file + 5 %).
+#  - as a Neoverse-N1 (dotprod without i8mm) and as `max` (i8mm), a model whose weights are
+#    repacked at load (runtime/tests/repack.rs: the same logits as in the map, resident
+#    memory ≤ file + 5 %).
 #  - `cargo check` for 32-bit ARM (armv7, a Pi with a 32-bit OS) and Android arm64.
 # Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, gcc-arm-linux-gnueabihf,
 # libc6-dev-armhf-cross and qemu-user (scripts/setup.sh test installs them); linkers and the
@@ -47,11 +48,13 @@ aarch64_test cortex-a72 "${crates[@]}"
 echo "== cargo test aarch64 (QEMU_CPU=max): kernels, greedy replies, synthetic architectures"
 aarch64_test max -p tern-kernels
 aarch64_test max -p tern --test greedy --test synthetic_arch
-# As a Neoverse-N1 (a Cortex-A76: dotprod without i8mm, Pi 5 class), where the dotprod set
-# repacks Q4_0, Q8_0 and Q4_K matrices at load: a model's logits repacked and in the map, and its
-# resident memory (the kernels themselves are checked under `max`, which runs every set).
-echo "== cargo test aarch64 (QEMU_CPU=neoverse-n1): repacked weights"
+# As a Neoverse-N1 (a Cortex-A76: dotprod without i8mm, Pi 5 class) and as `max` (i8mm), whose
+# sets repack Q4_0, Q8_0, Q4_K and Q6_K matrices at load (decode by `sdot`, prefill by `sdot`
+# or `smmla`): a model's logits repacked and in the map, and its resident memory (the kernels
+# themselves are checked under `max`, which runs every set).
+echo "== cargo test aarch64 (QEMU_CPU=neoverse-n1, max): repacked weights"
 aarch64_test neoverse-n1 -p tern --test repack
+aarch64_test max -p tern --test repack
 
 echo "== cargo check armv7-unknown-linux-gnueabihf"
 cargo check --release --target armv7-unknown-linux-gnueabihf "${crates[@]}" --all-targets

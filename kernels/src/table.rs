@@ -6,16 +6,20 @@
 //! (prefill), and an interleaved weight layout with its own kernels where the level has one
 //! (repacked at load: [`RepackKernels`]). A cell left empty runs the level below's kernel
 //! ([`Level::fallback`]), down to the scalar reference of [`crate::quant`], which every row
-//! has; the interleaved layouts alone are never inherited (i8mm keeps the file's layout).
-//! The activation quantizer of a weight type is the `from_float` of its activation type's
-//! row, as in ggml.
+//! has; the interleaved layouts alone are never inherited (a level without one for a type
+//! keeps that type in the file's layout). The activation quantizer of a weight type is the
+//! `from_float` of its activation type's row, as in ggml.
 //!
 //! The i8mm level adds only panel kernels (`smmla` multiplies two rows by two tokens: it has
-//! nothing to offer one token), and they read the weights in the file's layout; the K-quant
-//! rows name dotprod's file-layout decode kernels in their i8mm cells, so that an i8mm CPU
-//! decodes and prefills from the same bytes whatever dotprod's cells read. F32 and F16 have
-//! no i8mm cell: their products are float multiply-adds, with no integer matrix to hand to
-//! `smmla`, so NEON's float panels serve every aarch64 level.
+//! nothing to offer one token). Its file-layout panels serve every type it does not repack
+//! (Q4_1, Q5_0, Q5_K, and any matrix whose rows do not fill groups of four); the K-quant rows
+//! name dotprod's file-layout decode kernels in their i8mm cells, so that such a matrix is
+//! decoded and prefilled from the same bytes. Q4_0, Q8_0, Q4_K and Q6_K have an interleaved
+//! layout at both dotprod and i8mm, the same bytes with the same decode (dotprod's indexed
+//! `sdot`, which every i8mm CPU has); the i8mm one's panels are `smmla` kernels that read
+//! the interleaved rows. F32 and F16 have no i8mm cell: their products are float
+//! multiply-adds, with no integer matrix to hand to `smmla`, so NEON's float panels serve
+//! every aarch64 level.
 //!
 //! A [`KernelSet`] is one level's column, built once per process from the levels the CPU runs
 //! ([`crate::cpu`]). `TERN_KERNELS=scalar` forces the reference everywhere (tests,
@@ -46,8 +50,8 @@ struct Cell {
     dot_rows: Option<DotRowsFn>,
     gemm: Option<GemmKernels>,
     /// An interleaved layout and its kernels. Unlike the others, never taken from the level
-    /// below: a level whose panel or decode kernels read the file's layout (i8mm's `smmla`
-    /// panels) must not be handed rows another level repacked.
+    /// below: a repacked matrix is multiplied only by the kernels of the level that repacked
+    /// it, so inheriting dotprod's would give i8mm `sdot` panels in place of `smmla` ones.
     repack: Option<RepackKernels>,
 }
 
@@ -229,7 +233,7 @@ fn row(ty: GgmlType) -> Row {
                 .rows(d_rows_q4_0)
                 .gemm(gemm_q8_0(d_tile_q4_0))
                 .repack(x4_q4_0())),
-            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q4_0))),
+            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q4_0)).repack(mm4_q4_0())),
             ..row(scalar!(Q4_0))
         },
         Q4_1 => Row {
@@ -281,7 +285,7 @@ fn row(ty: GgmlType) -> Row {
                 .rows(d_rows_q8_0)
                 .gemm(gemm_q8_0(d_tile_q8_0))
                 .repack(x4_q8_0())),
-            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q8_0))),
+            i8mm: arm!(none.gemm(i8mm_q8_0(mm_q8_0)).repack(mm4_q8_0())),
             ..row(scalar!(Q8_0))
         },
         Q8_1 => Row {
@@ -305,7 +309,8 @@ fn row(ty: GgmlType) -> Row {
             i8mm: arm!(none
                 .dot(d_dot_q4_k)
                 .rows(d_rows_q4_k)
-                .gemm(i8mm_q8_k(mm_q4_k))),
+                .gemm(i8mm_q8_k(mm_q4_k))
+                .repack(mm4_q4_k())),
             ..row(scalar!(Q4_K))
         },
         Q5_K => Row {
@@ -324,7 +329,10 @@ fn row(ty: GgmlType) -> Row {
                 .dot(d_dot_q6_k)
                 .gemm(gemm_q8_k(d_tile_q6_k))
                 .repack(x4_q6_k())),
-            i8mm: arm!(none.dot(d_dot_q6_k).gemm(i8mm_q8_k(mm_q6_k))),
+            i8mm: arm!(none
+                .dot(d_dot_q6_k)
+                .gemm(i8mm_q8_k(mm_q6_k))
+                .repack(mm4_q6_k())),
             ..row(scalar!(Q6_K))
         },
         Q8_K => Row {

@@ -584,15 +584,17 @@ fn matmul_many_matches_separate_products() {
 
 #[test]
 fn repacked_matmul_matches_reference() {
-    // Rows repacked into a set's interleaved layout (dotprod on aarch64): decode and panels,
-    // row counts of one group to many (split over threads), and q/k/v-like matrices in one
-    // dispatch. A row count that is not a whole number of groups is not repacked.
+    // Rows repacked into a set's interleaved layout (dotprod and i8mm on aarch64): decode and
+    // panels, row counts of one group to many (split over threads), and q/k/v-like matrices
+    // in one dispatch. A row count that is not a whole number of groups is not repacked.
     use tern_kernels::matmul::{matmul_many_with, Layout};
     let mut rng = Rng(8);
     let mut repacked = 0;
+    let mut checked: Vec<(&'static str, GgmlType)> = Vec::new();
     for ks in sets() {
         for ty in TYPES {
             let Some(r) = ks.get(ty).repack else { continue };
+            checked.push((ks.name(), ty));
             for cols in col_sizes(ty) {
                 for rows in [r.rows, 2 * r.rows, 3 * r.rows, 52 * r.rows] {
                     let data = weights(ty, rows * cols, &mut rng);
@@ -653,9 +655,18 @@ fn repacked_matmul_matches_reference() {
             }
         }
     }
-    // The dotprod set repacks Q4_0, Q8_0 and Q4_K: where it runs, this test must have run them.
-    if KernelSet::available().iter().any(|s| s.name() == "dotprod") {
-        assert!(repacked > 0, "the dotprod set repacked nothing");
+    // The dotprod and i8mm sets repack Q4_0, Q8_0, Q4_K and Q6_K: where they run, this test
+    // must have run them.
+    for set in KernelSet::available() {
+        if matches!(set.name(), "dotprod" | "i8mm") {
+            for ty in [Q4_0, Q8_0, Q4_K, Q6_K] {
+                assert!(
+                    checked.contains(&(set.name(), ty)),
+                    "the {} set did not repack {ty}",
+                    set.name()
+                );
+            }
+        }
     }
     println!("repacked matrices checked: {repacked}");
 }

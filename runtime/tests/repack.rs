@@ -1,13 +1,16 @@
-//! Weights repacked at load into the kernel set's interleaved rows (the dotprod set: Q4_0,
-//! Q8_0 and Q4_K), on a random-weight llama written to a file: the logits are those of the same
-//! model left in the file's layout, bit for bit (the interleaved kernels add the same exact
-//! integer block sums in the same order), and memory does not double: the process's resident
-//! memory grows by at most the file's size + 5 % when the model is loaded and run, because the
-//! map's pages of every repacked matrix are released.
+//! Weights repacked at load into the kernel set's interleaved rows (the dotprod and i8mm
+//! sets: Q4_0, Q8_0 and Q4_K here), on a random-weight llama written to a file: the logits
+//! are those of the same model left in the file's layout, bit for bit (the interleaved
+//! kernels add the same exact integer block sums in the same order: dotprod's `sdot` tiles
+//! as its file-layout kernels do, i8mm's `smmla` tiles as its file-layout panels do), and
+//! memory does not double: the process's resident memory grows by at most the file's
+//! size + 5 % when the model is loaded and run, because the map's pages of every repacked
+//! matrix are released.
 //!
-//! Where the kernel set repacks nothing (x86-64, NEON, i8mm) the same checks run on a model
-//! that stays in the map. `scripts/test-cross.sh` runs this file under qemu as a Neoverse-N1
-//! (dotprod without i8mm: a Cortex-A76, Pi 5 class), where everything is repacked.
+//! Where the kernel set repacks nothing (x86-64, NEON) the same checks run on a model that
+//! stays in the map. `scripts/test-cross.sh` runs this file under qemu as a Neoverse-N1
+//! (dotprod without i8mm: a Cortex-A76, Pi 5 class) and as `max` (i8mm), where everything
+//! is repacked.
 
 use std::path::Path;
 

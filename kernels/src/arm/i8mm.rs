@@ -14,9 +14,10 @@
 //! of its quants (`bsum_2j + bsum_2j+1`) arranged the same way as `i32` (256 bytes): Q4_K's
 //! and Q5_K's mins meet them.
 //!
-//! The kernels read the weights in the file's layout (no repacking): a K-quant's scales
-//! change every 16 or 32 values, so each sub-block's `smmla` sums are scaled in integers
-//! before the super-block's float scales apply, as the reference does.
+//! The kernels here read the weights in the file's layout (for Q4_0, Q8_0, Q4_K and Q6_K,
+//! matrices that are not repacked; `interleaved.rs` has their kernels on repacked rows): a
+//! K-quant's scales change every 16 or 32 values, so each sub-block's `smmla` sums are scaled
+//! in integers before the super-block's float scales apply, as the reference does.
 //!
 //! # Safety
 //! The `tile_*` functions need NEON and i8mm, and the sizes the wrappers check.
@@ -29,7 +30,8 @@ use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
 use crate::GgmlType::{self, *};
 use crate::QK_K;
 
-const BLOCK: usize = 128 + 32 + 32;
+/// Bytes of one Q8_0/Q8_1 panel block (see the module doc).
+pub(super) const BLOCK: usize = 128 + 32 + 32;
 
 pub(super) fn panel_bytes(cols: usize) -> usize {
     cols / 32 * BLOCK
@@ -68,7 +70,7 @@ pub(super) fn pack_q8_1(cols: usize, acts: &[u8], panel: &mut [u8]) {
 /// `acc += a · bᵀ` for the 2 × 8 signed matrices `a` (weights) and `b` (activations).
 #[inline]
 #[target_feature(enable = "neon,i8mm")]
-unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY (of the asm): register-only arithmetic, available with i8mm.
     asm!(
         "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
@@ -178,7 +180,7 @@ unsafe fn tile(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f3
 }
 
 /// Bytes of one Q8_K panel block (see the module doc).
-const K_BLOCK: usize = 1024 + 32 + 256;
+pub(super) const K_BLOCK: usize = 1024 + 32 + 256;
 
 pub(super) fn panel_bytes_k(cols: usize) -> usize {
     cols / QK_K * K_BLOCK

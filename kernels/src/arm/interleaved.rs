@@ -1,12 +1,13 @@
-//! Row-interleaved weights for dotprod CPUs (Cortex-A76 class without i8mm: Pi 5, many
-//! phones), repacked once at load as llama.cpp's `repack.cpp` does.
+//! Row-interleaved weights for dotprod CPUs (Cortex-A76 class: Pi 5, many phones) and i8mm
+//! CPUs, repacked once at load as llama.cpp's `repack.cpp` does.
 //!
 //! In the file's layout each row's block needs its own integer accumulator (zeroed per
 //! block) and a horizontal gather of four rows' sums; with four rows interleaved four bytes at
 //! a time, a 16-byte vector holds four values of each of four rows, and one indexed `sdot`
 //! (`sdot vD.4s, vW.16b, vA.4b[i]`) adds four products into a lane per row. Decode runs eight
 //! such `sdot`s per block of four rows into one accumulator; prefill runs them per token of a
-//! panel (the token picked by the index), four accumulators a block.
+//! panel (the token picked by the index), four accumulators a block. On i8mm CPUs the same
+//! layout is decoded the same way, and prefill runs `smmla` on it (see `mm_tile`).
 //!
 //! Layouts, per block of the format for a group of [`X`] rows, exactly the bytes of the
 //! four rows' blocks (`X × block_bytes`):
@@ -33,15 +34,16 @@
 //! `QMatrix::repack_with`).
 //!
 //! # Safety
-//! The inner functions need dotprod and the sizes their safe wrappers check.
+//! The inner functions need dotprod (the `mm_*` ones i8mm too) and the sizes their safe
+//! wrappers check.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::f16x4;
 use super::{
-    gdot4_dotprod, gemm_q8_0, gemm_q8_k, load4, panel_bytes_q8, panel_bytes_q8_k, PANEL,
-    Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK,
+    gdot4_dotprod, gemm_q8_0, gemm_q8_k, i8mm, i8mm_q8_0, i8mm_q8_k, load4, panel_bytes_q8,
+    panel_bytes_q8_k, PANEL, Q8K_PANEL_BLOCK, Q8_PANEL_BLOCK,
 };
 use crate::kernel::RepackKernels;
 use crate::quant::kquants::scale_min_k4;
@@ -696,6 +698,241 @@ unsafe fn tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
     }
 }
 
+// i8mm: `smmla` panels on the same layout. A group's two vectors of values `8m..8m+4` and
+// `8m+4..8m+8` hold, zipped by 32-bit lanes, eight consecutive values of rows 0 and 1 (and
+// of rows 2 and 3): each one `smmla` weight operand (two rows by eight values), against the
+// i8mm panels (`i8mm::pack_q8_0`, `i8mm::pack_q8_k`). The integer sums, their scaling and
+// the order of the float operations are those of the file-layout `smmla` kernels, so the
+// results are the same bit for bit.
+
+/// The `smmla` weight operands of values `8m..8m+8` of a group, rows 0-1 and rows 2-3,
+/// from its vectors of values `8m..8m+4` (`lo`) and `8m+4..8m+8` (`hi`).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mm_pairs(lo: int8x16_t, hi: int8x16_t) -> [int8x16_t; 2] {
+    let (l, h) = (vreinterpretq_s32_s8(lo), vreinterpretq_s32_s8(hi));
+    [vzip1q_s32(l, h), vzip2q_s32(l, h)].map(|v| vreinterpretq_s8_s32(v))
+}
+
+/// A value per row (`[r0, r1, r2, r3]`) in the lanes of the two row pairs' `smmla`
+/// results: `[r0, r0, r1, r1]`, `[r2, r2, r3, r3]`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mm_rows_f32(v: float32x4_t) -> [float32x4_t; 2] {
+    [vzip1q_f32(v, v), vzip2q_f32(v, v)]
+}
+
+/// [`mm_rows_f32`] for integers.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mm_rows_s32(v: int32x4_t) -> [int32x4_t; 2] {
+    [vzip1q_s32(v, v), vzip2q_s32(v, v)]
+}
+
+/// `s + Σ_m smmla(w_m, a_m)`: two rows by two tokens over `8 × N` values.
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+unsafe fn mm_sum<const N: usize>(
+    mut s: int32x4_t,
+    w: &[[int8x16_t; 2]; N],
+    pair: usize,
+    a: &[int8x16_t; N],
+) -> int32x4_t {
+    for (w, a) in w.iter().zip(a) {
+        s = i8mm::smmla(s, w[pair], *a);
+    }
+    s
+}
+
+/// Writes a group's results for one panel, times `f`: `acc[pair][tp]` holds
+/// `[a·t, a·t', b·t, b·t']` for rows `a = 2 pair`, `b = a + 1` and tokens `t = 2 tp`,
+/// `t' = t + 1`; `out` is the group's four rows of [`PANEL`] tokens.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mm_store(acc: &[[float32x4_t; 2]; 2], f: f32, out: &mut [f32]) {
+    for (pair, acc) in acc.iter().enumerate() {
+        for (tp, acc) in acc.iter().enumerate() {
+            let mut v = [0.0f32; 4];
+            vst1q_f32(v.as_mut_ptr(), vmulq_n_f32(*acc, f));
+            let at = |r: usize| PANEL * (2 * pair + r) + 2 * tp;
+            out[at(0)..at(0) + 2].copy_from_slice(&v[..2]);
+            out[at(1)..at(1) + 2].copy_from_slice(&v[2..]);
+        }
+    }
+}
+
+/// Prefill with i8mm: groups of four rows of a 32-value format times panels of four tokens
+/// of Q8_0 activations.
+#[inline]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn mm_tile<const T: u8>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    let gb = group_block(T);
+    let nb = cols / 32;
+    let groups = w.len() / (nb * gb);
+    let rows = groups * X;
+    let pb = i8mm::panel_bytes(cols);
+    let np = panels.len() / pb;
+    for g in 0..groups {
+        let x0 = w.as_ptr().add(g * nb * gb);
+        for p in 0..np {
+            let pan = panels.as_ptr().add(p * pb);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
+            for b in 0..nb {
+                let (x, y) = (x0.add(gb * b), pan.add(i8mm::BLOCK * b));
+                let q = quants::<T>(x.add(2 * X));
+                let wq: [[int8x16_t; 2]; 4] =
+                    core::array::from_fn(|m| mm_pairs(q[2 * m], q[2 * m + 1]));
+                let dw = mm_rows_f32(load4::<true>(x, 0));
+                for tp in 0..2 {
+                    let a: [int8x16_t; 4] =
+                        core::array::from_fn(|m| vld1q_s8(y.add(32 * m + 16 * tp).cast()));
+                    let da = vld1q_f32(y.add(128 + 16 * tp).cast());
+                    for (pair, acc) in acc.iter_mut().enumerate() {
+                        let s = mm_sum(vdupq_n_s32(0), &wq, pair, &a);
+                        let d = vmulq_f32(dw[pair], da);
+                        acc[tp] = vfmaq_f32(acc[tp], vcvtq_f32_s32(s), d);
+                    }
+                }
+            }
+            let o = (p * rows + g * X) * PANEL;
+            mm_store(&acc, factor::<T>(), &mut out[o..o + X * PANEL]);
+        }
+    }
+}
+
+/// Prefill with i8mm: groups of four Q4_K rows times panels of four tokens of Q8_K
+/// activations.
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn mm_tile_q4_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ4_K>();
+    let nb = cols / QK_K;
+    let groups = w.len() / (nb * GB);
+    let rows = groups * X;
+    let pb = i8mm::panel_bytes_k(cols);
+    let np = panels.len() / pb;
+    for g in 0..groups {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        for p in 0..np {
+            let pan = panels.as_ptr().add(p * pb);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
+            for b in 0..nb {
+                let (x, y) = (x0.add(GB * b), pan.add(i8mm::K_BLOCK * b));
+                let (sc, m16) = q4k_scales(x.add(16));
+                // isum[pair][tp]: Σ_j sc_j Σ q a, in the lanes of the `smmla` results.
+                let mut isum = [[vdupq_n_s32(0); 2]; 2];
+                for c in 0..4 {
+                    let (lo, hi) = q4k_chunk(x.add(64 + 128 * c));
+                    for (h, q) in [lo, hi].iter().enumerate() {
+                        let j = 2 * c + h;
+                        let wq: [[int8x16_t; 2]; 4] =
+                            core::array::from_fn(|m| mm_pairs(q[2 * m], q[2 * m + 1]));
+                        let sc = mm_rows_s32(sc[j]);
+                        for tp in 0..2 {
+                            let a: [int8x16_t; 4] = core::array::from_fn(|m| {
+                                vld1q_s8(y.add(32 * (4 * j + m) + 16 * tp).cast())
+                            });
+                            for (pair, isum) in isum.iter_mut().enumerate() {
+                                let s = mm_sum(vdupq_n_s32(0), &wq, pair, &a);
+                                isum[tp] = vmlaq_s32(isum[tp], s, sc[pair]);
+                            }
+                        }
+                    }
+                }
+                let mn: [[int32x4_t; 2]; 8] = core::array::from_fn(|j| {
+                    let v = m16[j / 2];
+                    mm_rows_s32(vmovl_s16(if j % 2 == 0 {
+                        vget_low_s16(v)
+                    } else {
+                        vget_high_s16(v)
+                    }))
+                });
+                let dw = mm_rows_f32(f16x4_at(x));
+                let mw = mm_rows_f32(f16x4_at(x.add(8)));
+                for tp in 0..2 {
+                    let da = vld1q_f32(y.add(1024 + 16 * tp).cast());
+                    for (pair, acc) in acc.iter_mut().enumerate() {
+                        let d = vmulq_f32(dw[pair], da);
+                        acc[tp] = vfmaq_f32(acc[tp], vcvtq_f32_s32(isum[pair][tp]), d);
+                        let mut msum = vdupq_n_s32(0);
+                        for (j, mn) in mn.iter().enumerate() {
+                            let bs = vld1q_s32(y.add(1056 + 32 * j + 16 * tp).cast());
+                            msum = vmlaq_s32(msum, bs, mn[pair]);
+                        }
+                        let dmin = vmulq_f32(mw[pair], da);
+                        acc[tp] = vfmsq_f32(acc[tp], vcvtq_f32_s32(msum), dmin);
+                    }
+                }
+            }
+            let o = (p * rows + g * X) * PANEL;
+            mm_store(&acc, 1.0, &mut out[o..o + X * PANEL]);
+        }
+    }
+}
+
+/// Prefill with i8mm: groups of four Q6_K rows times panels of four tokens of Q8_K
+/// activations.
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn mm_tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    const GB: usize = X * size_of::<BlockQ6_K>();
+    let nb = cols / QK_K;
+    let groups = w.len() / (nb * GB);
+    let rows = groups * X;
+    let pb = i8mm::panel_bytes_k(cols);
+    let np = panels.len() / pb;
+    for g in 0..groups {
+        let x0 = w.as_ptr().add(g * nb * GB);
+        for p in 0..np {
+            let pan = panels.as_ptr().add(p * pb);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
+            for b in 0..nb {
+                let (x, y) = (x0.add(GB * b), pan.add(i8mm::K_BLOCK * b));
+                let sc = q6k_scales(x.add(8));
+                let mut isum = [[vdupq_n_s32(0); 2]; 2];
+                for h in 0..2 {
+                    for i in 0..2 {
+                        let wq = q6k_part::<true>(x, h, i);
+                        for (k, wk) in wq.iter().enumerate() {
+                            // Sub-block j: values 16j..16j+16, the panel's chunks 2j, 2j+1.
+                            let j = 8 * h + 2 * k + i;
+                            let w2 = [mm_pairs(wk[0], wk[1]), mm_pairs(wk[2], wk[3])];
+                            let sc = mm_rows_s32(sc[j]);
+                            for tp in 0..2 {
+                                let a: [int8x16_t; 2] = core::array::from_fn(|m| {
+                                    vld1q_s8(y.add(32 * (2 * j + m) + 16 * tp).cast())
+                                });
+                                for (pair, isum) in isum.iter_mut().enumerate() {
+                                    let s = mm_sum(vdupq_n_s32(0), &w2, pair, &a);
+                                    isum[tp] = vmlaq_s32(isum[tp], s, sc[pair]);
+                                }
+                            }
+                        }
+                    }
+                }
+                let dw = mm_rows_f32(f16x4_at(x));
+                for tp in 0..2 {
+                    let da = vld1q_f32(y.add(1024 + 16 * tp).cast());
+                    for (pair, acc) in acc.iter_mut().enumerate() {
+                        let d = vmulq_f32(dw[pair], da);
+                        acc[tp] = vfmaq_f32(acc[tp], vcvtq_f32_s32(isum[pair][tp]), d);
+                    }
+                }
+            }
+            let o = (p * rows + g * X) * PANEL;
+            mm_store(&acc, 1.0, &mut out[o..o + X * PANEL]);
+        }
+    }
+}
+
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn mm_tile_q4_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    mm_tile::<XQ4_0>(cols, w, panels, out)
+}
+
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn mm_tile_q8_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+    mm_tile::<XQ8_0>(cols, w, panels, out)
+}
+
 // Each format's kernels by name (the loops `arm-cost` measures: `interleaved::rows_q4_0` …).
 
 #[target_feature(enable = "neon,dotprod")]
@@ -718,8 +955,9 @@ unsafe fn tile_q8_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
     tile::<XQ8_0>(cols, w, panels, out)
 }
 
-/// Safe entry points: each checks the sizes its kernel relies on (the dotprod feature was
-/// checked by `cpu::levels`; the table hands these out only in the dotprod set).
+/// Safe entry points: each checks the sizes its kernel relies on (the features were checked
+/// by `cpu::levels`; the table hands the `x4_*` kernels out only in the dotprod set, and the
+/// `mm4_*` ones, whose decode is dotprod's and whose panels need i8mm, only in the i8mm set).
 mod w {
     use super::*;
 
@@ -729,11 +967,29 @@ mod w {
             .then(|| X * cols / B::LEN * size_of::<B>())
     }
 
-    /// `ctor: weight block, activation block, pack, rows, tile, panel kernels, panel bytes`.
+    /// Whether `w` is whole groups of `group` bytes (some), `panels` whole panels of
+    /// `panel_bytes`, and `out` one result per row, panel and token.
+    fn tile_fits(
+        group: Option<usize>,
+        panel_bytes: usize,
+        w: &[u8],
+        panels: &[u8],
+        out: &[f32],
+    ) -> bool {
+        group.filter(|&g| g > 0).is_some_and(|g| {
+            panel_bytes > 0
+                && w.len().is_multiple_of(g)
+                && panels.len().is_multiple_of(panel_bytes)
+                && out.len() == w.len() / g * X * (panels.len() / panel_bytes) * PANEL
+        })
+    }
+
+    /// `ctor, i8mm ctor: weight block, activation block, pack, rows, tile, panel kernels,
+    /// panel bytes, i8mm tile, i8mm panel kernels, i8mm panel bytes`.
     macro_rules! interleaved {
-        ($($ctor:ident: $b:ty, $a:ty, $pack:expr, $rows:ident, $tile:ident,
-           $gemm:ident, $pb:ident;)*) => {$(
-            /// The interleaved layout of four rows and its kernels.
+        ($($ctor:ident, $mm_ctor:ident: $b:ty, $a:ty, $pack:expr, $rows:ident, $tile:ident,
+           $gemm:ident, $pb:path, $mm_tile:ident, $mm_gemm:ident, $mm_pb:path;)*) => {$(
+            /// The interleaved layout of four rows and its dotprod kernels.
             pub(crate) const fn $ctor() -> RepackKernels {
                 fn pack_checked(cols: usize, src: &[u8], dst: &mut [u8]) {
                     let g = group_bytes::<$b>(cols);
@@ -752,19 +1008,14 @@ mod w {
                         }) && a.len() == n / <$a>::LEN * size_of::<$a>(),
                         "{}: dot_rows sizes", stringify!($ctor)
                     );
-                    // SAFETY: dotprod is present (see `cpu::levels`); sizes checked above.
+                    // SAFETY: dotprod is present (see `cpu::levels`: i8mm CPUs have it too);
+                    // sizes checked above.
                     unsafe { $rows(n, w, a, out) }
                 }
 
                 fn tile_checked(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-                    let g = group_bytes::<$b>(cols).filter(|&g| g > 0);
-                    let pb = $pb(cols);
                     assert!(
-                        g.is_some_and(|g| {
-                            w.len().is_multiple_of(g)
-                                && panels.len().is_multiple_of(pb)
-                                && out.len() == w.len() / g * X * (panels.len() / pb) * PANEL
-                        }),
+                        tile_fits(group_bytes::<$b>(cols), $pb(cols), w, panels, out),
                         "{}: tile sizes", stringify!($ctor)
                     );
                     // SAFETY: dotprod is present (see `cpu::levels`); sizes checked above.
@@ -778,18 +1029,36 @@ mod w {
                     gemm: $gemm(tile_checked),
                 }
             }
+
+            /// The same layout with dotprod's decode and `smmla` panels.
+            pub(crate) const fn $mm_ctor() -> RepackKernels {
+                fn tile_checked(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                    assert!(
+                        tile_fits(group_bytes::<$b>(cols), $mm_pb(cols), w, panels, out),
+                        "{}: tile sizes", stringify!($mm_ctor)
+                    );
+                    // SAFETY: dotprod and i8mm are present (see `cpu::levels`); sizes
+                    // checked above.
+                    unsafe { $mm_tile(cols, w, panels, out) }
+                }
+
+                RepackKernels {
+                    gemm: $mm_gemm(tile_checked),
+                    ..$ctor()
+                }
+            }
         )*};
     }
     interleaved! {
-        x4_q4_0: BlockQ4_0, BlockQ8_0, pack::<XQ4_0>, rows_q4_0, tile_q4_0,
-            gemm_q8_0, panel_bytes_q8;
-        x4_q8_0: BlockQ8_0, BlockQ8_0, pack::<XQ8_0>, rows_q8_0, tile_q8_0,
-            gemm_q8_0, panel_bytes_q8;
-        x4_q4_k: BlockQ4_K, BlockQ8_K, pack_q4_k, rows_q4_k, tile_q4_k,
-            gemm_q8_k, panel_bytes_q8_k;
-        x4_q6_k: BlockQ6_K, BlockQ8_K, pack_q6_k, rows_q6_k, tile_q6_k,
-            gemm_q8_k, panel_bytes_q8_k;
+        x4_q4_0, mm4_q4_0: BlockQ4_0, BlockQ8_0, pack::<XQ4_0>, rows_q4_0, tile_q4_0,
+            gemm_q8_0, panel_bytes_q8, mm_tile_q4_0, i8mm_q8_0, i8mm::panel_bytes;
+        x4_q8_0, mm4_q8_0: BlockQ8_0, BlockQ8_0, pack::<XQ8_0>, rows_q8_0, tile_q8_0,
+            gemm_q8_0, panel_bytes_q8, mm_tile_q8_0, i8mm_q8_0, i8mm::panel_bytes;
+        x4_q4_k, mm4_q4_k: BlockQ4_K, BlockQ8_K, pack_q4_k, rows_q4_k, tile_q4_k,
+            gemm_q8_k, panel_bytes_q8_k, mm_tile_q4_k, i8mm_q8_k, i8mm::panel_bytes_k;
+        x4_q6_k, mm4_q6_k: BlockQ6_K, BlockQ8_K, pack_q6_k, rows_q6_k, tile_q6_k,
+            gemm_q8_k, panel_bytes_q8_k, mm_tile_q6_k, i8mm_q8_k, i8mm::panel_bytes_k;
     }
 }
 
-pub(crate) use w::{x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};
+pub(crate) use w::{mm4_q4_0, mm4_q4_k, mm4_q6_k, mm4_q8_0, x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};

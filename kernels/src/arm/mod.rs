@@ -7,8 +7,9 @@
 //! dotprod (`dotprod`), which differ only in their two integer-dot primitives. `i8mm.rs`
 //! holds the `smmla` panel kernels of the 32-value formats and the K-quants, `quantize.rs`
 //! the NEON activation quantizers (byte-exact with the reference), `ops.rs` the elementwise
-//! kernels (norms, softmax, gates, attention, RoPE), `interleaved.rs` the dotprod kernels of
-//! rows repacked at load into groups of four. Half-precision scales are converted by the
+//! kernels (norms, softmax, gates, attention, RoPE), `interleaved.rs` the kernels of rows
+//! repacked at load into groups of four (dotprod's `sdot` decode and panels, i8mm's `smmla`
+//! panels). Half-precision scales are converted by the
 //! hardware (`fcvt`, `fcvtl`: plain ARMv8). `cargo run --release -p tern-benches --bin
 //! arm-cost` estimates the decode loops' cycles against llama.cpp's with `llvm-mca`.
 //!
@@ -30,7 +31,9 @@ mod interleaved;
 mod ops;
 mod quantize;
 
-pub(crate) use interleaved::{x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0};
+pub(crate) use interleaved::{
+    mm4_q4_0, mm4_q4_k, mm4_q6_k, mm4_q8_0, x4_q4_0, x4_q4_k, x4_q6_k, x4_q8_0,
+};
 pub(crate) use ops::OPS;
 
 pub(crate) use w::*;
