@@ -583,6 +583,53 @@ fn matmul_many_matches_separate_products() {
 }
 
 #[test]
+fn repacked_matmul_equals_file_layout_bit_for_bit() {
+    // The interleaved kernels add the same exact integer block sums as the same set's
+    // file-layout kernels, in the same float order, so a repacked model's logits are those of
+    // the map (runtime/tests/repack.rs). Q6_K's file-layout decode adds its floats in four
+    // lanes, so there only the panels (prefill) are compared.
+    let mut rng = Rng(18);
+    let mut compared: Vec<&'static str> = Vec::new();
+    for ks in sets() {
+        for ty in [Q4_0, Q8_0, Q4_K, Q6_K] {
+            let Some(r) = ks.get(ty).repack else { continue };
+            let cols = col_sizes(ty)[1];
+            let rows = 5 * r.rows;
+            let data = weights(ty, rows * cols, &mut rng);
+            let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let packed = w.repack_with(&ks).unwrap();
+            let tokens: &[usize] = if ty == Q6_K { &[4, 9] } else { &[1, 4, 9] };
+            for &n in tokens {
+                let x = rng.act(n * cols);
+                let mut file = vec![f32::NAN; n * rows];
+                let mut got = vec![f32::NAN; n * rows];
+                matmul_with(&ks, &w, &x, &mut file, &mut Vec::new());
+                matmul_with(&ks, &packed.view(), &x, &mut got, &mut Vec::new());
+                for i in 0..n * rows {
+                    assert_eq!(
+                        got[i].to_bits(),
+                        file[i].to_bits(),
+                        "{} {ty} repacked {rows}x{cols}, {n} tokens, entry {i}: {} against {}",
+                        ks.name(),
+                        got[i],
+                        file[i]
+                    );
+                }
+                compared.push(ks.name());
+            }
+        }
+    }
+    // Three token counts for each of the four types, two for Q6_K: 11 products a set.
+    for set in KernelSet::available() {
+        if matches!(set.name(), "dotprod" | "i8mm") {
+            let n = compared.iter().filter(|&&c| c == set.name()).count();
+            assert_eq!(n, 11, "{} repacked products compared", set.name());
+        }
+    }
+    println!("repacked products compared bit for bit: {compared:?}");
+}
+
+#[test]
 fn repacked_matmul_matches_reference() {
     // Rows repacked into a set's interleaved layout (dotprod and i8mm on aarch64): decode and
     // panels, row counts of one group to many (split over threads), and q/k/v-like matrices
