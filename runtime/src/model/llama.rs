@@ -314,6 +314,33 @@ struct Layer {
     ffn_post_norm: Option<Vec<f32>>,
 }
 
+impl Layer {
+    /// The layer's matrix weights.
+    fn matrices(&self) -> [&Weight; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
+    fn matrices_mut(&mut self) -> [&mut Weight; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
+}
+
 /// A loaded model: its file, its configuration, and where each weight lives.
 pub struct Llama {
     file: GgufFile,
@@ -413,28 +440,28 @@ impl Llama {
             true => token_embd,
         });
         // Matrices the kernel set has an interleaved layout for are repacked now, once, and
-        // their pages of the map released.
+        // their pages of the map released, the layers shared out over rayon's pool. Where the
+        // set repacks none of them, as on x86-64, nothing is done and no pool is touched: a
+        // host that used Tern and then forked (a pool's threads do not survive a fork) can
+        // load models in the child. (On a repacking CPU such a child would wait for the
+        // parent's pool: not yet handled.)
         let mut repacked = 0;
-        if repack {
+        let ks = tern_kernels::kernels();
+        let repacks = |w: &Weight| matches!(w, Weight::Mapped(r) if ks.get(r.ty).repack.is_some());
+        let any = layers.iter().any(|l| l.matrices().into_iter().any(repacks));
+        if repack && (any || (!tied && repacks(&output))) {
+            let file = &file;
             repacked = layers
                 .par_iter_mut()
                 .map(|l| {
-                    [
-                        &mut l.wq,
-                        &mut l.wk,
-                        &mut l.wv,
-                        &mut l.wo,
-                        &mut l.w_gate,
-                        &mut l.w_up,
-                        &mut l.w_down,
-                    ]
-                    .into_iter()
-                    .map(|w| w.repack(&file))
-                    .sum::<usize>()
+                    l.matrices_mut()
+                        .into_iter()
+                        .map(|w| w.repack(file))
+                        .sum::<usize>()
                 })
                 .sum();
             if !tied {
-                repacked += output.repack(&file);
+                repacked += output.repack(file);
             }
         }
         Ok(Llama {
