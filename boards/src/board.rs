@@ -130,6 +130,18 @@ fn live_facts() -> Facts {
     f
 }
 
+/// AVX-VNNI, from CPUID leaf 7 sub-leaf 1 (EAX bit 4), as `tern_kernels` reads it: the
+/// standard library's detection of it is newer than this workspace's minimum Rust.
+#[cfg(target_arch = "x86_64")]
+fn has_avx_vnni() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY: `cpuid` exists on every x86-64 CPU (older Rust marks these functions unsafe).
+    #[allow(unused_unsafe)]
+    unsafe {
+        __cpuid(0).eax >= 7 && __cpuid_count(7, 1).eax & (1 << 4) != 0
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn runtime_features(f: &mut Facts) {
     f.arch = Some(CpuArch::X86_64);
@@ -139,6 +151,7 @@ fn runtime_features(f: &mut Facts) {
         ("avx2", std::arch::is_x86_feature_detected!("avx2")),
         ("fma", std::arch::is_x86_feature_detected!("fma")),
         ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+        ("avx_vnni", has_avx_vnni()),
     ] {
         if on {
             f.features.insert(name.to_string());
@@ -259,10 +272,15 @@ fn cpu_family(f: &Facts) -> Option<(KernelFamily, String)> {
         }
         CpuArch::X86_64 => {
             let missing: Vec<_> = AVX2_FLAGS.iter().filter(|x| !f.has(x)).copied().collect();
-            if missing.is_empty() {
+            if missing.is_empty() && f.has("avx_vnni") {
+                (
+                    KernelFamily::AvxVnni,
+                    format!("{src} lists avx2, fma, f16c and avx_vnni"),
+                )
+            } else if missing.is_empty() {
                 (
                     KernelFamily::Avx2,
-                    format!("{src} lists avx2, fma and f16c"),
+                    format!("{src} lists avx2, fma and f16c but lacks avx_vnni"),
                 )
             } else {
                 (

@@ -21,6 +21,9 @@ pub enum KernelFamily {
     NeonI8mm,
     /// x86-64 AVX2 with FMA and F16C.
     Avx2,
+    /// AVX2 plus AVX-VNNI's `vpdpbusd` (Intel Alder Lake, Sapphire Rapids and later; AMD
+    /// Zen 5).
+    AvxVnni,
 }
 
 impl KernelFamily {
@@ -32,6 +35,7 @@ impl KernelFamily {
             KernelFamily::NeonDotprod => "dotprod",
             KernelFamily::NeonI8mm => "i8mm",
             KernelFamily::Avx2 => "avx2",
+            KernelFamily::AvxVnni => "avxvnni",
         }
     }
 
@@ -43,6 +47,7 @@ impl KernelFamily {
             KernelFamily::NeonDotprod => "NEON with dotprod (sdot)",
             KernelFamily::NeonI8mm => "NEON with dotprod and i8mm (smmla)",
             KernelFamily::Avx2 => "AVX2 + FMA + F16C",
+            KernelFamily::AvxVnni => "AVX2 + FMA + F16C with AVX-VNNI (vpdpbusd)",
         }
     }
 
@@ -55,6 +60,7 @@ impl KernelFamily {
             NeonDotprod => &[NeonDotprod, Neon, Scalar],
             NeonI8mm => &[NeonI8mm, NeonDotprod, Neon, Scalar],
             Avx2 => &[Avx2, Scalar],
+            AvxVnni => &[AvxVnni, Avx2, Scalar],
         }
     }
 
@@ -87,7 +93,7 @@ impl KernelFamily {
             KernelFamily::Neon | KernelFamily::NeonDotprod | KernelFamily::NeonI8mm => {
                 Some(CpuArch::Aarch64)
             }
-            KernelFamily::Avx2 => Some(CpuArch::X86_64),
+            KernelFamily::Avx2 | KernelFamily::AvxVnni => Some(CpuArch::X86_64),
         }
     }
 }
@@ -307,9 +313,9 @@ pub static PROFILES: &[Profile] = &[
     Profile {
         name: "x86-64-avx2",
         title: "x86-64 laptop or desktop",
-        cpu: "AVX2, FMA and F16C",
+        cpu: "AVX2, FMA and F16C (AVX-VNNI where present)",
         dt_models: &[],
-        kernel: KernelFamily::Avx2,
+        kernel: KernelFamily::AvxVnni,
         cores: None,
         max_ram: None,
         fallback_ram: 4 * GIB,
@@ -409,6 +415,10 @@ mod tests {
         assert_eq!(KernelFamily::Neon.pick(&["scalar", "avx2"]), "scalar");
         assert_eq!(KernelFamily::Avx2.pick(&["scalar", "avx2"]), "avx2");
         assert_eq!(KernelFamily::Avx2.pick(&[]), "scalar");
+        let x86 = ["scalar", "avx2", "avxvnni"];
+        assert_eq!(KernelFamily::AvxVnni.pick(&x86), "avxvnni");
+        assert_eq!(KernelFamily::AvxVnni.pick(&x86[..2]), "avx2");
+        assert_eq!(KernelFamily::Avx2.pick(&x86), "avx2");
     }
 
     #[test]

@@ -128,6 +128,8 @@ fn x86_laptop_counts_physical_cores() {
 fn x86_hybrid_uses_the_p_cores_only() {
     let b = board("x86-64-hybrid");
     assert_eq!(b.name(), "x86-64-avx2");
+    // Alder Lake's flags list avx_vnni; the Ryzen 5800U's and the EPYC's (above, below) do not.
+    assert_eq!(b.settings.kernel.value, KernelFamily::AvxVnni);
     assert_eq!(b.settings.threads.value, 2);
     assert!(b.settings.threads.why.contains("E-cores"));
     // In a container limited to 4 GiB with 1 GiB in use: 80% of the 3 GiB left, not of the

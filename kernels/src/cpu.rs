@@ -10,6 +10,8 @@ pub enum Level {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// AVX2 plus AVX-VNNI's `vpdpbusd` (Alder Lake, Sapphire Rapids, Zen 5 and later).
+    AvxVnni,
     /// aarch64 NEON (every aarch64 CPU).
     Neon,
     /// aarch64 with the dot-product instructions (`sdot`).
@@ -24,6 +26,7 @@ impl Level {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
+            Level::AvxVnni => "avxvnni",
             Level::Neon => "neon",
             Level::Dotprod => "dotprod",
             Level::I8mm => "i8mm",
@@ -31,13 +34,14 @@ impl Level {
     }
 
     /// The level whose kernels this one runs where it has none of its own: i8mm → dotprod →
-    /// neon → scalar; avx2 → scalar.
+    /// neon → scalar; avxvnni → avx2 → scalar.
     pub const fn fallback(self) -> Option<Level> {
         match self {
             Level::Scalar => None,
             Level::Avx2 | Level::Neon => Some(Level::Scalar),
             Level::Dotprod => Some(Level::Neon),
             Level::I8mm => Some(Level::Dotprod),
+            Level::AvxVnni => Some(Level::Avx2),
         }
     }
 }
@@ -55,6 +59,9 @@ pub fn levels() -> Vec<Level> {
         && is_x86_feature_detected!("f16c")
     {
         levels.push(Level::Avx2);
+        if avx_vnni() {
+            levels.push(Level::AvxVnni);
+        }
     }
     #[cfg(target_arch = "aarch64")]
     if std::arch::is_aarch64_feature_detected!("neon") {
@@ -67,4 +74,17 @@ pub fn levels() -> Vec<Level> {
         }
     }
     levels
+}
+
+/// Whether the CPU has AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4), read directly because
+/// `is_x86_feature_detected!("avxvnni")` is newer than this crate's minimum Rust. The OS's
+/// saving of the 256-bit registers it uses was checked with AVX2.
+#[cfg(target_arch = "x86_64")]
+fn avx_vnni() -> bool {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY: `cpuid` exists on every x86-64 CPU (older Rust marks these functions unsafe).
+    #[allow(unused_unsafe)]
+    unsafe {
+        __cpuid(0).eax >= 7 && __cpuid_count(7, 1).eax & (1 << 4) != 0
+    }
 }

@@ -1,7 +1,7 @@
 //! The kernel table: for each weight type, how it is multiplied at each kernel level.
 //!
 //! As ggml's `type_traits_cpu` does, the table has one row per type ([`row`]); here a row has
-//! a column per level (scalar, avx2, neon, dotprod, i8mm), and each cell names the level's
+//! a column per level (scalar, avx2, avxvnni, neon, dotprod, i8mm), and each cell names the level's
 //! activation quantizer (`from_float`), dot product (decode), multi-row dot and panel kernels
 //! (prefill), and an interleaved weight layout with its own kernels where the level has one
 //! (repacked at load: [`RepackKernels`]). A cell left empty runs the level below's kernel
@@ -9,6 +9,10 @@
 //! has; the interleaved layouts alone are never inherited (a level without one for a type
 //! keeps that type in the file's layout). The activation quantizer of a weight type is the
 //! `from_float` of its activation type's row, as in ggml.
+//!
+//! The avxvnni level adds only panel kernels: the AVX2 tiles with `vpdpbusd` in place of
+//! `maddubs` and its widening adds, for the types AVX2 has tiles for. One token's dot product
+//! is bound by reading the weights, not by the multiply-adds, so decode keeps AVX2's kernels.
 //!
 //! The i8mm level adds only panel kernels (`smmla` multiplies two rows by two tokens: it has
 //! nothing to offer one token). Its file-layout panels serve every type it does not repack
@@ -23,8 +27,8 @@
 //!
 //! A [`KernelSet`] is one level's column, built once per process from the levels the CPU runs
 //! ([`crate::cpu`]). `TERN_KERNELS=scalar` forces the reference everywhere (tests,
-//! benchmarks); a set's name (`avx2`, `neon`, `dotprod`, `i8mm`) asks for that set when the
-//! CPU has it.
+//! benchmarks); a set's name (`avx2`, `avxvnni`, `neon`, `dotprod`, `i8mm`) asks for that
+//! set when the CPU has it.
 //!
 //! Module graph: `table` → `cpu`, `kernel`, `quant`, `ops::scalar`, `x86`/`arm`; the per-ISA
 //! modules → `kernel`, `quant`, `ops::scalar`, `ops::portable` (which import nothing of the
@@ -123,6 +127,7 @@ struct Row {
     /// and dot product.
     scalar: (QuantizeFn, DotFn),
     avx2: Cell,
+    avxvnni: Cell,
     neon: Cell,
     dotprod: Cell,
     i8mm: Cell,
@@ -133,6 +138,7 @@ impl Row {
         match level {
             Level::Scalar => &Cell::NONE,
             Level::Avx2 => &self.avx2,
+            Level::AvxVnni => &self.avxvnni,
             Level::Neon => &self.neon,
             Level::Dotprod => &self.dotprod,
             Level::I8mm => &self.i8mm,
@@ -200,6 +206,7 @@ fn row(ty: GgmlType) -> Row {
     let row = |scalar| Row {
         scalar,
         avx2: none,
+        avxvnni: none,
         neon: none,
         dotprod: none,
         i8mm: none,
@@ -220,6 +227,7 @@ fn row(ty: GgmlType) -> Row {
         },
         BF16 => row(scalar!(BF16)),
         Q4_0 => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_0(vnni_tile_q4_0))),
             avx2: x86!(none
                 .dot(dot_q4_0)
                 .rows(rows_q4_0)
@@ -237,6 +245,7 @@ fn row(ty: GgmlType) -> Row {
             ..row(scalar!(Q4_0))
         },
         Q4_1 => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_1(vnni_tile_q4_1))),
             avx2: x86!(none
                 .dot(dot_q4_1)
                 .rows(rows_q4_1)
@@ -253,6 +262,7 @@ fn row(ty: GgmlType) -> Row {
             ..row(scalar!(Q4_1))
         },
         Q5_0 => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_0(vnni_tile_q5_0))),
             avx2: x86!(none
                 .dot(dot_q5_0)
                 .rows(rows_q5_0)
@@ -270,6 +280,7 @@ fn row(ty: GgmlType) -> Row {
         },
         Q5_1 => row(scalar!(Q5_1)),
         Q8_0 => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_0(vnni_tile_q8_0))),
             avx2: x86!(none
                 .quantize(quantize_q8_0)
                 .dot(dot_q8_0)
@@ -296,6 +307,7 @@ fn row(ty: GgmlType) -> Row {
         Q2_K => row(scalar!(Q2_K)),
         Q3_K => row(scalar!(Q3_K)),
         Q4_K => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_k(vnni_tile_q4_k))),
             avx2: x86!(none
                 .dot(dot_q4_k)
                 .rows(rows_q4_k)
@@ -320,6 +332,7 @@ fn row(ty: GgmlType) -> Row {
             ..row(scalar!(Q5_K))
         },
         Q6_K => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_k(vnni_tile_q6_k))),
             avx2: x86!(none
                 .dot(dot_q6_k)
                 .rows(rows_q6_k)
@@ -347,7 +360,7 @@ fn row(ty: GgmlType) -> Row {
 /// level: the ops need nothing beyond NEON), or the plain ones.
 fn op_kernels(level: Level) -> OpKernels {
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 {
+    if matches!(level, Level::Avx2 | Level::AvxVnni) {
         return crate::x86::OPS;
     }
     #[cfg(target_arch = "aarch64")]
@@ -417,7 +430,7 @@ impl KernelSet {
         &self.ops
     }
 
-    /// The kernel set's name: `scalar`, `avx2`, `neon`, `dotprod` or `i8mm`.
+    /// The kernel set's name: `scalar`, `avx2`, `avxvnni`, `neon`, `dotprod` or `i8mm`.
     pub fn name(&self) -> &'static str {
         self.level.name()
     }

@@ -25,3 +25,23 @@ fn the_first_choice_holds_for_the_process() {
     assert_eq!(choose_kernels(best).unwrap().name(), "scalar");
     assert_eq!(kernels().name(), "scalar");
 }
+
+/// The x86-64 levels come from CPUID; Linux's `/proc/cpuinfo` flags, read by the kernel from
+/// the same CPU, are an independent account of them (AVX-VNNI is read by hand from CPUID, so
+/// this is where a wrong bit would show).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn x86_levels_agree_with_proc_cpuinfo() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .expect("a flags line");
+    let names: Vec<&str> = KernelSet::available().iter().map(|s| s.name()).collect();
+    let avx2 = ["avx2", "fma", "f16c"].iter().all(|f| flags.contains(f));
+    let vnni = avx2 && flags.contains(&"avx_vnni");
+    println!("kernel sets: {names:?}; /proc/cpuinfo: avx2+fma+f16c {avx2}, avx_vnni {vnni}");
+    assert_eq!(names.contains(&"avx2"), avx2, "{names:?}");
+    assert_eq!(names.contains(&"avxvnni"), vnni, "{names:?}");
+}

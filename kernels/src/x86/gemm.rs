@@ -11,6 +11,9 @@
 //!   the `bsums` as `[pair 8][token 8][2 × i16]`.
 //! - F32 (for F32 and F16 weights): the 8 tokens' values one token after the other.
 //!
+//! With AVX-VNNI (the `vnni_*` tiles), one `vpdpbusd` takes the place of `maddubs` and the
+//! adds that widen its `i16` sums, and the sums stay in `i32` from the start.
+//!
 //! Integer sums are exact, as in the reference; where weights are stored with an offset
 //! (Q4_0: `q - 8`, Q5_0: `q - 16`, Q6_K: `q - 32`) the offset times the activation sums is
 //! subtracted in integers, so every block's integer dot equals the reference's.
@@ -26,7 +29,7 @@
 use core::arch::x86_64::*;
 
 use super::dot::q6k_half;
-use super::{bits_to_bytes, f16_at, hsum, load256, nibbles, q4k_scales};
+use super::{bits_to_bytes, dpbusd, f16_at, hsum, load256, nibbles, q4k_scales};
 use crate::quant::f16_to_f32;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
 use crate::quant::{BlockQ8_1, BlockQ8_K};
@@ -180,30 +183,40 @@ const fn legacy_bytes(k: u8) -> usize {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q4_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_legacy::<Q4_0>(cols, w, panels, out)
+/// The panel kernels' entry points: `name: body::<format, vnni>`. The AVX-VNNI ones are the
+/// same tiles with each `maddubs` and the adds that widen its sums replaced by one `vpdpbusd`.
+macro_rules! tiles {
+    ($($name:ident: $body:ident::<$k:ident, $vnni:literal>;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+            $body::<$k, $vnni>(cols, w, panels, out)
+        }
+    )*};
+}
+tiles! {
+    tile_q4_0: tile_legacy::<Q4_0, false>;
+    tile_q4_1: tile_legacy::<Q4_1, false>;
+    tile_q5_0: tile_legacy::<Q5_0, false>;
+    tile_q8_0: tile_legacy::<Q8_0, false>;
+    tile_q4_k: tile_kquant::<Q4_K, false>;
+    tile_q6_k: tile_kquant::<Q6_K, false>;
+    vnni_tile_q4_0: tile_legacy::<Q4_0, true>;
+    vnni_tile_q4_1: tile_legacy::<Q4_1, true>;
+    vnni_tile_q5_0: tile_legacy::<Q5_0, true>;
+    vnni_tile_q8_0: tile_legacy::<Q8_0, true>;
+    vnni_tile_q4_k: tile_kquant::<Q4_K, true>;
+    vnni_tile_q6_k: tile_kquant::<Q6_K, true>;
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q4_1(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_legacy::<Q4_1>(cols, w, panels, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q5_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_legacy::<Q5_0>(cols, w, panels, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q8_0(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_legacy::<Q8_0>(cols, w, panels, out)
-}
-
-/// The 32-value formats, `K` one of the constants above.
+/// The 32-value formats, `K` one of the constants above; `VNNI`: with `vpdpbusd`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_legacy<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+unsafe fn tile_legacy<const K: u8, const VNNI: bool>(
+    cols: usize,
+    w: &[u8],
+    panels: &[u8],
+    out: &mut [f32],
+) {
     let bb = legacy_bytes(K);
     let nb = cols / 32;
     let rb = nb * bb;
@@ -223,9 +236,9 @@ unsafe fn tile_legacy<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &m
                 let pan = panels.as_ptr().add(p * pb + b0 * Q8_PANEL_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
                 if nr == R {
-                    legacy_blocks::<K, R>(&u, nbc, pan, o, b0 == 0);
+                    legacy_blocks::<K, R, VNNI>(&u, nbc, pan, o, b0 == 0);
                 } else {
-                    legacy_blocks::<K, 1>(&u, nbc, pan, o, b0 == 0);
+                    legacy_blocks::<K, 1, VNNI>(&u, nbc, pan, o, b0 == 0);
                 }
             }
         }
@@ -265,7 +278,7 @@ unsafe fn unpack_legacy<const K: u8>(x: *const u8, nb: usize, u: &mut Unpacked, 
 /// to) the `NR × 8` results at `o`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_blocks<const K: u8, const NR: usize>(
+unsafe fn legacy_blocks<const K: u8, const NR: usize, const VNNI: bool>(
     u: &Unpacked,
     nb: usize,
     pan: *const u8,
@@ -283,35 +296,35 @@ unsafe fn legacy_blocks<const K: u8, const NR: usize>(
         let pb = pan.add(b * Q8_PANEL_BLOCK);
         let mut s32 = [_mm256_setzero_si256(); NR];
         if K == Q8_0 {
-            for g in 0..8 {
-                let a = load256(pb.add(32 * g));
-                for r in 0..NR {
+            if VNNI {
+                s32 = vnni_sums::<NR, 8>(|r, g| {
                     let off = 32 * b + 4 * g;
+                    let a = load256(pb.add(32 * g));
                     let signed = _mm256_sign_epi8(a, bcast4(u.s[r].as_ptr().add(off)));
-                    let p = _mm256_maddubs_epi16(bcast4(u.q[r].as_ptr().add(off)), signed);
-                    s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(p, ones));
+                    (bcast4(u.q[r].as_ptr().add(off)), signed)
+                });
+            } else {
+                for g in 0..8 {
+                    let a = load256(pb.add(32 * g));
+                    for r in 0..NR {
+                        let off = 32 * b + 4 * g;
+                        let signed = _mm256_sign_epi8(a, bcast4(u.s[r].as_ptr().add(off)));
+                        let p = _mm256_maddubs_epi16(bcast4(u.q[r].as_ptr().add(off)), signed);
+                        s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(p, ones));
+                    }
                 }
             }
         } else {
-            // Unsigned 4-bit quants: 8 groups of pair sums fit in i16 (8 · 2 · 15 · 127);
-            // 5-bit ones only 4 (4 · 2 · 31 · 127).
-            let mut s16 = [_mm256_setzero_si256(); NR];
-            for g in 0..8 {
-                if K == Q5_0 && g == 4 {
-                    for r in 0..NR {
-                        s32[r] = _mm256_madd_epi16(s16[r], ones);
-                        s16[r] = _mm256_setzero_si256();
-                    }
-                }
-                let a = load256(pb.add(32 * g));
-                for r in 0..NR {
+            if VNNI {
+                s32 = vnni_sums::<NR, 8>(|r, g| {
                     let wq = bcast4(u.q[r].as_ptr().add(32 * b + 4 * g));
-                    s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wq, a));
-                }
+                    (wq, load256(pb.add(32 * g)))
+                });
+            } else {
+                legacy_sums_i16::<K, NR>(u, b, pb, &mut s32);
             }
             let sums = _mm256_loadu_si256(pb.add(288).cast());
             for r in 0..NR {
-                s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(s16[r], ones));
                 if K == Q4_0 {
                     s32[r] = _mm256_sub_epi32(s32[r], _mm256_slli_epi32(sums, 3));
                 } else if K == Q5_0 {
@@ -334,23 +347,74 @@ unsafe fn legacy_blocks<const K: u8, const NR: usize>(
     }
 }
 
+/// `Σ_g dpbusd(w, a)` for each of `NR` rows over `G` groups, where `operands(r, g)` gives row
+/// `r`'s broadcast weights and the panel's activations of group `g`. Even and odd groups
+/// accumulate apart: `vpdpbusd` waits for its accumulator (5 cycles), so one chain per row
+/// would run at half its throughput.
+#[inline(always)]
+unsafe fn vnni_sums<const NR: usize, const G: usize>(
+    operands: impl Fn(usize, usize) -> (__m256i, __m256i),
+) -> [__m256i; NR] {
+    let mut even = [_mm256_setzero_si256(); NR];
+    let mut odd = [_mm256_setzero_si256(); NR];
+    for g in (0..G).step_by(2) {
+        for r in 0..NR {
+            let (w, a) = operands(r, g);
+            even[r] = dpbusd(even[r], w, a);
+            let (w, a) = operands(r, g + 1);
+            odd[r] = dpbusd(odd[r], w, a);
+        }
+    }
+    let mut sums = even;
+    for r in 0..NR {
+        sums[r] = _mm256_add_epi32(even[r], odd[r]);
+    }
+    sums
+}
+
+/// Without VNNI: a block's sums of unsigned 4- or 5-bit quants times a panel, through `i16`
+/// pair sums. 8 groups of 4-bit pair sums fit in i16 (8 · 2 · 15 · 127); 5-bit ones only 4
+/// (4 · 2 · 31 · 127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_sums_i16<const K: u8, const NR: usize>(
+    u: &Unpacked,
+    b: usize,
+    pb: *const u8,
+    s32: &mut [__m256i; NR],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut s16 = [_mm256_setzero_si256(); NR];
+    for g in 0..8 {
+        if K == Q5_0 && g == 4 {
+            for r in 0..NR {
+                s32[r] = _mm256_madd_epi16(s16[r], ones);
+                s16[r] = _mm256_setzero_si256();
+            }
+        }
+        let a = load256(pb.add(32 * g));
+        for r in 0..NR {
+            let wq = bcast4(u.q[r].as_ptr().add(32 * b + 4 * g));
+            s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wq, a));
+        }
+    }
+    for r in 0..NR {
+        s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(s16[r], ones));
+    }
+}
+
 const Q4_K: u8 = 4;
 const Q6_K: u8 = 6;
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q4_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_kquant::<Q4_K>(cols, w, panels, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_q6_k(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-    tile_kquant::<Q6_K>(cols, w, panels, out)
-}
-
-/// The k-quants with Q8_K activations, `K` one of `Q4_K`, `Q6_K`.
+/// The k-quants with Q8_K activations, `K` one of `Q4_K`, `Q6_K`; `VNNI`: with `vpdpbusd`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_kquant<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
+    cols: usize,
+    w: &[u8],
+    panels: &[u8],
+    out: &mut [f32],
+) {
     let bb = if K == Q4_K {
         size_of::<BlockQ4_K>()
     } else {
@@ -379,9 +443,9 @@ unsafe fn tile_kquant<const K: u8>(cols: usize, w: &[u8], panels: &[u8], out: &m
                 let pan = panels.as_ptr().add(p * pb + b0 * Q8K_PANEL_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
                 if nr == R {
-                    kquant_blocks::<K, R>(&u, nbc, pan, o, b0 == 0);
+                    kquant_blocks::<K, R, VNNI>(&u, nbc, pan, o, b0 == 0);
                 } else {
-                    kquant_blocks::<K, 1>(&u, nbc, pan, o, b0 == 0);
+                    kquant_blocks::<K, 1, VNNI>(&u, nbc, pan, o, b0 == 0);
                 }
             }
         }
@@ -438,7 +502,7 @@ unsafe fn unpack_q6_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kquant_blocks<const K: u8, const NR: usize>(
+unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
     u: &Unpacked,
     nb: usize,
     pan: *const u8,
@@ -467,6 +531,16 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize>(
         if K == Q4_K {
             // Sub-blocks of 32: 8 groups of 4-bit pair sums fit in i16.
             for j in 0..8 {
+                if VNNI {
+                    let s32 = vnni_sums::<NR, 8>(|r, g| {
+                        (q(r, 8 * j + g), load256(pb.add(32 * (8 * j + g))))
+                    });
+                    for r in 0..NR {
+                        let sc = _mm256_set1_epi32(u.sc[r][b][j] as i32);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s32[r], sc));
+                    }
+                    continue;
+                }
                 let mut s16 = [_mm256_setzero_si256(); NR];
                 for g in 8 * j..8 * j + 8 {
                     let a = load256(pb.add(32 * g));
@@ -482,6 +556,16 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize>(
         } else {
             // Sub-blocks of 16: 6-bit pair sums fit in i16 two groups at a time.
             for j in 0..16 {
+                if VNNI {
+                    let s32 = vnni_sums::<NR, 4>(|r, g| {
+                        (q(r, 4 * j + g), load256(pb.add(32 * (4 * j + g))))
+                    });
+                    for r in 0..NR {
+                        let sc = _mm256_set1_epi32(u.sc[r][b][j] as i32);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s32[r], sc));
+                    }
+                    continue;
+                }
                 let mut s16 = [[_mm256_setzero_si256(); 2]; NR];
                 for h in 0..2 {
                     for g in 4 * j + 2 * h..4 * j + 2 * h + 2 {

@@ -4,6 +4,8 @@
 //! `gemm` the panel kernels (prefill). Every kernel is an `unsafe fn` compiled for AVX2; the
 //! safe wrappers below are the only way in, and the kernel table (`table.rs`) puts them only
 //! in the avx2 set, which `cpu::levels` offers only where the CPU has AVX2, FMA and F16C.
+//! The panel kernels named `vnni_*` use AVX-VNNI's `vpdpbusd` as well, and are only in the
+//! avxvnni set, offered only where the CPU also has AVX-VNNI.
 
 use core::arch::x86_64::*;
 
@@ -250,6 +252,30 @@ mod w {
         tile_q6_k: gemm::tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
     }
 
+    macro_rules! wrap_vnni_tile {
+        ($($name:ident: $inner:path, $w:ty, $pb:path;)*) => {$(
+            pub(crate) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
+                let rb = cols / <$w>::LEN * size_of::<$w>();
+                assert!(
+                    cols.is_multiple_of(<$w>::LEN) && tile_fits(rb, $pb(cols), w, panels, out),
+                    "{}: sizes", stringify!($name)
+                );
+                // SAFETY: AVX2/FMA/F16C and AVX-VNNI are present (the table hands these out
+                // only in the avxvnni set, which `cpu::levels` offers only where the CPU has
+                // them all); sizes checked above.
+                unsafe { $inner(cols, w, panels, out) }
+            }
+        )*};
+    }
+    wrap_vnni_tile! {
+        vnni_tile_q4_0: gemm::vnni_tile_q4_0, BlockQ4_0, gemm::panel_bytes_q8;
+        vnni_tile_q4_1: gemm::vnni_tile_q4_1, BlockQ4_1, gemm::panel_bytes_q8;
+        vnni_tile_q5_0: gemm::vnni_tile_q5_0, BlockQ5_0, gemm::panel_bytes_q8;
+        vnni_tile_q8_0: gemm::vnni_tile_q8_0, BlockQ8_0, gemm::panel_bytes_q8;
+        vnni_tile_q4_k: gemm::vnni_tile_q4_k, BlockQ4_K, gemm::panel_bytes_q8_k;
+        vnni_tile_q6_k: gemm::vnni_tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
+    }
+
     pub(crate) fn tile_f32(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
         let rb = cols * size_of::<f32>();
         assert!(
@@ -363,6 +389,26 @@ unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
 #[target_feature(enable = "avx2")]
 unsafe fn dot_u8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// `acc` plus, in each `i32` lane, the four products of the lane's unsigned bytes of `u` with
+/// the signed bytes of `s`: AVX-VNNI's `vpdpbusd`, exact (no `i16` step to saturate). Written
+/// as assembly in its VEX form because its intrinsic needs the `avxvnni` target feature, which
+/// Rust stabilised after this crate's minimum version; callers run only where
+/// `cpu::levels` saw AVX-VNNI.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction, on a CPU that has it (the caller's contract).
+    core::arch::asm!(
+        "{{vex}} vpdpbusd {acc}, {u}, {s}",
+        acc = inout(ymm_reg) acc,
+        u = in(ymm_reg) u,
+        s = in(ymm_reg) s,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
 }
 
 /// The six-bit scales and mins of a Q4_K block: `(scales, mins)`, eight bytes each (see
