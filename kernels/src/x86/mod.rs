@@ -411,6 +411,24 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     acc
 }
 
+/// `acc` plus, in each `i32` lane, the two products of the lane's `i16` pairs of `x` and `y`:
+/// AVX-VNNI's `vpdpwssd`, `madd_epi16` and the add in one instruction (assembly, as
+/// [`dpbusd`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dpwssd(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction, on a CPU that has it (the caller's contract).
+    core::arch::asm!(
+        "{{vex}} vpdpwssd {acc}, {x}, {y}",
+        acc = inout(ymm_reg) acc,
+        x = in(ymm_reg) x,
+        y = in(ymm_reg) y,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
+
 /// The six-bit scales and mins of a Q4_K block: `(scales, mins)`, eight bytes each (see
 /// `quant::kquants::scale_min_k4` for the layout).
 #[inline]
