@@ -149,6 +149,7 @@ const NIL: u32 = u32::MAX;
 fn resolve(vocab: &Vocab, merges: &[(&str, &str)], first_rank: usize) -> Vec<(u64, Merge)> {
     let mut joined = Vec::new();
     let mut out = Vec::with_capacity(merges.len());
+    let mut guess = 0;
     for (i, &(left, right)) in merges.iter().enumerate() {
         let (Some(l), Some(r)) = (vocab.id(left), vocab.id(right)) else {
             continue;
@@ -156,7 +157,8 @@ fn resolve(vocab: &Vocab, merges: &[(&str, &str)], first_rank: usize) -> Vec<(u6
         joined.clear();
         joined.extend_from_slice(left.as_bytes());
         joined.extend_from_slice(right.as_bytes());
-        if let Some(id) = vocab.id_of_bytes(&joined) {
+        if let Some(id) = vocab.id_of_bytes_near(&joined, guess) {
+            guess = id.wrapping_add(1);
             let rank = (first_rank + i) as u32;
             out.push((u64::from(l) << 32 | u64::from(r), Merge { rank, id }));
         }

@@ -742,7 +742,14 @@ fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
         read += 1;
     }
     all_strings(KEY, arr, read)?;
-    Vocab::new(texts).map_err(|_| too_large())
+    Vocab::new(texts).map_err(|e| match e {
+        vocab::VocabError::TooLarge => too_large(),
+        // Cannot happen: every text above is a `&str`.
+        vocab::VocabError::NotUtf8 => TokenizerError::Invalid {
+            key: KEY,
+            reason: "a token is not UTF-8".into(),
+        },
+    })
 }
 
 fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
@@ -846,7 +853,11 @@ fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), Tokeni
 }
 
 fn c_str(s: &str) -> &str {
-    s.split('\0').next().unwrap_or(s)
+    // A plain scan: token texts are a few bytes, too short for `split`'s searcher to pay.
+    match s.bytes().position(|b| b == 0) {
+        Some(end) => &s[..end],
+        None => s,
+    }
 }
 
 #[cfg(test)]
