@@ -731,12 +731,13 @@ fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
     }
     let mut texts = Arena::with_capacity(arr.len(), arr.len() * 8);
     let mut read = 0;
-    for (i, t) in arr.strs().into_iter().flatten().enumerate() {
+    // As bytes: `Vocab::new` checks all of them as UTF-8 at once.
+    for (i, t) in arr.byte_strs().into_iter().flatten().enumerate() {
         // llama.cpp reads tokens as C strings, and renames empty ones so that they never
         // match text.
         let pushed = match c_str(t) {
-            "" => texts.push(format!("[EMPTY_{i}]").as_bytes()),
-            t => texts.push(t.as_bytes()),
+            b"" => texts.push(format!("[EMPTY_{i}]").as_bytes()),
+            t => texts.push(t),
         };
         pushed.map_err(|_| too_large())?;
         read += 1;
@@ -744,7 +745,7 @@ fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
     all_strings(KEY, arr, read)?;
     Vocab::new(texts).map_err(|e| match e {
         vocab::VocabError::TooLarge => too_large(),
-        // Cannot happen: every text above is a `&str`.
+        // The reader checked them when it opened the file, which has changed since.
         vocab::VocabError::NotUtf8 => TokenizerError::Invalid {
             key: KEY,
             reason: "a token is not UTF-8".into(),
@@ -819,17 +820,18 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
 /// rank first), borrowed from the file.
 fn read_merges<'g>(
     g: &'g GgufFile,
-    mut f: impl FnMut(&'g str, &'g str),
+    mut f: impl FnMut(&'g [u8], &'g [u8]),
 ) -> Result<(), TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
     let arr = g.get_array(KEY)?;
     let mut read = 0;
-    for s in arr.strs().into_iter().flatten() {
+    // As bytes: they are only looked up among the tokens, which were checked as UTF-8.
+    for s in arr.byte_strs().into_iter().flatten() {
         // As llama.cpp: split at the first space after the first byte (so a left side that
         // is itself a space still parses). A merge without a space can never apply there;
         // skipping it keeps the relative order, which is all a rank means.
         let s = c_str(s);
-        if let Some(p) = s.bytes().skip(1).position(|b| b == b' ') {
+        if let Some(p) = s.iter().skip(1).position(|&b| b == b' ') {
             f(&s[..p + 1], &s[p + 2..]);
         }
         read += 1;
@@ -838,7 +840,6 @@ fn read_merges<'g>(
     Ok(())
 }
 
-/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
 /// An error unless all `arr.len()` elements were read as strings: `read` stopped at the
 /// first element that is not one.
 fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), TokenizerError> {
@@ -852,9 +853,10 @@ fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), Tokeni
     Ok(())
 }
 
-fn c_str(s: &str) -> &str {
-    // A plain scan: token texts are a few bytes, too short for `split`'s searcher to pay.
-    match s.bytes().position(|b| b == 0) {
+/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
+fn c_str(s: &[u8]) -> &[u8] {
+    // A plain scan: token texts are a few bytes, too short for a searcher to pay.
+    match s.iter().position(|&b| b == 0) {
         Some(end) => &s[..end],
         None => s,
     }
