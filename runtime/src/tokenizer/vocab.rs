@@ -35,13 +35,6 @@ impl Arena {
         self.offsets.len().saturating_sub(1)
     }
 
-    /// String `i`, or nothing past the end.
-    pub(super) fn get(&self, i: usize) -> Option<&[u8]> {
-        let start = *self.offsets.get(i)? as usize;
-        let end = *self.offsets.get(i + 1)? as usize;
-        Some(&self.bytes[start..end])
-    }
-
     pub(super) fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
         self.offsets.shrink_to_fit();
