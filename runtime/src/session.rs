@@ -560,6 +560,28 @@ impl Session {
         })
     }
 
+    /// Feeds `id`, a token already given out, so it must enter the cache: a cancel raised
+    /// during its pass is taken, the pass run again, and reported (`true`) once it is in.
+    fn enter_given(&mut self, id: u32) -> Result<bool, SessionError> {
+        let mut cancelled = false;
+        loop {
+            match self
+                .model
+                .llama()
+                .forward(&[id], &mut self.cache, &mut self.state, false)
+            {
+                // The pass was undone whole; the flag is down again, so the next one runs.
+                Err(ModelError::Cancelled) => cancelled |= self.take_cancel(),
+                r => {
+                    r?;
+                    break;
+                }
+            }
+        }
+        self.remember(&[id]);
+        Ok(cancelled)
+    }
+
     /// Generates up to `max` tokens after the logits of the last token fed, passing each to
     /// `on_token`, which returns `false` to stop after it. Every token passed is in the cache
     /// on return, and the logits after the last one are ready. With a draft model the
@@ -582,22 +604,17 @@ impl Session {
                 if self.take_cancel() {
                     return Ok((n, true));
                 }
+                // The token is given out as soon as it is drawn, before the pass that
+                // enters it in the cache: the first token of a reply waits for the prompt
+                // only, not for one more decode step.
                 let id = self.sample();
-                match self
-                    .model
-                    .llama()
-                    .forward(&[id], &mut self.cache, &mut self.state, false)
-                {
-                    Err(ModelError::Cancelled) => {
-                        // Sampled, but never entered the cache nor given out.
-                        self.take_cancel();
-                        return Ok((n, true));
-                    }
-                    r => r?,
-                }
-                self.remember(&[id]);
+                let go_on = on_token(id);
                 n += 1;
-                if !on_token(id) {
+                let cancelled = self.enter_given(id)?;
+                if cancelled {
+                    return Ok((n, true));
+                }
+                if !go_on {
                     break;
                 }
             }

@@ -42,6 +42,14 @@ pub fn time_generation(
     Ok((prefill, t1.elapsed().as_secs_f64()))
 }
 
+/// The first token after `prompt`, fed from an empty cache: what `tern run` prints first,
+/// before the pass that enters the token in the cache (which only the second one waits for).
+pub fn first_token(model: &Arc<Model>, prompt: &[u32]) -> Result<u32, SessionError> {
+    let mut s = Session::for_scoring(model.clone(), CacheConfig::dense(prompt.len() + 1))?;
+    s.feed(prompt)?;
+    Ok(s.sample())
+}
+
 /// Bytes of the KV cache [`time_generation`] allocates for `tokens` prompt and generated
 /// tokens (its room for a batch included).
 pub fn generation_kv_bytes(model: &Arc<Model>, tokens: usize) -> Result<u64, SessionError> {

@@ -237,3 +237,37 @@ fn cancel_from_another_thread_stops_a_long_prefill() {
     assert_eq!(s.cache().tokens_seen() % 64, 0);
     assert!(s.chat("Hello!", |_| true).unwrap().tokens > 0);
 }
+
+/// Tokens are given out before the pass that enters them in the cache (the first token waits
+/// for the prompt only); a cancel raised meanwhile still leaves every token given out in the
+/// cache, with the logits after it: the next token is that of a session fed the same tokens.
+#[test]
+fn a_token_given_out_enters_the_cache_even_when_cancelled_during_its_pass() {
+    let m = model();
+    let prompt = m
+        .tokenizer()
+        .encode("The capital of France is", true, false)
+        .unwrap();
+    let mut s = Session::new(m.clone(), opts(0.0, None)).unwrap();
+    s.feed(&prompt).unwrap();
+    let before = s.stats().tokens;
+    let flag = s.cancel_flag();
+    let mut given = Vec::new();
+    let (n, cancelled) = s
+        .produce(10, |id| {
+            given.push(id);
+            if given.len() == 2 {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!((n, cancelled), (2, true));
+    assert_eq!(s.stats().tokens, before + 2);
+    assert!(s.history().ends_with(&given));
+
+    let mut fresh = Session::new(m, opts(0.0, None)).unwrap();
+    fresh.feed(&prompt).unwrap();
+    fresh.feed(&given).unwrap();
+    assert_eq!(s.sample(), fresh.sample());
+}

@@ -34,7 +34,7 @@ pub use tern_kernels::GgmlType;
 
 pub use error::GgufError;
 pub use inspect::inspect;
-pub use value::{Array, ArrayIter, StrIter, Value};
+pub use value::{Array, ArrayIter, ByteStrIter, StrIter, Value};
 pub use writer::GgufWriter;
 
 /// Where a tensor's data lies and how to read it.

@@ -164,8 +164,15 @@ impl<'a> Cursor<'a> {
                     Some(size) if elem != ValueType::Bool => {
                         self.take((n * size) as u64)?;
                     }
-                    // Strings (UTF-8), bools and nested arrays are checked one by one and
-                    // dropped: only their bytes' place is kept.
+                    // Strings (UTF-8) are checked in place, not copied: a vocabulary has
+                    // 150 000 of them, and their merges as many.
+                    _ if elem == ValueType::String => {
+                        for _ in 0..n {
+                            self.str()?;
+                        }
+                    }
+                    // Bools and nested arrays are checked one by one and dropped: only their
+                    // bytes' place is kept.
                     _ => {
                         for _ in 0..n {
                             self.value(elem, depth + 1)?;

@@ -146,17 +146,19 @@ const NIL: u32 = u32::MAX;
 
 /// The merges of `merges` (ranked from `first_rank` on) whose sides and result are tokens,
 /// as `(left << 32 | right, merge)`.
-fn resolve(vocab: &Vocab, merges: &[(&str, &str)], first_rank: usize) -> Vec<(u64, Merge)> {
+fn resolve(vocab: &Vocab, merges: &[(&[u8], &[u8])], first_rank: usize) -> Vec<(u64, Merge)> {
     let mut joined = Vec::new();
     let mut out = Vec::with_capacity(merges.len());
+    let mut guess = 0;
     for (i, &(left, right)) in merges.iter().enumerate() {
-        let (Some(l), Some(r)) = (vocab.id(left), vocab.id(right)) else {
+        let (Some(l), Some(r)) = (vocab.id_of_bytes(left), vocab.id_of_bytes(right)) else {
             continue;
         };
         joined.clear();
-        joined.extend_from_slice(left.as_bytes());
-        joined.extend_from_slice(right.as_bytes());
-        if let Some(id) = vocab.id_of_bytes(&joined) {
+        joined.extend_from_slice(left);
+        joined.extend_from_slice(right);
+        if let Some(id) = vocab.id_of_bytes_near(&joined, guess) {
+            guess = id.wrapping_add(1);
             let rank = (first_rank + i) as u32;
             out.push((u64::from(l) << 32 | u64::from(r), Merge { rank, id }));
         }
@@ -219,7 +221,7 @@ impl Bpe {
     pub(super) fn new(
         vocab: &Vocab,
         spec: &PreSpec,
-        merges: &[(&str, &str)],
+        merges: &[(&[u8], &[u8])],
     ) -> Result<Bpe, TokenizerError> {
         let split = spec
             .regexes

@@ -86,8 +86,6 @@ pub struct Tokenizer {
     /// `llama` vocabularies) and the text → id index.
     vocab: Vocab,
     attrs: Vec<u32>,
-    /// The raw bytes of each token's piece, precomputed for streaming.
-    pieces: Arena,
     /// Ids of control, user-defined and unknown tokens, longest text first: the order in
     /// which llama.cpp cuts them out of the text.
     specials: Vec<u32>,
@@ -153,7 +151,6 @@ impl Tokenizer {
             model,
             vocab,
             attrs,
-            pieces: t.pieces,
             specials: t.specials,
             bos: t.ends.bos,
             eos: t.ends.eos,
@@ -166,7 +163,7 @@ impl Tokenizer {
     }
 
     /// Everything but the encoder: the special and end tokens (updating `attrs` as
-    /// llama.cpp does), the flags, and each token's piece. `spec` is the byte-level BPE
+    /// llama.cpp does) and the flags. `spec` is the byte-level BPE
     /// pre-tokenizer, `None` for a SentencePiece vocabulary.
     fn tables(
         g: &GgufFile,
@@ -205,29 +202,12 @@ impl Tokenizer {
             .collect();
         specials.sort_by_key(|&i| std::cmp::Reverse(vocab.text(i).len()));
 
-        let mut pieces = Arena::with_capacity(n, n * 8);
-        let mut piece = Vec::new();
-        for (i, &a) in attrs.iter().enumerate() {
-            let text = vocab.text(i as u32);
-            piece.clear();
-            if spm_kind {
-                spm::piece(text, a, &mut piece);
-            } else {
-                bpe::piece(text, a, &mut piece);
-            }
-            pieces.push(&piece).map_err(|_| TokenizerError::Invalid {
-                key: "tokenizer.ggml.tokens",
-                reason: "the tokens' pieces exceed 4 GiB".into(),
-            })?;
-        }
-        pieces.shrink_to_fit();
         Ok(Tables {
             ends,
             add_bos,
             add_eos,
             add_space_prefix,
             specials,
-            pieces,
         })
     }
 
@@ -310,11 +290,20 @@ impl Tokenizer {
     /// The raw bytes of token `id`'s piece, as llama.cpp's `token_to_piece` gives them with
     /// special tokens rendered: may be a partial UTF-8 sequence (a streaming decoder must
     /// join pieces before converting). Unknown ids and unused tokens give no bytes.
+    ///
+    /// Made from the token's text on each call (a few characters to map back): a table of
+    /// every token's piece, made at load, was 3 % of Qwen2.5-Coder-0.5B's time to its first
+    /// token and 1–2 MiB.
     pub fn token_to_bytes(&self, id: u32) -> Vec<u8> {
-        self.pieces
-            .get(id as usize)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
+        let mut piece = Vec::new();
+        if let Some(&a) = self.attrs.get(id as usize) {
+            let text = self.vocab.text(id);
+            match self.model {
+                Model::Bpe(_) => bpe::piece(text, a, &mut piece),
+                Model::Spm(_) => spm::piece(text, a, &mut piece),
+            }
+        }
+        piece
     }
 
     /// Number of tokens in the vocabulary.
@@ -463,7 +452,6 @@ struct Tables {
     add_eos: bool,
     add_space_prefix: bool,
     specials: Vec<u32>,
-    pieces: Arena,
 }
 
 /// `tokenizer.ggml.pre`, the byte-level BPE pre-tokenizer type (`"default"` when absent).
@@ -731,18 +719,26 @@ fn read_tokens(g: &GgufFile) -> Result<Vocab, TokenizerError> {
     }
     let mut texts = Arena::with_capacity(arr.len(), arr.len() * 8);
     let mut read = 0;
-    for (i, t) in arr.strs().into_iter().flatten().enumerate() {
+    // As bytes: `Vocab::new` checks all of them as UTF-8 at once.
+    for (i, t) in arr.byte_strs().into_iter().flatten().enumerate() {
         // llama.cpp reads tokens as C strings, and renames empty ones so that they never
         // match text.
         let pushed = match c_str(t) {
-            "" => texts.push(format!("[EMPTY_{i}]").as_bytes()),
-            t => texts.push(t.as_bytes()),
+            b"" => texts.push(format!("[EMPTY_{i}]").as_bytes()),
+            t => texts.push(t),
         };
         pushed.map_err(|_| too_large())?;
         read += 1;
     }
     all_strings(KEY, arr, read)?;
-    Vocab::new(texts).map_err(|_| too_large())
+    Vocab::new(texts).map_err(|e| match e {
+        vocab::VocabError::TooLarge => too_large(),
+        // The reader checked them when it opened the file, which has changed since.
+        vocab::VocabError::NotUtf8 => TokenizerError::Invalid {
+            key: KEY,
+            reason: "a token is not UTF-8".into(),
+        },
+    })
 }
 
 fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
@@ -812,17 +808,18 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
 /// rank first), borrowed from the file.
 fn read_merges<'g>(
     g: &'g GgufFile,
-    mut f: impl FnMut(&'g str, &'g str),
+    mut f: impl FnMut(&'g [u8], &'g [u8]),
 ) -> Result<(), TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
     let arr = g.get_array(KEY)?;
     let mut read = 0;
-    for s in arr.strs().into_iter().flatten() {
+    // As bytes: they are only looked up among the tokens, which were checked as UTF-8.
+    for s in arr.byte_strs().into_iter().flatten() {
         // As llama.cpp: split at the first space after the first byte (so a left side that
         // is itself a space still parses). A merge without a space can never apply there;
         // skipping it keeps the relative order, which is all a rank means.
         let s = c_str(s);
-        if let Some(p) = s.bytes().skip(1).position(|b| b == b' ') {
+        if let Some(p) = s.iter().skip(1).position(|&b| b == b' ') {
             f(&s[..p + 1], &s[p + 2..]);
         }
         read += 1;
@@ -831,7 +828,6 @@ fn read_merges<'g>(
     Ok(())
 }
 
-/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
 /// An error unless all `arr.len()` elements were read as strings: `read` stopped at the
 /// first element that is not one.
 fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), TokenizerError> {
@@ -845,8 +841,13 @@ fn all_strings(key: &'static str, arr: &Array, read: usize) -> Result<(), Tokeni
     Ok(())
 }
 
-fn c_str(s: &str) -> &str {
-    s.split('\0').next().unwrap_or(s)
+/// `s` up to its first NUL: llama.cpp reads vocabulary strings as C strings.
+fn c_str(s: &[u8]) -> &[u8] {
+    // A plain scan: token texts are a few bytes, too short for a searcher to pay.
+    match s.iter().position(|&b| b == 0) {
+        Some(end) => &s[..end],
+        None => s,
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `tern bench`: prefill and decode speed of a model on this machine.
 
 use anyhow::Result;
-use tern::speed::{bench_tokens, generation_kv_bytes, peak_rss_kib, time_generation};
+use tern::speed::{bench_tokens, first_token, generation_kv_bytes, peak_rss_kib, time_generation};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,8 +29,8 @@ pub fn run(a: Args) -> Result<()> {
     let n_vocab = l.model.llama().config().n_vocab;
     let long = bench_tokens(n_vocab, a.prompt.max(1));
     let short = bench_tokens(n_vocab, 16);
-    // From `main` to the first token of a 16-token prompt: load, prompt, one decode step.
-    l.pool.install(|| time_generation(&l.model, &short, 1))?;
+    // From `main` to the first token of a 16-token prompt: load, prompt, the token drawn.
+    l.pool.install(|| first_token(&l.model, &short))?;
     let ttft_ms = crate::START.get().map(|t| t.elapsed().as_secs_f64() * 1e3);
     let mut decode = 0.0f64;
     for _ in 0..a.reps.max(1) {

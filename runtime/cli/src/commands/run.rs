@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut session = super::new_session(&l, opts, a.draft.load()?)?;
     let mut text = Utf8Stream::new();
 
-    let (prefill_secs, generated, gen_secs) = l.pool.install(|| -> Result<_> {
+    let (prefill_secs, generated, gen_secs, first) = l.pool.install(|| -> Result<_> {
         let mut out = std::io::stdout().lock();
         let t0 = Instant::now();
         session.feed(&prompt)?;
@@ -74,7 +74,9 @@ pub fn run(a: Args) -> Result<()> {
         let t1 = Instant::now();
         let tokenizer = l.model.tokenizer();
         let mut written = Ok(());
+        let mut first = None;
         let (generated, _) = session.produce(a.n, |id| {
+            first = first.or_else(|| crate::START.get().map(Instant::elapsed));
             if tokenizer.is_end_of_generation(id) {
                 return false;
             }
@@ -85,7 +87,7 @@ pub fn run(a: Args) -> Result<()> {
         written?;
         write!(out, "{}", text.finish())?;
         writeln!(out)?;
-        Ok((prefill_secs, generated, t1.elapsed().as_secs_f64()))
+        Ok((prefill_secs, generated, t1.elapsed().as_secs_f64(), first))
     })?;
     if let Some((d, _)) = session.draft_stats() {
         eprintln!(
@@ -96,8 +98,10 @@ pub fn run(a: Args) -> Result<()> {
             d.tokens_per_step()
         );
     }
+    // The first token's time from `main`, as `tern bench`'s `ttft_ms`.
+    let first = first.map_or("-".into(), |t| format!("{:.0} ms", t.as_secs_f64() * 1e3));
     eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s | kernels: {}",
+        "prompt: {} tokens, {:.1} tokens/s | generated: {} tokens, {:.1} tokens/s | first token: {first} | kernels: {}",
         prompt.len(),
         prompt.len() as f64 / prefill_secs.max(1e-9),
         generated,
