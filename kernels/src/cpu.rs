@@ -85,6 +85,8 @@ fn avx_vnni() -> bool {
     // SAFETY: `cpuid` exists on every x86-64 CPU (older Rust marks these functions unsafe).
     #[allow(unused_unsafe)]
     unsafe {
-        __cpuid(0).eax >= 7 && __cpuid_count(7, 1).eax & (1 << 4) != 0
+        __cpuid(0).eax >= 7
+            && __cpuid_count(7, 0).eax >= 1
+            && __cpuid_count(7, 1).eax & (1 << 4) != 0
     }
 }

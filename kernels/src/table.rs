@@ -10,8 +10,9 @@
 //! keeps that type in the file's layout). The activation quantizer of a weight type is the
 //! `from_float` of its activation type's row, as in ggml.
 //!
-//! The avxvnni level adds only panel kernels: the AVX2 tiles with `vpdpbusd` in place of
-//! `maddubs` and its widening adds, for the types AVX2 has tiles for. One token's dot product
+//! The avxvnni level adds only panel kernels: the AVX2 tiles of the quantized types with
+//! `vpdpbusd` in place of `maddubs` and its widening adds (F32 and F16 keep AVX2's float
+//! tiles). One token's dot product
 //! is bound by reading the weights, not by the multiply-adds, so decode keeps AVX2's kernels.
 //!
 //! The i8mm level adds only panel kernels (`smmla` multiplies two rows by two tokens: it has

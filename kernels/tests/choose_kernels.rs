@@ -33,11 +33,14 @@ fn the_first_choice_holds_for_the_process() {
 #[test]
 fn x86_levels_agree_with_proc_cpuinfo() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
-    let flags: Vec<&str> = cpuinfo
+    let Some(flags) = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')))
-        .map(|(_, f)| f.split_whitespace().collect())
-        .expect("a flags line");
+        .map(|(_, f)| f.split_whitespace().collect::<Vec<&str>>())
+    else {
+        println!("/proc/cpuinfo lists no x86 flags (an emulator's host?): nothing to compare");
+        return;
+    };
     let names: Vec<&str> = KernelSet::available().iter().map(|s| s.name()).collect();
     let avx2 = ["avx2", "fma", "f16c"].iter().all(|f| flags.contains(f));
     let vnni = avx2 && flags.contains(&"avx_vnni");

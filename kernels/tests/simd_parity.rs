@@ -546,6 +546,43 @@ fn attention_rows_match_reference() {
     }
 }
 
+/// The AVX-VNNI panels sum the same integers as the AVX2 ones (in `i32` from the start rather
+/// than through `i16` pair sums) and scale them with the same float operations in the same
+/// order, so their products are bitwise AVX2's. Where the CPU lacks AVX-VNNI there is no
+/// second set to compare, and the test says so.
+#[test]
+fn avxvnni_products_are_bitwise_avx2s() {
+    let sets = KernelSet::available();
+    let (Some(avx2), Some(vnni)) = (
+        sets.iter().find(|s| s.name() == "avx2"),
+        sets.iter().find(|s| s.name() == "avxvnni"),
+    ) else {
+        println!("this CPU has no AVX-VNNI: nothing to compare");
+        return;
+    };
+    let mut rng = Rng(11);
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        for cols in col_sizes(ty) {
+            for (rows, n) in [(5, 2), (9, 8), (20, 9), (33, 40)] {
+                let data = weights(ty, rows * cols, &mut rng);
+                let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+                let x = rng.act(n * cols);
+                let (mut a, mut b) = (vec![0.0f32; n * rows], vec![0.0f32; n * rows]);
+                let mut scratch = Vec::new();
+                matmul_with(avx2, &w, &x, &mut a, &mut scratch);
+                matmul_with(vnni, &w, &x, &mut b, &mut scratch);
+                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{ty} {rows}x{cols}, {n} tokens, entry {i}: avx2 {a}, avxvnni {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_many_matches_separate_products() {
     use tern_kernels::matmul::matmul_many_with;

@@ -19,8 +19,8 @@
 //! subtracted in integers, so every block's integer dot equals the reference's.
 //!
 //! # Safety
-//! The `tile_*` functions need AVX2, FMA and F16C and the sizes the wrappers in
-//! `x86/mod.rs` check: whole rows in `w`, whole panels in `panels`, and `out` holding
+//! The `tile_*` functions need AVX2, FMA and F16C (the `vnni_tile_*` ones AVX-VNNI as well)
+//! and the sizes the wrappers in `x86/mod.rs` check: whole rows in `w`, whole panels in `panels`, and `out` holding
 //! `rows × panels × PANEL` values.
 
 // Register tiles are indexed by row, token and group together; index loops say it best.
@@ -137,9 +137,15 @@ pub(crate) fn pack_f16(_cols: usize, acts: &[u8], panel: &mut [u8]) {
 /// speed they have on cached weights.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn prefetch_next(w: &[u8], row_bytes: usize, row: usize, cols: core::ops::Range<usize>) {
+unsafe fn prefetch_next(w: &[u8], row_bytes: usize, row: usize, bytes: core::ops::Range<usize>) {
+    if bytes.is_empty() {
+        return;
+    }
     for r in row..(row + R).min(w.len() / row_bytes) {
-        for at in cols.clone().step_by(64) {
+        // Every 64 bytes from the start, and the last byte: a range that starts inside a
+        // cache line ends in one that the steps can miss.
+        let last = bytes.end - 1;
+        for at in bytes.clone().step_by(64).chain(core::iter::once(last)) {
             // In bounds: `r` is a row of `w` and `at` a byte of it.
             _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().add(r * row_bytes + at).cast());
         }
@@ -164,8 +170,8 @@ struct Unpacked {
     d: [[f32; KV / 32]; R],
     /// Q4_1: `m` per block; Q4_K: `dmin` per super-block.
     m: [[f32; KV / 32]; R],
-    /// K-quants, per super-block: the sub-block scales as `i16` (Q4_K: 8, Q6_K: 16).
-    /// (`i32`, so that a vector broadcast reads it straight from memory).
+    /// K-quants, per super-block: the sub-block scales (Q4_K: 8, Q6_K: 16), as `i32` so
+    /// that a vector broadcast reads one straight from memory.
     sc: [[[i32; 16]; KV / QK_K]; R],
     /// K-quants, per super-block: `i16` pairs multiplying the bsum pairs (Q4_K: the mins
     /// `(m_j, m_j)`, Q6_K: the scales `(sc_2p, sc_2p+1)`).
@@ -367,11 +373,13 @@ unsafe fn legacy_blocks<const K: u8, const NR: usize, const VNNI: bool>(
 /// `Σ_g dpbusd(w, a)` for each of `NR` rows over `G` groups, where `operands(r, g)` gives row
 /// `r`'s broadcast weights and the panel's activations of group `g`. Even and odd groups
 /// accumulate apart: `vpdpbusd` waits for its accumulator (5 cycles), so one chain per row
-/// would run at half its throughput.
+/// would run at half its throughput. Always inlined into the AVX2 kernels that call it
+/// (stable Rust allows no `#[target_feature]` beside `#[inline(always)]`).
 #[inline(always)]
 unsafe fn vnni_sums<const NR: usize, const G: usize>(
     operands: impl Fn(usize, usize) -> (__m256i, __m256i),
 ) -> [__m256i; NR] {
+    const { assert!(G % 2 == 0, "groups come in even/odd pairs") };
     let mut even = [_mm256_setzero_si256(); NR];
     let mut odd = [_mm256_setzero_si256(); NR];
     for g in (0..G).step_by(2) {
@@ -390,8 +398,8 @@ unsafe fn vnni_sums<const NR: usize, const G: usize>(
 }
 
 /// Without VNNI: a block's sums of unsigned 4- or 5-bit quants times a panel, through `i16`
-/// pair sums. 8 groups of 4-bit pair sums fit in i16 (8 · 2 · 15 · 127); 5-bit ones only 4
-/// (4 · 2 · 31 · 127).
+/// pair sums, added to `s32` (zero on entry: Q5_0 writes its first half). 8 groups of 4-bit
+/// pair sums fit in i16 (8 · 2 · 15 · 127); 5-bit ones only 4 (4 · 2 · 31 · 127).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn legacy_sums_i16<const K: u8, const NR: usize>(
@@ -538,7 +546,7 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
         let mut isum = [_mm256_setzero_si256(); NR];
         let q = |r: usize, g: usize| bcast4(u.q[r].as_ptr().add(QK_K * b + 4 * g));
         if K == Q4_K {
-            // Sub-blocks of 32: 8 groups of 4-bit pair sums fit in i16.
+            // Sub-blocks of 32 (without VNNI: 8 groups of 4-bit pair sums fit in i16).
             for j in 0..8 {
                 if VNNI {
                     let s32 = vnni_sums::<NR, 8>(|r, g| {
@@ -563,7 +571,8 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
                 }
             }
         } else {
-            // Sub-blocks of 16: 6-bit pair sums fit in i16 two groups at a time.
+            // Sub-blocks of 16 (without VNNI: 6-bit pair sums fit in i16 two groups at a
+            // time).
             for j in 0..16 {
                 if VNNI {
                     let s32 = vnni_sums::<NR, 4>(|r, g| {

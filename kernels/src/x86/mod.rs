@@ -3,9 +3,10 @@
 //! `quantize` holds the activation quantizers, `dot` the dot products of one row (decode),
 //! `gemm` the panel kernels (prefill). Every kernel is an `unsafe fn` compiled for AVX2; the
 //! safe wrappers below are the only way in, and the kernel table (`table.rs`) puts them only
-//! in the avx2 set, which `cpu::levels` offers only where the CPU has AVX2, FMA and F16C.
-//! The panel kernels named `vnni_*` use AVX-VNNI's `vpdpbusd` as well, and are only in the
-//! avxvnni set, offered only where the CPU also has AVX-VNNI.
+//! in the avx2 set and the avxvnni set above it (which inherits them), which `cpu::levels`
+//! offers only where the CPU has AVX2, FMA and F16C. The panel kernels named `vnni_*` use
+//! AVX-VNNI's `vpdpbusd` and `vpdpwssd` as well, and are only in the avxvnni set, offered
+//! only where the CPU also has AVX-VNNI.
 
 use core::arch::x86_64::*;
 
