@@ -379,7 +379,7 @@ unsafe fn legacy_blocks<const K: u8, const NR: usize, const VNNI: bool>(
 unsafe fn vnni_sums<const NR: usize, const G: usize>(
     operands: impl Fn(usize, usize) -> (__m256i, __m256i),
 ) -> [__m256i; NR] {
-    const { assert!(G % 2 == 0, "groups come in even/odd pairs") };
+    const { assert!(G.is_multiple_of(2), "groups come in even/odd pairs") };
     let mut even = [_mm256_setzero_si256(); NR];
     let mut odd = [_mm256_setzero_si256(); NR];
     for g in (0..G).step_by(2) {
