@@ -30,38 +30,6 @@ const K_SHAPES: [(usize, usize); 7] = [
 
 const TYPES: [GgmlType; 9] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, F32];
 
-/// Deterministic weights with finite `f16` scales (the values do not change the timing).
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let n = rows * cols;
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut w: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let scale = half::f16::from_f32(0.01).to_le_bytes();
-    let offsets: &[usize] = match ty {
-        Q4_0 | Q5_0 | Q8_0 | F16 => &[0],
-        Q4_1 | Q4_K | Q5_K => &[0, 2],
-        Q6_K => &[208],
-        _ => &[],
-    };
-    if ty == F32 {
-        for v in w.chunks_exact_mut(4) {
-            v.copy_from_slice(&0.01f32.to_le_bytes());
-        }
-    }
-    for blk in w.chunks_exact_mut(ty.block_bytes()) {
-        for &o in offsets {
-            blk[o..o + 2].copy_from_slice(&scale);
-        }
-    }
-    w
-}
-
 fn bench_type(c: &mut Criterion, ty: GgmlType) {
     let shapes: &[(usize, usize)] = if ty.block_len() == 256 {
         &K_SHAPES
@@ -72,7 +40,7 @@ fn bench_type(c: &mut Criterion, ty: GgmlType) {
     let mut g = c.benchmark_group(format!("{}/{}", tern_kernels::kernels().name(), ty));
     g.sample_size(20);
     for &(rows, cols) in shapes {
-        let data = weights(ty, rows, cols);
+        let data = tern_benches::weights(ty, rows, cols);
         let w = QMatrix::new(ty, rows, cols, &data).unwrap();
         for n in [1usize, 64] {
             let x: Vec<f32> = (0..n * cols)

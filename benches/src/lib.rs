@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use tern_kernels::GgmlType::{self, *};
+
 /// Long public-domain prose for the streaming experiments: the Book of Genesis (King James
 /// Version) from Debian's `bible-kjv` package, verse references removed. `scripts/setup.sh
 /// bench` installs the package.
@@ -115,4 +117,38 @@ pub fn arg_str(name: &str, default: &str) -> String {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| default.to_string())
+}
+
+/// Deterministic weights of `ty` for a `rows × cols` matrix, with finite `f16` scales: for
+/// timing kernels (the values do not change the timing).
+pub fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut w: Vec<u8> = (0..ty.bytes_for(n as u64).unwrap())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    // Where each block keeps its `f16` scales (and mins).
+    let offsets: &[usize] = match ty {
+        Q4_0 | Q5_0 | Q8_0 | F16 => &[0],
+        Q4_1 | Q4_K | Q5_K => &[0, 2],
+        Q6_K => &[208],
+        _ => &[],
+    };
+    if ty == F32 {
+        for v in w.chunks_exact_mut(4) {
+            v.copy_from_slice(&0.01f32.to_le_bytes());
+        }
+    }
+    for blk in w.chunks_exact_mut(ty.block_bytes()) {
+        for &o in offsets {
+            blk[o..o + 2].copy_from_slice(&scale);
+        }
+    }
+    w
 }

@@ -60,9 +60,9 @@ pub struct TypeKernels {
 
 /// A weight layout prepared once at load: groups of [`RepackKernels::rows`] rows interleaved
 /// block by block, so that one indexed `sdot` feeds a lane per row, and two vectors zipped
-/// are one `smmla` operand (llama.cpp's `repack.cpp` layouts). A group takes exactly the bytes of its rows in the file. Only these kernels read
-/// it: a repacked matrix carries its layout ([`crate::matmul::Layout`]) and the product picks
-/// them by it.
+/// are one `smmla` operand (llama.cpp's `repack.cpp` layouts). A group takes exactly the
+/// bytes of its rows in the file. Only these kernels read it: a repacked matrix carries its
+/// layout ([`crate::matmul::Layout`]) and the product picks them by it.
 #[derive(Clone, Copy)]
 pub struct RepackKernels {
     /// Rows interleaved together (divides the matrix product's row blocks, 16).

@@ -572,10 +572,7 @@ impl Session {
             {
                 // The pass was undone whole; the flag is down again, so the next one runs.
                 Err(ModelError::Cancelled) => cancelled |= self.take_cancel(),
-                r => {
-                    r?;
-                    break;
-                }
+                r => break r?,
             }
         }
         self.remember(&[id]);

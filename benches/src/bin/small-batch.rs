@@ -41,7 +41,7 @@ fn main() {
             continue;
         }
         for (rows, cols) in [(8960usize, 1536usize), (1536, 8960)] {
-            let data = weights(ty, rows, cols);
+            let data = tern_benches::weights(ty, rows, cols);
             let w = QMatrix::new(ty, rows, cols, &data).expect("whole blocks");
             let mut one = vec![0.0; sets.len()];
             for n in TOKENS {
@@ -75,34 +75,4 @@ fn main() {
             }
         }
     }
-}
-
-/// Deterministic weights with finite `f16` scales (the values do not change the timing).
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut w: Vec<u8> = (0..ty.bytes_for((rows * cols) as u64).expect("whole blocks"))
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let scale = half_f16_0_0078();
-    let offsets: &[usize] = match ty {
-        GgmlType::Q4_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => &[0],
-    };
-    for blk in w.chunks_exact_mut(ty.block_bytes()) {
-        for &o in offsets {
-            blk[o..o + 2].copy_from_slice(&scale);
-        }
-    }
-    w
-}
-
-/// The `f16` bytes of 2⁻⁷, a scale that keeps every product finite.
-fn half_f16_0_0078() -> [u8; 2] {
-    0x2000u16.to_le_bytes()
 }

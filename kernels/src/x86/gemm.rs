@@ -397,6 +397,30 @@ unsafe fn vnni_sums<const NR: usize, const G: usize>(
     sums
 }
 
+/// With VNNI: `isum[r] += Σ_j sc_j · (row r's sum over sub-block j)` for super-block `b` of
+/// `u` against its panel block at `pb`, in sub-blocks of `G` groups of four values (Q4_K: 8,
+/// Q6_K: 4).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn vnni_subblocks<const NR: usize, const G: usize>(
+    u: &Unpacked,
+    b: usize,
+    pb: *const u8,
+    isum: &mut [__m256i; NR],
+) {
+    for j in 0..QK_K / (4 * G) {
+        let s32 = vnni_sums::<NR, G>(|r, g| {
+            let g = G * j + g;
+            let w = bcast4(u.q[r].as_ptr().add(QK_K * b + 4 * g));
+            (w, load256(pb.add(32 * g)))
+        });
+        for r in 0..NR {
+            let sc = _mm256_set1_epi32(u.sc[r][b][j]);
+            isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s32[r], sc));
+        }
+    }
+}
+
 /// Without VNNI: a block's sums of unsigned 4- or 5-bit quants times a panel, through `i16`
 /// pair sums, added to `s32` (zero on entry: Q5_0 writes its first half). 8 groups of 4-bit
 /// pair sums fit in i16 (8 · 2 · 15 · 127); 5-bit ones only 4 (4 · 2 · 31 · 127).
@@ -545,19 +569,16 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
         let pb = pan.add(b * Q8K_PANEL_BLOCK);
         let mut isum = [_mm256_setzero_si256(); NR];
         let q = |r: usize, g: usize| bcast4(u.q[r].as_ptr().add(QK_K * b + 4 * g));
-        if K == Q4_K {
-            // Sub-blocks of 32 (without VNNI: 8 groups of 4-bit pair sums fit in i16).
+        if VNNI {
+            // Sub-blocks of 32 (Q4_K) or 16 (Q6_K) values: 8 or 4 groups of four.
+            if K == Q4_K {
+                vnni_subblocks::<NR, 8>(u, b, pb, &mut isum);
+            } else {
+                vnni_subblocks::<NR, 4>(u, b, pb, &mut isum);
+            }
+        } else if K == Q4_K {
+            // Sub-blocks of 32: 8 groups of 4-bit pair sums fit in i16.
             for j in 0..8 {
-                if VNNI {
-                    let s32 = vnni_sums::<NR, 8>(|r, g| {
-                        (q(r, 8 * j + g), load256(pb.add(32 * (8 * j + g))))
-                    });
-                    for r in 0..NR {
-                        let sc = _mm256_set1_epi32(u.sc[r][b][j]);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s32[r], sc));
-                    }
-                    continue;
-                }
                 let mut s16 = [_mm256_setzero_si256(); NR];
                 for g in 8 * j..8 * j + 8 {
                     let a = load256(pb.add(32 * g));
@@ -571,19 +592,8 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
                 }
             }
         } else {
-            // Sub-blocks of 16 (without VNNI: 6-bit pair sums fit in i16 two groups at a
-            // time).
+            // Sub-blocks of 16: 6-bit pair sums fit in i16 two groups at a time.
             for j in 0..16 {
-                if VNNI {
-                    let s32 = vnni_sums::<NR, 4>(|r, g| {
-                        (q(r, 4 * j + g), load256(pb.add(32 * (4 * j + g))))
-                    });
-                    for r in 0..NR {
-                        let sc = _mm256_set1_epi32(u.sc[r][b][j]);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s32[r], sc));
-                    }
-                    continue;
-                }
                 let mut s16 = [[_mm256_setzero_si256(); 2]; NR];
                 for h in 0..2 {
                     for g in 4 * j + 2 * h..4 * j + 2 * h + 2 {

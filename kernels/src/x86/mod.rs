@@ -239,7 +239,9 @@ mod w {
                     cols.is_multiple_of(<$w>::LEN) && tile_fits(rb, $pb(cols), w, panels, out),
                     "{}: sizes", stringify!($name)
                 );
-                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`); sizes checked above.
+                // SAFETY: AVX2/FMA/F16C are present (see `cpu::levels`), and AVX-VNNI for
+                // the `vnni_*` tiles (the table puts them only in the avxvnni set, offered
+                // only where the CPU has it); sizes checked above.
                 unsafe { $inner(cols, w, panels, out) }
             }
         )*};
@@ -251,24 +253,6 @@ mod w {
         tile_q8_0: gemm::tile_q8_0, BlockQ8_0, gemm::panel_bytes_q8;
         tile_q4_k: gemm::tile_q4_k, BlockQ4_K, gemm::panel_bytes_q8_k;
         tile_q6_k: gemm::tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
-    }
-
-    macro_rules! wrap_vnni_tile {
-        ($($name:ident: $inner:path, $w:ty, $pb:path;)*) => {$(
-            pub(crate) fn $name(cols: usize, w: &[u8], panels: &[u8], out: &mut [f32]) {
-                let rb = cols / <$w>::LEN * size_of::<$w>();
-                assert!(
-                    cols.is_multiple_of(<$w>::LEN) && tile_fits(rb, $pb(cols), w, panels, out),
-                    "{}: sizes", stringify!($name)
-                );
-                // SAFETY: AVX2/FMA/F16C and AVX-VNNI are present (the table hands these out
-                // only in the avxvnni set, which `cpu::levels` offers only where the CPU has
-                // them all); sizes checked above.
-                unsafe { $inner(cols, w, panels, out) }
-            }
-        )*};
-    }
-    wrap_vnni_tile! {
         vnni_tile_q4_0: gemm::vnni_tile_q4_0, BlockQ4_0, gemm::panel_bytes_q8;
         vnni_tile_q4_1: gemm::vnni_tile_q4_1, BlockQ4_1, gemm::panel_bytes_q8;
         vnni_tile_q5_0: gemm::vnni_tile_q5_0, BlockQ5_0, gemm::panel_bytes_q8;

@@ -152,7 +152,8 @@ impl Vocab {
     /// the token after that of the merge before (for Qwen2.5 151 387 merges, most of its
     /// tokenizer's build).
     pub(super) fn id_of_bytes_near(&self, text: &[u8], guess: u32) -> Option<u32> {
-        if !self.duplicates && self.bytes(guess) == text && self.span(guess).is_some() {
+        let at_guess = self.span(guess).and_then(|r| self.text.as_bytes().get(r));
+        if !self.duplicates && at_guess == Some(text) {
             return Some(guess);
         }
         self.id_of_bytes(text)
