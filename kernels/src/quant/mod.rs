@@ -34,6 +34,7 @@ pub mod float;
 pub mod kquants;
 pub mod legacy;
 
+pub use float::round_to_f16;
 pub use kquants::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 

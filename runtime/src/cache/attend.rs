@@ -12,6 +12,8 @@ use super::{CacheShape, KvCache};
 const TILE_QUERIES: usize = 48;
 /// Keys scored at once by each query of a tile before the online-softmax update.
 const TILE_KEYS: usize = 32;
+/// Values (of a batch's queries or keys) from which their rotations are spread over the pool.
+const ROTATE_PAR_MIN: usize = 32 * 1024;
 
 impl KvCache {
     /// Stores the keys (before RoPE: the cache rotates them) and values of the batch's tokens
@@ -25,10 +27,24 @@ impl KvCache {
             Kind::Global => &self.global,
             Kind::Local => self.local.as_ref().expect("local layers have a ring"),
         };
+        let n = ring.batch.len();
+        let sh = &self.shape;
+        let rotate = |i: usize, key: &mut [f32]| {
+            sh.rotate(key, &ring.angles[i * 3 * half..i * 3 * half + half]);
+        };
+        let keys = &mut k[..n * kv_dim];
+        if keys.len() >= ROTATE_PAR_MIN && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            keys.par_chunks_mut(kv_dim)
+                .enumerate()
+                .for_each(|(i, key)| rotate(i, key));
+        } else {
+            keys.chunks_mut(kv_dim)
+                .enumerate()
+                .for_each(|(i, key)| rotate(i, key));
+        }
         for (i, t) in ring.batch.iter().enumerate() {
-            let key = &mut k[i * kv_dim..(i + 1) * kv_dim];
-            self.shape
-                .rotate(key, &ring.angles[i * 3 * half..i * 3 * half + half]);
+            let key = &k[i * kv_dim..(i + 1) * kv_dim];
             let r = ring.row_of_new(first_row, t);
             let span = r * self.row_bytes..(r + 1) * self.row_bytes;
             quant::quantize(self.ty, key, &mut self.k[span.clone()]);
@@ -59,18 +75,30 @@ impl KvCache {
         // epoch; both scaled by 1/√d here rather than every score later. Against f16 keys
         // the query is rounded to f16 as ggml rounds it (its logits track llama.cpp's a
         // little closer: mean KL 0.0044 rather than 0.0046 in `logits_parity`).
-        let round = |v: f32| match self.ty {
-            GgmlType::F16 => half::f16::from_f32(v).to_f32(),
-            _ => v,
-        };
-        for i in 0..n {
+        let f16 = self.ty == GgmlType::F16;
+        let rotate = |i: usize, qi: &[f32], both: &mut [f32]| {
             let a = &ring.angles[i * 3 * half..(i + 1) * 3 * half];
-            let qi = &q[i * q_dim..(i + 1) * q_dim];
-            let (qs, qw) = qbuf[i * 2 * q_dim..(i + 1) * 2 * q_dim].split_at_mut(q_dim);
+            let (qs, qw) = both.split_at_mut(q_dim);
             for (x, angles) in [(qs, &a[half..2 * half]), (qw, &a[2 * half..])] {
                 x.copy_from_slice(qi);
                 sh.rotate(x, angles);
-                x.iter_mut().for_each(|v| *v = round(*v * scale));
+                x.iter_mut().for_each(|v| *v *= scale);
+                if f16 {
+                    quant::round_to_f16(x);
+                }
+            }
+        };
+        let qbuf = &mut qbuf[..n * 2 * q_dim];
+        let q = &q[..n * q_dim];
+        // Spread over the pool for long batches (a prefill's), as the tiles below are.
+        if n * q_dim >= ROTATE_PAR_MIN && rayon::current_num_threads() > 1 {
+            qbuf.par_chunks_mut(2 * q_dim)
+                .zip(q.par_chunks(q_dim))
+                .enumerate()
+                .for_each(|(i, (both, qi))| rotate(i, qi, both));
+        } else {
+            for (i, (both, qi)) in qbuf.chunks_mut(2 * q_dim).zip(q.chunks(q_dim)).enumerate() {
+                rotate(i, qi, both);
             }
         }
         let qbuf: &[f32] = qbuf;
