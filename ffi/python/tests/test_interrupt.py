@@ -9,6 +9,16 @@ import time
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _sigint_raises():
+    """Python's own Ctrl-C handler for these tests, whatever the process inherited: a shell
+    that starts a job in the background has it ignore SIGINT, and Python then keeps it
+    ignored (the interrupts below would land nowhere)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_after(seconds):
     t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
     t.start()
