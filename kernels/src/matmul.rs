@@ -13,9 +13,9 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::cpu::Level;
-use crate::quant;
 use crate::table::{kernels, GemmKernels, KernelSet, TypeKernels};
 use crate::GgmlType;
+use crate::{ops, quant};
 
 /// A weight matrix: `rows` rows of `cols` values of type `ty`, borrowed from wherever the
 /// bytes live (usually the model's memory map), in the layout its [`Layout`] names.
@@ -200,9 +200,6 @@ const DOT_ROWS: usize = 16;
 
 /// Weight rows per tile call in prefill: their bytes stay in L1 while every panel passes.
 const ROW_BLOCK: usize = 16;
-/// Activation values from which a batch's quantizing and packing is spread over the pool
-/// (a prefill's batch of 256 tokens is 150 000 values for a model of width 576).
-const PACK_PAR_MIN: usize = 32 * 1024;
 
 /// Panels per tile call (bounds the stack buffer of results).
 const PANEL_BLOCK: usize = 16;
@@ -444,7 +441,7 @@ fn gemm(
         }
         (g.pack)(cols, st, panel);
     };
-    if n * cols >= PACK_PAR_MIN && n_panels > 1 && rayon::current_num_threads() > 1 {
+    if n * cols >= ops::PAR_MIN_VALUES && n_panels > 1 && rayon::current_num_threads() > 1 {
         panels
             .par_chunks_exact_mut(panel_bytes)
             .zip(stage.par_chunks_exact_mut(staging))

@@ -12,8 +12,6 @@ use super::{CacheShape, KvCache};
 const TILE_QUERIES: usize = 48;
 /// Keys scored at once by each query of a tile before the online-softmax update.
 const TILE_KEYS: usize = 32;
-/// Values (of a batch's queries or keys) from which their rotations are spread over the pool.
-const ROTATE_PAR_MIN: usize = 32 * 1024;
 
 impl KvCache {
     /// Stores the keys (before RoPE: the cache rotates them) and values of the batch's tokens
@@ -27,24 +25,10 @@ impl KvCache {
             Kind::Global => &self.global,
             Kind::Local => self.local.as_ref().expect("local layers have a ring"),
         };
-        let n = ring.batch.len();
-        let sh = &self.shape;
-        let rotate = |i: usize, key: &mut [f32]| {
-            sh.rotate(key, &ring.angles[i * 3 * half..i * 3 * half + half]);
-        };
-        let keys = &mut k[..n * kv_dim];
-        if keys.len() >= ROTATE_PAR_MIN && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            keys.par_chunks_mut(kv_dim)
-                .enumerate()
-                .for_each(|(i, key)| rotate(i, key));
-        } else {
-            keys.chunks_mut(kv_dim)
-                .enumerate()
-                .for_each(|(i, key)| rotate(i, key));
-        }
         for (i, t) in ring.batch.iter().enumerate() {
-            let key = &k[i * kv_dim..(i + 1) * kv_dim];
+            let key = &mut k[i * kv_dim..(i + 1) * kv_dim];
+            self.shape
+                .rotate(key, &ring.angles[i * 3 * half..i * 3 * half + half]);
             let r = ring.row_of_new(first_row, t);
             let span = r * self.row_bytes..(r + 1) * self.row_bytes;
             quant::quantize(self.ty, key, &mut self.k[span.clone()]);
@@ -76,7 +60,8 @@ impl KvCache {
         // the query is rounded to f16 as ggml rounds it (its logits track llama.cpp's a
         // little closer: mean KL 0.0044 rather than 0.0046 in `logits_parity`).
         let f16 = self.ty == GgmlType::F16;
-        let rotate = |i: usize, qi: &[f32], both: &mut [f32]| {
+        let qbuf = &mut qbuf[..n * 2 * q_dim];
+        ops::zip_rows(&q[..n * q_dim], q_dim, qbuf, 2 * q_dim, |i, qi, both| {
             let a = &ring.angles[i * 3 * half..(i + 1) * 3 * half];
             let (qs, qw) = both.split_at_mut(q_dim);
             for (x, angles) in [(qs, &a[half..2 * half]), (qw, &a[2 * half..])] {
@@ -87,20 +72,7 @@ impl KvCache {
                     quant::round_to_f16(x);
                 }
             }
-        };
-        let qbuf = &mut qbuf[..n * 2 * q_dim];
-        let q = &q[..n * q_dim];
-        // Spread over the pool for long batches (a prefill's), as the tiles below are.
-        if n * q_dim >= ROTATE_PAR_MIN && rayon::current_num_threads() > 1 {
-            qbuf.par_chunks_mut(2 * q_dim)
-                .zip(q.par_chunks(q_dim))
-                .enumerate()
-                .for_each(|(i, (both, qi))| rotate(i, qi, both));
-        } else {
-            for (i, (both, qi)) in qbuf.chunks_mut(2 * q_dim).zip(q.chunks(q_dim)).enumerate() {
-                rotate(i, qi, both);
-            }
-        }
+        });
         let qbuf: &[f32] = qbuf;
 
         let group = sh.n_head / sh.n_head_kv;

@@ -584,7 +584,7 @@ impl Llama {
                 return Err(ModelError::Cancelled);
             }
             // Attention block. RoPE is applied by the cache, which assigns the positions.
-            by_tokens(x, xb, d, |xt, bt| {
+            ops::zip_rows(x, d, xb, d, |_, xt, bt| {
                 ops::rms_norm(xt, &layer.attn_norm, c.rms_eps, bt)
             });
             // q, k and v share their input: quantized once, one parallel dispatch.
@@ -609,10 +609,10 @@ impl Llama {
             if let Some(w) = &layer.attn_post_norm {
                 rms_norm_rows(proj, w, c.rms_eps);
             }
-            by_tokens(proj, x, d, |p, xt| ops::add_assign(xt, p));
+            ops::zip_rows(proj, d, x, d, |_, p, xt| ops::add_assign(xt, p));
 
             // Feed-forward block.
-            by_tokens(x, xb, d, |xt, bt| {
+            ops::zip_rows(x, d, xb, d, |_, xt, bt| {
                 ops::rms_norm(xt, &layer.ffn_norm, c.rms_eps, bt)
             });
             let gate_up = [layer.w_gate.view(data), layer.w_up.view(data)];
@@ -621,12 +621,12 @@ impl Llama {
                 Activation::Silu => ops::swiglu,
                 Activation::Gelu => ops::geglu,
             };
-            by_tokens(up, gate, ff, |u, g| glu(g, u));
+            ops::zip_rows(up, ff, gate, ff, |_, u, g| glu(g, u));
             matmul(&layer.w_down.view(data), gate, proj, act);
             if let Some(w) = &layer.ffn_post_norm {
                 rms_norm_rows(proj, w, c.rms_eps);
             }
-            by_tokens(proj, x, d, |p, xt| ops::add_assign(xt, p));
+            ops::zip_rows(proj, d, x, d, |_, p, xt| ops::add_assign(xt, p));
         }
 
         // Final norm and classifier, for the last token or for all of them.
@@ -648,33 +648,6 @@ impl Llama {
         st.n_logits = rows;
         Ok(())
     }
-}
-
-/// Values from which a token-wise operation of a batch is spread over rayon's pool (a
-/// dispatch costs about what a few thousand values' norm or activation do).
-const PAR_MIN_VALUES: usize = 32 * 1024;
-
-/// `f(src_t, dst_t)` for each token `t` of a batch whose rows are `row` values in both
-/// `src` and `dst`: the norms, activations and residual adds between the products. Spread
-/// over the pool for long batches: on the calling thread they kept the other one waiting
-/// (with the queries' rotations, a tenth of a SmolLM2 prefill at 2 threads).
-fn by_tokens(src: &[f32], dst: &mut [f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || dst.len() < PAR_MIN_VALUES {
-        src.chunks_exact(row)
-            .zip(dst.chunks_exact_mut(row))
-            .for_each(|(s, d)| f(s, d));
-        return;
-    }
-    let per_task = (dst.len() / row).div_ceil(threads * 2) * row;
-    src.par_chunks(per_task)
-        .zip(dst.par_chunks_mut(per_task))
-        .for_each(|(s, d)| {
-            s.chunks_exact(row)
-                .zip(d.chunks_exact_mut(row))
-                .for_each(|(s, d)| f(s, d))
-        });
 }
 
 /// Adds `bias` to each row of `x` (rows of `bias.len()` values).

@@ -5,9 +5,10 @@
 //! for a core does not count: the ratio is the figure, the GB/s only roughly (the matrices
 //! stay in the L2/L3 caches).
 //!
-//! `cargo run --release -p tern-kernels --example rows_ab` (Linux).
+//! `cargo run --release -p tern-benches --bin rows-ab` (Linux).
 
-use tern_kernels::GgmlType::{self, *};
+use tern_benches::weights;
+use tern_kernels::GgmlType::*;
 
 /// `struct timespec` of 64-bit Linux.
 #[repr(C)]
@@ -28,31 +29,6 @@ fn thread_cpu_time() -> f64 {
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
     assert_eq!(rc, 0, "clock_gettime");
     t.sec as f64 + t.nsec as f64 / 1e9
-}
-
-/// Deterministic blocks with finite `f16` scales (the values do not change the timing).
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut w: Vec<u8> = (0..ty.bytes_for((rows * cols) as u64).unwrap())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let scale = half::f16::from_f32(0.01).to_le_bytes();
-    let offsets: &[usize] = match ty {
-        Q4_1 | Q4_K => &[0, 2],
-        Q6_K => &[208],
-        _ => &[0],
-    };
-    for blk in w.chunks_exact_mut(ty.block_bytes()) {
-        for &o in offsets {
-            blk[o..o + 2].copy_from_slice(&scale);
-        }
-    }
-    w
 }
 
 fn main() {
