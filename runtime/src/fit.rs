@@ -252,6 +252,7 @@ mod tests {
             attn_scale: 1.0 / 16.0,
             sliding: Some(gemma3_270m_sliding()),
             batch: DEFAULT_BATCH,
+            max_batch: DEFAULT_BATCH,
         };
         for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
             for (sinks, window) in [(4, 1_020), (0, 100), (16, 4_092)] {
@@ -286,7 +287,10 @@ mod tests {
         let need = memory_need(&model, &cfg);
         assert_eq!(need.other_bytes, 8_847_360);
         assert_eq!(need.kv_bytes_per_token, 3_072);
-        let cache = model.llama().new_cache(cfg, DEFAULT_BATCH).unwrap();
+        let cache = model
+            .llama()
+            .new_cache(cfg, DEFAULT_BATCH, DEFAULT_BATCH)
+            .unwrap();
         let kv = need.bytes_with(1_020) - need.model_bytes;
         assert_eq!(kv, cache.memory_bytes() as u64);
     }

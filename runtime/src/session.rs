@@ -20,8 +20,14 @@ use crate::speculative::{Draft, DraftError, DraftSpec, DraftStats};
 use crate::stream::Utf8Stream;
 use crate::tokenizer::TokenizerError;
 
-/// Tokens per forward pass when a long prompt is fed.
+/// Tokens every cache keeps rows for beyond its window: a batch of up to this many can be
+/// fed at any time (and is, once the cache is full).
 pub const DEFAULT_BATCH: usize = 64;
+
+/// Tokens per forward pass while a prompt fills a cache that has free rows for them: each
+/// weight read serves four times the tokens of [`DEFAULT_BATCH`] (prefill 8 % faster on
+/// SmolLM2 at two threads), for activations of 256 tokens instead of 64.
+pub const PREFILL_BATCH: usize = 256;
 
 /// Tokens of history kept for the repetition penalty (at least `repeat_last_n`).
 const HISTORY_KEEP: usize = 1024;
@@ -215,8 +221,10 @@ impl Session {
         opts: SessionOptions,
         cache: CacheConfig,
     ) -> Result<Session, SessionError> {
-        let kv = model.llama().new_cache(cache, DEFAULT_BATCH)?;
-        let mut state = State::new(model.llama().config(), DEFAULT_BATCH);
+        let kv = model
+            .llama()
+            .new_cache(cache, DEFAULT_BATCH, PREFILL_BATCH)?;
+        let mut state = State::new(model.llama().config(), PREFILL_BATCH);
         let cancel = Arc::new(AtomicBool::new(false));
         state.set_cancel(cancel.clone());
         Ok(Session {
@@ -322,7 +330,11 @@ impl Session {
     pub fn feed(&mut self, tokens: &[u32]) -> Result<usize, SessionError> {
         let t0 = Instant::now();
         let mut fed = 0;
-        for chunk in tokens.chunks(self.state.batch()) {
+        while fed < tokens.len() {
+            let n = (tokens.len() - fed)
+                .min(self.cache.max_append())
+                .min(self.state.batch());
+            let chunk = &tokens[fed..fed + n];
             if self.take_cancel() {
                 break;
             }

@@ -266,7 +266,7 @@ impl Draft {
             }
         };
         let llama = spec.model.llama();
-        let kv = llama.new_cache(cache, DEFAULT_BATCH)?;
+        let kv = llama.new_cache(cache, DEFAULT_BATCH, DEFAULT_BATCH)?;
         let mut state = State::new(llama.config(), DEFAULT_BATCH);
         state.set_cancel(cancel);
         Ok(Draft {

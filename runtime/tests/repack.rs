@@ -123,7 +123,7 @@ fn rss() -> usize {
 fn run(path: &Path, repack: bool) -> (Vec<f32>, usize, usize) {
     let before = rss();
     let llama = Llama::load_with(GgufFile::open(path).unwrap(), repack).unwrap();
-    let mut cache = llama.new_cache(CacheConfig::dense(32), 16).unwrap();
+    let mut cache = llama.new_cache(CacheConfig::dense(32), 16, 16).unwrap();
     let mut st = State::new(llama.config(), 16);
     let mut logits = Vec::new();
     llama
@@ -216,7 +216,7 @@ fn catalog_model_resident_memory() {
         let t = std::time::Instant::now();
         let llama = Llama::load_with(GgufFile::open(&path).unwrap(), repack).unwrap();
         let load = t.elapsed();
-        let mut cache = llama.new_cache(CacheConfig::dense(16), 4).unwrap();
+        let mut cache = llama.new_cache(CacheConfig::dense(16), 4, 4).unwrap();
         let mut st = State::new(llama.config(), 4);
         llama
             .forward(&[1, 2, 3, 4], &mut cache, &mut st, false)

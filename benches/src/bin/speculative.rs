@@ -161,7 +161,11 @@ fn pass_secs(
     reps: usize,
 ) -> Result<(f64, f64)> {
     let llama = model.llama();
-    let mut cache = llama.new_cache(CacheConfig::dense(prompt.len() + 64), DEFAULT_BATCH)?;
+    let mut cache = llama.new_cache(
+        CacheConfig::dense(prompt.len() + 64),
+        DEFAULT_BATCH,
+        DEFAULT_BATCH,
+    )?;
     let mut state = State::new(llama.config(), DEFAULT_BATCH);
     for chunk in prompt.chunks(DEFAULT_BATCH) {
         llama.forward(chunk, &mut cache, &mut state, false)?;

@@ -118,9 +118,9 @@ fn tile_block(sh: &CacheShape) -> usize {
     (TILE_QUERIES / (sh.n_head / sh.n_head_kv).max(1)).max(1)
 }
 
-/// Attention tasks of a full batch.
+/// Attention tasks of the largest batch.
 pub(super) fn tile_tasks(sh: &CacheShape) -> usize {
-    sh.n_head_kv * sh.batch.max(1).div_ceil(tile_block(sh))
+    sh.n_head_kv * sh.max_batch.max(sh.batch).max(1).div_ceil(tile_block(sh))
 }
 
 /// Floats of one attention task's scratch: outputs, running maxima and sums of its queries,

@@ -107,8 +107,13 @@ pub struct CacheShape {
     pub attn_scale: f32,
     /// Layers restricted to a sliding window of recent tokens, if the model has any.
     pub sliding: Option<SlidingWindow>,
-    /// Largest number of tokens appended at once.
+    /// Tokens that can always be appended at once: every ring keeps this many rows beyond
+    /// its window, so that each token of a batch sees its whole window.
     pub batch: usize,
+    /// Largest batch taken while the rings have free rows for it without a rebase (a young
+    /// cache filling with a long prompt, where larger batches reuse each weight more): the
+    /// scratch is sized for it, the rows are not. At least `batch`.
+    pub max_batch: usize,
 }
 
 /// Which values of a head RoPE rotates together.
@@ -162,7 +167,7 @@ pub enum CacheError {
     HeadTooLarge(usize),
     #[error("a cache of {sinks} sinks and a window of {window} tokens is too large to allocate")]
     TooLarge { sinks: usize, window: usize },
-    #[error("{n} tokens at once exceed the cache's batch of {batch}")]
+    #[error("{n} tokens at once exceed the {batch} the cache can take now")]
     BatchTooLarge { n: usize, batch: usize },
 }
 

@@ -95,7 +95,8 @@ impl KvCache {
         }
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let row_bytes = ty.bytes_for(kv_dim as u64).expect("whole blocks") as usize;
-        let (batch, dims) = (shape.batch, shape.rope_dims);
+        let dims = shape.rope_dims;
+        let batch = (shape.batch, shape.max_batch.max(shape.batch));
         let global = Ring::new(
             cfg.sinks,
             cfg.window,

@@ -62,11 +62,13 @@ pub(super) struct Ring {
 }
 
 impl Ring {
+    /// A ring of `sinks` and `window` tokens, with rows for batches of `batch.0` tokens
+    /// and scratch for batches of `batch.1` (see [`super::CacheShape::max_batch`]).
     pub fn new(
         sinks: usize,
         window: usize,
         evict_chunk: usize,
-        batch: usize,
+        batch: (usize, usize),
         rope_base: f32,
         rope_factors: Option<Vec<f32>>,
         rope_dims: usize,
@@ -82,6 +84,7 @@ impl Ring {
         }
         // Checked: sizes may come from a file, and a wrapped size would make a small ring
         // that claims a huge window. Epochs run up to `2 × slots` in a u64, positions in a u32.
+        let (batch, max_batch) = batch;
         let slots = window
             .checked_add(batch.max(1))
             .filter(|&s| {
@@ -103,8 +106,8 @@ impl Ring {
                 next_epoch: sinks as u64,
                 first_epoch: sinks as u64,
             },
-            batch: Vec::with_capacity(batch),
-            angles: vec![(0.0, 0.0); batch * 3 * half],
+            batch: Vec::with_capacity(max_batch),
+            angles: vec![(0.0, 0.0); max_batch * 3 * half],
         })
     }
 
@@ -125,6 +128,16 @@ impl Ring {
             first_epoch: self.sinks as u64,
         };
         self.batch.clear();
+    }
+
+    /// Tokens an append can take without overwriting a slot that a token of the batch
+    /// needs and without a rebase: its free sinks and free window slots, and the epochs
+    /// left before `2 × slots`.
+    fn free(&self) -> usize {
+        let held = (self.c.next_epoch - self.c.first_epoch) as usize;
+        let rows = (self.sinks - self.c.sinks_filled) + (self.slots - held);
+        let epochs = (2 * self.slots as u64).saturating_sub(self.c.next_epoch + 1);
+        rows.min(usize::try_from(epochs).unwrap_or(usize::MAX))
     }
 
     /// True when `n` more tokens would take epochs past `2 × slots`.
@@ -222,6 +235,28 @@ impl KvCache {
             .unwrap_or(0)
     }
 
+    /// Tokens the next append can take: [`CacheShape::batch`](super::CacheShape::batch)
+    /// always, and up to [`CacheShape::max_batch`](super::CacheShape::max_batch) while every
+    /// ring has that many free rows and epochs (a batch larger than the rows kept for one
+    /// must not overwrite a token that it, or a rollback, still needs).
+    pub fn max_append(&self) -> usize {
+        let free = [Some(&self.global), self.local.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(Ring::free)
+            .min()
+            .unwrap_or(0);
+        free.clamp(self.shape.batch, self.shape.max_batch.max(self.shape.batch))
+    }
+
+    fn check_batch(&self, n: usize) -> Result<(), CacheError> {
+        let batch = self.max_append();
+        if n > batch {
+            return Err(CacheError::BatchTooLarge { n, batch });
+        }
+        Ok(())
+    }
+
     /// Keeps epochs small before `n` tokens arrive: rotates a ring's window back by its
     /// slot count when needed. [`KvCache::open`] calls it; a caller that takes a
     /// [`KvCache::checkpoint`] itself calls it first, so a rollback never crosses a rebase.
@@ -237,12 +272,7 @@ impl KvCache {
     /// the windows, and prepares the rotations that [`KvCache::store`] and
     /// [`KvCache::attend`] apply.
     pub fn append(&mut self, n: usize) -> Result<(), CacheError> {
-        if n > self.shape.batch {
-            return Err(CacheError::BatchTooLarge {
-                n,
-                batch: self.shape.batch,
-            });
-        }
+        self.check_batch(n)?;
         self.make_room(n);
         let dims = self.shape.rope_dims;
         self.global.advance(n, dims);
@@ -256,6 +286,7 @@ impl KvCache {
     /// Opens room for a batch of `n` tokens and appends them, in one call: what a forward
     /// pass needs. Returns the checkpoint that undoes the append.
     pub fn open(&mut self, n: usize) -> Result<CacheCheckpoint, CacheError> {
+        self.check_batch(n)?;
         self.make_room(n);
         let cp = self.checkpoint();
         self.append(n)?;

@@ -34,6 +34,7 @@ fn shape(batch: usize) -> CacheShape {
         attn_scale: 1.0 / 32f32.sqrt(),
         sliding: None,
         batch,
+        max_batch: batch,
     }
 }
 
@@ -128,7 +129,6 @@ fn stream(cfg: CacheConfig, batch: usize, total: usize) -> f32 {
 /// [`stream`] for any shape (local layers included); with `cancel`, every batch is first
 /// fed with other keys and values and rolled back, as a cancelled forward pass is.
 fn stream_shape(cfg: CacheConfig, sh: CacheShape, total: usize, cancel: bool) -> f32 {
-    let batch = sh.batch;
     let mut cache = KvCache::new(cfg.clone(), sh.clone()).unwrap();
     let bytes = cache.memory_bytes();
     let mut refs: Vec<Reference> = (0..sh.n_layer)
@@ -147,7 +147,9 @@ fn stream_shape(cfg: CacheConfig, sh: CacheShape, total: usize, cancel: bool) ->
     let mut worst = 0.0f32;
     let mut done = 0;
     while done < total {
-        let n = batch.min(total - done);
+        // The largest batch the cache takes now: `sh.batch`, or more while it has room.
+        let n = cache.max_append().min(total - done);
+        assert!(n >= sh.batch.min(total - done) && n <= sh.max_batch.max(sh.batch));
         if cancel {
             let cp = cache.open(n).unwrap();
             for l in 0..sh.n_layer {
@@ -328,6 +330,51 @@ fn rollback_and_snapshot_cover_both_rings() {
     }
     assert!(copy.restore(&good[..good.len() - 1]).is_err());
     assert!(copy.restore(&good[..20]).is_err());
+}
+
+#[test]
+fn batches_larger_than_the_reserve_fill_a_young_cache_exactly() {
+    // Rows for batches of 3, scratch for 40: the first appends take up to the free rows
+    // (sinks, then window slots), later ones the reserved 3; each cancelled first.
+    let cfg = CacheConfig {
+        sinks: 2,
+        window: 20,
+        kv_type: KvType::F32,
+        evict_chunk: 1,
+    };
+    for sh in [shape(3), sliding_shape(3, 8)] {
+        let sh = CacheShape {
+            max_batch: 40,
+            ..sh
+        };
+        let worst = stream_shape(cfg.clone(), sh.clone(), 150, true);
+        assert!(worst < 1e-4, "{:?}: max difference {worst}", sh.sliding);
+    }
+    // Free rows by hand: 2 sinks + 23 slots, then 8 + 3 local slots bound it.
+    let mut cache = KvCache::new(
+        cfg.clone(),
+        CacheShape {
+            max_batch: 40,
+            ..shape(3)
+        },
+    )
+    .unwrap();
+    assert_eq!(cache.max_append(), 25);
+    cache.append(10).unwrap();
+    assert_eq!(cache.max_append(), 15);
+    assert!(matches!(
+        cache.append(16),
+        Err(CacheError::BatchTooLarge { n: 16, batch: 15 })
+    ));
+    assert_eq!(cache.tokens_seen(), 10, "a refused batch changes nothing");
+    cache.append(15).unwrap();
+    assert_eq!(cache.max_append(), 3, "full: the reserve");
+    let sliding = CacheShape {
+        max_batch: 40,
+        ..sliding_shape(3, 8)
+    };
+    let cache = KvCache::new(cfg, sliding).unwrap();
+    assert_eq!(cache.max_append(), 11);
 }
 
 #[test]

@@ -489,8 +489,14 @@ impl Llama {
         &self.file
     }
 
-    /// A cache for this model, taking batches of up to `batch` tokens.
-    pub fn new_cache(&self, cfg: CacheConfig, batch: usize) -> Result<KvCache, CacheError> {
+    /// A cache for this model with rows for batches of `batch` tokens at any time and
+    /// scratch for batches of up to `max_batch` while it has room ([`CacheShape::max_batch`]).
+    pub fn new_cache(
+        &self,
+        cfg: CacheConfig,
+        batch: usize,
+        max_batch: usize,
+    ) -> Result<KvCache, CacheError> {
         let c = &self.cfg;
         KvCache::new(
             cfg,
@@ -506,6 +512,7 @@ impl Llama {
                 attn_scale: c.attn_scale,
                 sliding: c.sliding.clone(),
                 batch,
+                max_batch,
             },
         )
     }
