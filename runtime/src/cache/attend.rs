@@ -120,7 +120,7 @@ fn tile_block(sh: &CacheShape) -> usize {
 
 /// Attention tasks of the largest batch.
 pub(super) fn tile_tasks(sh: &CacheShape) -> usize {
-    sh.n_head_kv * sh.max_batch.max(sh.batch).max(1).div_ceil(tile_block(sh))
+    sh.n_head_kv * sh.max_batch.max(1).div_ceil(tile_block(sh))
 }
 
 /// Floats of one attention task's scratch: outputs, running maxima and sums of its queries,

@@ -112,7 +112,7 @@ pub struct CacheShape {
     pub batch: usize,
     /// Largest batch taken while the rings have free rows for it without a rebase (a young
     /// cache filling with a long prompt, where larger batches reuse each weight more): the
-    /// scratch is sized for it, the rows are not. At least `batch`.
+    /// scratch is sized for it, the rows are not. Raised to `batch` if below it.
     pub max_batch: usize,
 }
 

@@ -85,7 +85,8 @@ pub struct CacheMemory {
 
 impl KvCache {
     /// Allocates the whole cache.
-    pub fn new(cfg: CacheConfig, shape: CacheShape) -> Result<KvCache, CacheError> {
+    pub fn new(cfg: CacheConfig, mut shape: CacheShape) -> Result<KvCache, CacheError> {
+        shape.max_batch = shape.max_batch.max(shape.batch);
         if shape.head_dim > MAX_HEAD_DIM {
             return Err(CacheError::HeadTooLarge(shape.head_dim));
         }
@@ -96,7 +97,7 @@ impl KvCache {
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let row_bytes = ty.bytes_for(kv_dim as u64).expect("whole blocks") as usize;
         let dims = shape.rope_dims;
-        let batch = (shape.batch, shape.max_batch.max(shape.batch));
+        let batch = (shape.batch, shape.max_batch);
         let global = Ring::new(
             cfg.sinks,
             cfg.window,
@@ -222,6 +223,11 @@ impl KvCache {
     }
 
     /// The ring of a layer kind, if the cache has it.
+    /// The global ring, then the local one if there is one.
+    fn rings(&self) -> impl Iterator<Item = &Ring> {
+        std::iter::once(&self.global).chain(self.local.as_ref())
+    }
+
     fn ring_opt(&self, kind: Kind) -> Option<&Ring> {
         match kind {
             Kind::Global => Some(&self.global),

@@ -136,8 +136,13 @@ impl Ring {
     fn free(&self) -> usize {
         let held = (self.c.next_epoch - self.c.first_epoch) as usize;
         let rows = (self.sinks - self.c.sinks_filled) + (self.slots - held);
-        let epochs = (2 * self.slots as u64).saturating_sub(self.c.next_epoch + 1);
-        rows.min(usize::try_from(epochs).unwrap_or(usize::MAX))
+        rows.min(self.epochs_left())
+    }
+
+    /// Tokens that can be appended before epochs reach `2 × slots` and a rebase is due.
+    fn epochs_left(&self) -> usize {
+        let left = (2 * self.slots as u64).saturating_sub(self.c.next_epoch + 1);
+        usize::try_from(left).unwrap_or(usize::MAX)
     }
 
     /// True when `n` more tokens would take epochs past `2 × slots`.
@@ -227,12 +232,7 @@ impl KvCache {
     /// batches within it, so that rebases happen at the same token as when decoding one
     /// token at a time.
     pub fn appends_before_rebase(&self) -> usize {
-        [Some(&self.global), self.local.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|r: &Ring| (2 * r.slots as u64).saturating_sub(r.c.next_epoch + 1) as usize)
-            .min()
-            .unwrap_or(0)
+        self.rings().map(Ring::epochs_left).min().unwrap_or(0)
     }
 
     /// Tokens the next append can take: [`CacheShape::batch`](super::CacheShape::batch)
@@ -240,13 +240,8 @@ impl KvCache {
     /// ring has that many free rows and epochs (a batch larger than the rows kept for one
     /// must not overwrite a token that it, or a rollback, still needs).
     pub fn max_append(&self) -> usize {
-        let free = [Some(&self.global), self.local.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(Ring::free)
-            .min()
-            .unwrap_or(0);
-        free.clamp(self.shape.batch, self.shape.max_batch.max(self.shape.batch))
+        let free = self.rings().map(Ring::free).min().unwrap_or(0);
+        free.clamp(self.shape.batch, self.shape.max_batch)
     }
 
     fn check_batch(&self, n: usize) -> Result<(), CacheError> {
@@ -274,13 +269,18 @@ impl KvCache {
     pub fn append(&mut self, n: usize) -> Result<(), CacheError> {
         self.check_batch(n)?;
         self.make_room(n);
+        self.advance(n);
+        Ok(())
+    }
+
+    /// [`KvCache::append`] once checked and with room made.
+    fn advance(&mut self, n: usize) {
         let dims = self.shape.rope_dims;
         self.global.advance(n, dims);
         if let Some(local) = &mut self.local {
             local.advance(n, dims);
         }
         self.seen += n as u64;
-        Ok(())
     }
 
     /// Opens room for a batch of `n` tokens and appends them, in one call: what a forward
@@ -289,7 +289,7 @@ impl KvCache {
         self.check_batch(n)?;
         self.make_room(n);
         let cp = self.checkpoint();
-        self.append(n)?;
+        self.advance(n);
         Ok(cp)
     }
 

@@ -8,9 +8,8 @@ impl KvCache {
     /// The cache's contents and counters as bytes, for session files.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.k.len() + self.v.len() + 80);
-        let rings = [Some(&self.global), self.local.as_ref()];
         let mut words = vec![self.seen, self.local.is_some() as u64];
-        for r in rings.into_iter().flatten() {
+        for r in self.rings() {
             words.extend([r.c.sinks_filled as u64, r.c.next_epoch, r.c.first_epoch]);
         }
         words.push(self.k.len() as u64);
