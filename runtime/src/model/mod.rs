@@ -214,6 +214,8 @@ pub struct Model {
     /// metadata alone is 1.7 MB for SmolLM2, 5.9 MB for Qwen2.5, most of it the vocabulary),
     /// which every session save and restore hashed again.
     fingerprint: std::sync::OnceLock<[u8; 32]>,
+    /// The weights being mapped ahead of the first pass; stopped when the model is dropped.
+    _prefault: crate::gguf::Prefault,
 }
 
 /// Why a model cannot be loaded.
@@ -236,14 +238,49 @@ pub enum LoadError {
     },
 }
 
+/// The data ranges the first forward pass reads whole and from the map: every layer's
+/// tensors and the output matrix, but neither embeddings that are only looked up by row (an
+/// output matrix of their own exists) nor matrices the kernel set repacks at load (their
+/// pages of the map are released, and must stay so).
+/// In the order the pass reads them: the layers, then the output matrix.
+fn read_in_full(file: &GgufFile) -> Vec<std::ops::Range<usize>> {
+    let tied = file.tensor_info("output.weight").is_none();
+    let ks = tern_kernels::kernels();
+    let repack = repack_enabled();
+    let stays_mapped = |t: &crate::gguf::TensorInfo| {
+        // Tied embeddings are read by row and never repacked.
+        let tied_output = tied && t.name == "token_embd.weight";
+        tied_output || !(repack && t.dims.len() == 2 && ks.get(t.ty).repack.is_some())
+    };
+    let range = |t: &crate::gguf::TensorInfo| {
+        let start = usize::try_from(t.offset).ok()?;
+        Some(start..start.checked_add(usize::try_from(t.bytes).ok()?)?)
+    };
+    let output = if tied {
+        "token_embd.weight"
+    } else {
+        "output.weight"
+    };
+    let layers = file.tensors().iter().filter(|t| t.name.starts_with("blk."));
+    layers
+        .chain(file.tensor_info(output))
+        .filter(|t| stays_mapped(t))
+        .filter_map(range)
+        .collect()
+}
+
 impl Model {
-    /// Maps the GGUF file at `path` and checks it; nothing of the weights is read.
+    /// Maps the GGUF file at `path` and checks it. No weight is copied; those the first pass
+    /// reads whole are mapped ahead, on a thread that runs only on an idle CPU
+    /// ([`GgufFile::prefault`]), and the rest are paged in as they are used.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model, LoadError> {
         let path = path.as_ref().to_path_buf();
         let file = GgufFile::open(&path).map_err(|source| LoadError::File {
             path: path.clone(),
             source,
         })?;
+        // Started first, so that it uses the CPUs the tokenizer build leaves idle.
+        let prefault = file.prefault(read_in_full(&file));
         let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&file).map_err(|source| {
             LoadError::Tokenizer {
                 path: path.clone(),
@@ -261,6 +298,7 @@ impl Model {
             template,
             path,
             fingerprint: std::sync::OnceLock::new(),
+            _prefault: prefault,
         })
     }
 
@@ -336,5 +374,58 @@ mod tests {
             e.to_string().contains("llama.block_count") && e.to_string().contains("2147483648"),
             "{e}"
         );
+    }
+
+    /// The ranges mapped ahead of the first pass: the layers in file order, then the output
+    /// matrix; embeddings only when they are the output (F32 weights: no kernel set
+    /// repacks them, so every matrix here stays in the map).
+    #[test]
+    fn the_weights_read_in_full_are_the_layers_then_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |with_output: bool| {
+            let path = dir.path().join(format!("m{with_output}.gguf"));
+            let mut w = GgufWriter::new();
+            w.add_metadata("general.architecture", Value::String("llama".into()));
+            let mut add = |name: &str, dims: &[u64]| {
+                let n = dims.iter().product::<u64>() as usize;
+                w.add_tensor(name, GgmlType::F32, dims, vec![0; n * 4]);
+            };
+            add("token_embd.weight", &[64, 10]);
+            add("blk.0.attn_norm.weight", &[64]);
+            add("blk.0.attn_q.weight", &[64, 64]);
+            add("output_norm.weight", &[64]);
+            if with_output {
+                add("output.weight", &[64, 10]);
+            }
+            add("blk.1.attn_q.weight", &[64, 64]);
+            w.write_file(&path).unwrap();
+            GgufFile::open(&path).unwrap()
+        };
+        let range = |f: &GgufFile, name: &str| {
+            let t = f.tensor_info(name).unwrap();
+            t.offset as usize..(t.offset + t.bytes) as usize
+        };
+        for with_output in [false, true] {
+            let f = file(with_output);
+            let output = if with_output {
+                "output.weight"
+            } else {
+                "token_embd.weight"
+            };
+            let want: Vec<_> = [
+                "blk.0.attn_norm.weight",
+                "blk.0.attn_q.weight",
+                "blk.1.attn_q.weight",
+                output,
+            ]
+            .iter()
+            .map(|n| range(&f, n))
+            .collect();
+            assert_eq!(
+                read_in_full(&f),
+                want,
+                "output.weight present: {with_output}"
+            );
+        }
     }
 }
