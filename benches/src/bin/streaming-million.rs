@@ -95,21 +95,12 @@ fn main() -> Result<()> {
         while (p.stretches.len() + 1) * STRETCH <= n_tokens {
             let a = p.stretches.len() * STRETCH;
             let (mut sum, mut tail) = (0.0f64, 0.0f64);
-            for (k, batch) in tokens[a..a + STRETCH].chunks(DEFAULT_BATCH).enumerate() {
-                let at = a + k * DEFAULT_BATCH;
-                let logits = s.feed_all_logits(batch)?;
-                for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
-                    let v = nll(row, tokens[at + i + 1]);
-                    sum += v;
-                    if at + i >= a + STRETCH - CONTROL {
-                        tail += v;
-                    }
+            score(&mut s, &tokens, a..a + STRETCH, n_vocab, |at, v| {
+                sum += v;
+                if at >= a + STRETCH - CONTROL {
+                    tail += v;
                 }
-                anyhow::ensure!(
-                    s.cache().len() <= 1024,
-                    "the cache holds 4 + 1020 tokens at most"
-                );
-            }
+            })?;
             p.stretches.push(sum / STRETCH as f64);
             p.tail_stream.push(tail / CONTROL as f64);
             p.tail_fresh
@@ -142,14 +133,31 @@ fn fresh_tail(fresh: &mut Session, tokens: &[u32], end: usize, n_vocab: usize) -
     fresh.reset()?;
     fresh.feed(&tokens[from.saturating_sub(WARM)..from])?;
     let mut sum = 0.0;
-    for (k, batch) in tokens[from..end].chunks(DEFAULT_BATCH).enumerate() {
-        let at = from + k * DEFAULT_BATCH;
-        let logits = fresh.feed_all_logits(batch)?;
-        for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
-            sum += nll(row, tokens[at + i + 1]);
-        }
-    }
+    score(fresh, tokens, from..end, n_vocab, |_, v| sum += v)?;
     Ok(sum / CONTROL as f64)
+}
+
+/// Feeds `tokens[range]` to `s` and gives `f(i, nll)` for each token `i` of the range: the NLL
+/// of the token after it. The cache must never hold more than 4 + 1020 tokens.
+fn score(
+    s: &mut Session,
+    tokens: &[u32],
+    range: std::ops::Range<usize>,
+    n_vocab: usize,
+    mut f: impl FnMut(usize, f64),
+) -> Result<()> {
+    for (k, batch) in tokens[range.clone()].chunks(DEFAULT_BATCH).enumerate() {
+        let at = range.start + k * DEFAULT_BATCH;
+        let logits = s.feed_all_logits(batch)?;
+        for (i, row) in logits.chunks_exact(n_vocab).enumerate() {
+            f(at + i, nll(row, tokens[at + i + 1]));
+        }
+        anyhow::ensure!(
+            s.cache().len() <= 1024,
+            "the cache holds 4 + 1020 tokens at most"
+        );
+    }
+    Ok(())
 }
 
 /// Where the session is saved after `stretches` stretches (the build directory, not docs/).
@@ -164,13 +172,13 @@ fn read_json() -> Result<Progress> {
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
     )?;
-    let list = |key: &str| -> Result<Vec<f64>> {
-        Ok(serde_json::from_value(json[key].clone()).unwrap_or_default())
-    };
+    // A run from before the control has no tails.
+    let list =
+        |key: &str| -> Vec<f64> { serde_json::from_value(json[key].clone()).unwrap_or_default() };
     Ok(Progress {
-        stretches: list("stretch_mean_nll")?,
-        tail_stream: list("tail_stream_mean_nll")?,
-        tail_fresh: list("tail_fresh_mean_nll")?,
+        stretches: list("stretch_mean_nll"),
+        tail_stream: list("tail_stream_mean_nll"),
+        tail_fresh: list("tail_fresh_mean_nll"),
         secs: json["seconds"].as_f64().unwrap_or(0.0),
         threads: json["threads"].as_u64().unwrap_or(0) as usize,
     })

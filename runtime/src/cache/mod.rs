@@ -222,12 +222,12 @@ impl KvCache {
         }
     }
 
-    /// The ring of a layer kind, if the cache has it.
     /// The global ring, then the local one if there is one.
     fn rings(&self) -> impl Iterator<Item = &Ring> {
         std::iter::once(&self.global).chain(self.local.as_ref())
     }
 
+    /// The ring of a layer kind, if the cache has it.
     fn ring_opt(&self, kind: Kind) -> Option<&Ring> {
         match kind {
             Kind::Global => Some(&self.global),

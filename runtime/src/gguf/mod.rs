@@ -522,19 +522,26 @@ mod tests {
         panic!("no mapping holds {addr:#x}")
     }
 
-    /// A file of one 8 MiB F32 tensor, opened: only its header has been read.
+    /// Writes `dir/name`, a file of one F32 tensor of `mib` MiB, every byte `fill`.
     #[cfg(target_os = "linux")]
-    fn big_file(dir: &Path) -> GgufFile {
-        let path = dir.join("big.gguf");
+    fn write_big(dir: &Path, name: &str, mib: usize, fill: u8) -> std::path::PathBuf {
+        let path = dir.join(name);
         let mut w = GgufWriter::new();
+        let dims = [1024, (mib as u64) << 8];
         w.add_tensor(
             "blk.0.w.weight",
             GgmlType::F32,
-            &[1024, 2048],
-            vec![7; 8 << 20],
+            &dims,
+            vec![fill; mib << 20],
         );
         w.write_file(&path).unwrap();
-        GgufFile::open(&path).unwrap()
+        path
+    }
+
+    /// A file of one 8 MiB F32 tensor, opened: only its header has been read.
+    #[cfg(target_os = "linux")]
+    fn big_file(dir: &Path) -> GgufFile {
+        GgufFile::open(write_big(dir, "big.gguf", 8, 7)).unwrap()
     }
 
     #[test]
@@ -596,15 +603,7 @@ mod tests {
             return; // qemu-user's /proc/self/maps is its own rendering
         }
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("large.gguf");
-        let mut w = GgufWriter::new();
-        w.add_tensor(
-            "blk.0.w.weight",
-            GgmlType::F32,
-            &[4096, 2048],
-            vec![1; 32 << 20],
-        );
-        w.write_file(&path).unwrap();
+        let path = write_big(dir.path(), "large.gguf", 32, 1);
         let mapped = || {
             let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
             maps.lines().any(|l| l.ends_with(path.to_str().unwrap()))

@@ -241,8 +241,8 @@ pub enum LoadError {
 /// The data ranges the first forward pass reads whole and from the map: every layer's
 /// tensors and the output matrix, but neither embeddings that are only looked up by row (an
 /// output matrix of their own exists) nor matrices the kernel set repacks at load (their
-/// pages of the map are released, and must stay so).
-/// In the order the pass reads them: the layers, then the output matrix.
+/// pages of the map are released, and must stay so); in the order the pass reads them, the
+/// layers, then the output matrix.
 fn read_in_full(file: &GgufFile) -> Vec<std::ops::Range<usize>> {
     let tied = file.tensor_info("output.weight").is_none();
     let ks = tern_kernels::kernels();
@@ -271,8 +271,8 @@ fn read_in_full(file: &GgufFile) -> Vec<std::ops::Range<usize>> {
 
 impl Model {
     /// Maps the GGUF file at `path` and checks it. No weight is copied; those the first pass
-    /// reads whole are mapped ahead, on a thread that runs only on an idle CPU
-    /// ([`GgufFile::prefault`]), and the rest are paged in as they are used.
+    /// reads whole are mapped ahead on a low-priority thread ([`GgufFile::prefault`]), and
+    /// the rest are paged in as they are used.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Model, LoadError> {
         let path = path.as_ref().to_path_buf();
         let file = GgufFile::open(&path).map_err(|source| LoadError::File {
