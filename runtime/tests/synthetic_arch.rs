@@ -211,6 +211,7 @@ fn check(shape: &Shape) -> f64 {
     for batch in tokens.chunks(DEFAULT_BATCH) {
         ours.extend_from_slice(session.feed_all_logits(batch).unwrap());
     }
+    last_token_passes_agree(&model, &tokens, &ours);
     let file = |var: &str| {
         std::env::var_os(var).map(|d| PathBuf::from(d).join(format!("{}.logits", shape.arch)))
     };
@@ -238,6 +239,32 @@ fn check(shape: &Shape) -> f64 {
         tern_kernels::kernels().name()
     );
     kl
+}
+
+/// A pass that wants only the last token's logits runs the last layer past its keys and
+/// values for that token alone: its logits must be those of the pass that runs every token
+/// through (`all`, row after row), within the rounding of a product over one row rather than
+/// a panel. A wrong row taken in the last layer would be off by the logits' own size.
+fn last_token_passes_agree(model: &Arc<Model>, tokens: &[u32], all: &[f32]) {
+    let n_vocab = model.llama().config().n_vocab;
+    let mut session =
+        Session::for_scoring(model.clone(), CacheConfig::dense(tokens.len())).unwrap();
+    let mut fed = 0;
+    for batch in tokens.chunks(DEFAULT_BATCH) {
+        session.feed(batch).unwrap();
+        fed += batch.len();
+        let want = &all[(fed - 1) * n_vocab..fed * n_vocab];
+        let (got, _) = session.logits_and_history();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "last-token pass after {fed} tokens: off by {worst} (logits up to {scale})"
+        );
+    }
 }
 
 /// llama.cpp's logits for `tokens` on the file at `path`, row after row.

@@ -39,12 +39,27 @@ impl KvCache {
     /// Causal attention of the batch's queries (`n × n_head × head_dim`, before RoPE: rotated
     /// here) over what each token sees in `layer`, written to `out` (same shape). `qbuf`
     /// needs `n × n_head × head_dim × 2` floats.
+    pub fn attend(&mut self, layer: usize, q: &[f32], out: &mut [f32], qbuf: &mut [f32]) {
+        self.attend_from(layer, 0, q, out, qbuf)
+    }
+
+    /// [`KvCache::attend`] for the batch's tokens from `from` on only: their rows of `q`
+    /// are read and their rows of `out` written, the others are left as they are. The last
+    /// layer of a pass that wants the last token's logits needs no more. Each token's
+    /// output is bitwise the same as in a whole-batch call.
     ///
     /// One task per KV head and block of tokens (a flash-attention tile): each block of keys
     /// and values is widened to f32 once and serves all the query heads of the group for all
     /// the tokens of the block, with an online softmax. Nothing is allocated: each task works
     /// in its own part of the cache's scratch.
-    pub fn attend(&mut self, layer: usize, q: &[f32], out: &mut [f32], qbuf: &mut [f32]) {
+    pub fn attend_from(
+        &mut self,
+        layer: usize,
+        from: usize,
+        q: &[f32],
+        out: &mut [f32],
+        qbuf: &mut [f32],
+    ) {
         use rayon::prelude::*;
         let sh = &self.shape;
         let hd = sh.head_dim;
@@ -60,8 +75,11 @@ impl KvCache {
         // the query is rounded to f16 as ggml rounds it (its logits track llama.cpp's a
         // little closer: mean KL 0.0044 rather than 0.0046 in `logits_parity`).
         let f16 = self.ty == GgmlType::F16;
+        let from = from.min(n);
         let qbuf = &mut qbuf[..n * 2 * q_dim];
-        ops::zip_rows(&q[..n * q_dim], q_dim, qbuf, 2 * q_dim, |i, qi, both| {
+        let (q_from, qbuf_from) = (&q[from * q_dim..n * q_dim], &mut qbuf[from * 2 * q_dim..]);
+        ops::zip_rows(q_from, q_dim, qbuf_from, 2 * q_dim, |i, qi, both| {
+            let i = from + i;
             let a = &ring.angles[i * 3 * half..(i + 1) * 3 * half];
             let (qs, qw) = both.split_at_mut(q_dim);
             for (x, angles) in [(qs, &a[half..2 * half]), (qw, &a[2 * half..])] {
@@ -77,7 +95,9 @@ impl KvCache {
 
         let group = sh.n_head / sh.n_head_kv;
         let block = tile_block(sh);
-        let blocks = n.div_ceil(block);
+        let blocks = (n - from).div_ceil(block);
+        // Token range of block `b`.
+        let tokens_of = |b: usize| from + b * block..(from + (b + 1) * block).min(n);
         let tasks = sh.n_head_kv * blocks;
         let per_task = tile_floats(sh);
         // Taken out (an empty Vec allocates nothing) so that the tasks can borrow the cache.
@@ -97,14 +117,13 @@ impl KvCache {
                     heads: g * group..(g + 1) * group,
                     qbuf,
                 };
-                tile.run(b * block..((b + 1) * block).min(n), scratch);
+                tile.run(tokens_of(b), scratch);
             });
         // Each tile's outputs come first in its scratch: its group's heads for its block's
         // tokens, token after token.
         for (task, o) in tiles.chunks_exact(per_task).take(tasks).enumerate() {
             let (g, b) = (task / blocks, task % blocks);
-            let tokens = b * block..((b + 1) * block).min(n);
-            for (i, oi) in tokens.zip(o.chunks_exact(group * hd)) {
+            for (i, oi) in tokens_of(b).zip(o.chunks_exact(group * hd)) {
                 let at = i * q_dim + g * group * hd;
                 out[at..at + oi.len()].copy_from_slice(oi);
             }

@@ -168,6 +168,14 @@ fn stream_shape(cfg: CacheConfig, sh: CacheShape, total: usize, cancel: bool) ->
             let mut out = vec![0.0; n * q_dim];
             let mut qbuf = vec![0.0; n * 2 * q_dim];
             cache.attend(l, &q, &mut out, &mut qbuf);
+            // The batch's later tokens alone: bitwise their rows of the whole batch's
+            // output, and nothing written to the rows before them.
+            let from = n - 1 - (done + l) % n;
+            let mut part = vec![f32::NAN; n * q_dim];
+            cache.attend_from(l, from, &q, &mut part, &mut qbuf);
+            assert!(part[..from * q_dim].iter().all(|x| x.is_nan()));
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&part[from * q_dim..]), bits(&out[from * q_dim..]));
             for t in 0..n {
                 let kt = k_orig[t * kv_dim..(t + 1) * kv_dim].to_vec();
                 r.push(

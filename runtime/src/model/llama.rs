@@ -579,6 +579,11 @@ impl Llama {
         let gate = &mut st.gate[..n * ff];
         let up = &mut st.up[..n * ff];
         let act = &mut st.act;
+        // Tokens whose logits are wanted. The last layer computes its keys and values for
+        // every token (the cache keeps them) but the rest of it for these tokens only:
+        // nothing reads the others' outputs (llama.cpp skips them too).
+        let first = if all_logits { 0 } else { n - 1 };
+        let last_layer = self.layers.len() - 1;
 
         for (l, layer) in self.layers.iter().enumerate() {
             // Cancellation is honoured between layers: the batch is undone, nothing is half fed.
@@ -611,7 +616,15 @@ impl Llama {
                 rms_norm_rows(k, nk, c.rms_eps);
             }
             cache.store(l, k, v);
-            cache.attend(l, q, att, &mut st.qrot);
+            let from = if l == last_layer { first } else { 0 };
+            cache.attend_from(l, from, q, att, &mut st.qrot);
+            // The rows of the tokens still needed in this layer.
+            let x = &mut x[from * d..];
+            let xb = &mut xb[from * d..];
+            let att = &att[from * q_dim..];
+            let proj = &mut proj[from * d..];
+            let gate = &mut gate[from * ff..];
+            let up = &mut up[from * ff..];
             matmul(&layer.wo.view(data), att, proj, act);
             if let Some(w) = &layer.attn_post_norm {
                 rms_norm_rows(proj, w, c.rms_eps);
@@ -637,7 +650,6 @@ impl Llama {
         }
 
         // Final norm and classifier, for the last token or for all of them.
-        let first = if all_logits { 0 } else { n - 1 };
         for t in first..n {
             ops::rms_norm(
                 &x[t * d..(t + 1) * d],
