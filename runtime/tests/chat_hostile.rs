@@ -82,9 +82,12 @@ fn single_huge_values_are_refused_before_they_are_built() {
         ("repeat", "{{ ('ab' * 90000000)|length }}"),
         (
             "lazy list joined",
-            "{{ (['abcdefgh'] * 100000000)|join|length }}",
+            "{% set l = ['abcdefgh'] %}{{ (l * 100000000)|join|length }}",
         ),
-        ("lazy list emitted", "{{ ['abcdefgh'] * 100000000 }}"),
+        (
+            "lazy list emitted",
+            "{% set l = ['abcdefgh'] %}{{ l * 100000000 }}",
+        ),
         ("indent", "{{ ('a\\n' * 1000)|indent(1000000)|length }}"),
         ("format width", "{{ '{:>1000000000}'.format('a')|length }}"),
         ("batch fill", "{{ [1]|batch(1000000000, 'x')|list|length }}"),
@@ -94,6 +97,52 @@ fn single_huge_values_are_refused_before_they_are_built() {
         let e = result.expect_err(name);
         assert!(matches!(e, ChatError::TooLarge(_)), "{name}: {e}");
         assert!(peak < PEAK_LIMIT, "{name}: the rendering held {peak} bytes");
+    }
+}
+
+/// Found by the `chat_template` fuzz target (2026-12-01): a list repeated many times is
+/// lazy, and when it is empty each of its repetitions is a step that builds nothing, so
+/// nothing was charged and emitting `[''] * 0 * 777777777` ran for minutes. A repetition
+/// now costs at least an item each, charged when the `*` runs; lists the compiler repeats
+/// or joins itself (constants) are refused. Each case must end within seconds: a render
+/// that still runs after 20 fails the test.
+#[test]
+fn repeated_empty_lists_are_refused_before_they_run() {
+    let cases = [
+        ("the fuzzer's input", "%{{[''] *00*00777777777}}n}"),
+        ("constant, emitted", "{{ [] * 1000000000 }}"),
+        ("constant, joined", "{{ ([] * 1000000000 + [1])|join }}"),
+        ("emitted", "{% set e = [] %}{{ e * 1000000000 }}"),
+        (
+            "looped over",
+            "{% set e = [] %}{% for x in e * 1000000000 %}{% endfor %}",
+        ),
+        (
+            "count first",
+            "{% set e = [] %}{{ (1000000000 * e)|list|length }}",
+        ),
+        (
+            "nested",
+            "{% set e = [[]] %}{{ (e * 100000000)|join|length }}",
+        ),
+    ];
+    for (name, source) in cases {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(jinja(source).render(&[Message::new("user", "hi")], true));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{name}: still rendering after 20 s"));
+        let e = result.expect_err(name);
+        let constant = name.starts_with("constant") || name.starts_with("the fuzzer");
+        match e {
+            ChatError::Template(ref m) if constant => {
+                assert!(m.contains("constant lists"), "{name}: {e}")
+            }
+            ChatError::TooLarge(_) if !constant => {}
+            e => panic!("{name}: {e}"),
+        }
     }
 }
 
@@ -115,7 +164,8 @@ fn long_literals_in_loops_run_out_of_fuel() {
 #[test]
 fn checked_operators_keep_their_meaning() {
     let t = jinja(
-        "{{ 1 + 2 }} {{ 2 * 3 }} {{ 1.5 + 1 }} {{ ([1] + [2, 3])|join(',') }} {{ [0] * 2 }} \
+        "{% set one = [1] %}{% set zero = [0] %}\
+         {{ 1 + 2 }} {{ 2 * 3 }} {{ 1.5 + 1 }} {{ (one + [2, 3])|join(',') }} {{ zero * 2 }} \
          {{ 'ab' * 2 }} {{ 2 * 'cd' }} {{ 'a' ~ 1 ~ none }} {{ 'x' + 'y' }} {{ '%s-%d'|format('a', 3) }} \
          {{ 'a b'.split()|tojson }} {{ 'Hi'.upper() }}",
     );

@@ -8,7 +8,9 @@
 //! through code that checks its size first:
 //!
 //! - the `~`, `+` and `*` operators become calls of checked functions (one instruction for
-//!   another, so no jump target moves);
+//!   another, so no jump target moves); a list repeated by `*` is charged for every
+//!   repetition, even of an empty list (walking them takes a step each), and a template
+//!   whose constant lists the compiler repeated or joined itself is refused;
 //! - the filters and Python methods that build strings or lists are wrapped: the size of
 //!   their input times what their arguments can multiply it by must fit before they run,
 //!   and what they built is charged after;
@@ -267,9 +269,18 @@ pub(super) fn install(env: &mut Environment<'_>, budget: &Arc<Budget>) {
             (_, Some(s)) => Some((s.len(), &x)),
             _ => None,
         };
+        let count = |n: &Value| n.as_i64().map_or(0, |n| n.max(0) as usize);
         if let Some((len, n)) = repeat {
-            let n = n.as_i64().map_or(0, |n| n.max(0) as usize);
-            b.charge(len.saturating_mul(n).saturating_add(ITEM_COST))?;
+            b.charge(len.saturating_mul(count(n)).saturating_add(ITEM_COST))?;
+        } else if let Some((seq, n)) = [(&x, &y), (&y, &x)]
+            .into_iter()
+            .find(|(s, _)| matches!(s.kind(), ValueKind::Seq | ValueKind::Iterable))
+        {
+            // minijinja repeats a list lazily, so this builds nothing yet; but walking the
+            // repetitions takes a step each, even those of an empty list, and no fuel is
+            // spent inside one walk. Each repetition is charged at least an item.
+            let each = b.size(seq).max(ITEM_COST);
+            b.charge(each.saturating_mul(count(n)))?;
         }
         plain_op("a * b", x, y)
     });
@@ -359,7 +370,25 @@ pub(super) fn compile(source: &str) -> Result<CompiledTemplate<'_>, Error> {
     for block in compiled.blocks.values_mut() {
         route_operators(block);
     }
+    let all = std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
+    if all.into_iter().any(has_lazy_constant) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "the template repeats or joins constant lists (`[x] * n`, `[a] + [b]`): their \
+             size cannot be checked",
+        ));
+    }
     Ok(compiled)
+}
+
+/// Whether the compiler folded a `*` or `+` of constant lists into a lazy sequence. Those
+/// never reach the checked operators, and one walk of `[] * 10**9` takes 10⁹ steps
+/// without building or spending anything (the `chat_template` fuzz target's find): no
+/// limit can stop it once it runs. Chat templates do not need them.
+fn has_lazy_constant(instructions: &Instructions<'_>) -> bool {
+    (0..instructions.len() as u32)
+        .filter_map(|i| instructions.get(i))
+        .any(|instr| matches!(instr, Instruction::LoadConst(v) if v.kind() == ValueKind::Iterable))
 }
 
 /// Replaces each value-building operator by a call of its checked function: both take the
