@@ -9,6 +9,7 @@ use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
 mod bounded;
+mod constants;
 
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;

@@ -79,7 +79,7 @@ fn doubling_templates_stop_at_the_budget() {
 #[test]
 fn single_huge_values_are_refused_before_they_are_built() {
     let big = [
-        ("repeat", "{{ ('ab' * 90000000)|length }}"),
+        ("repeat", "{% set s = 'ab' %}{{ (s * 90000000)|length }}"),
         (
             "lazy list joined",
             "{% set l = ['abcdefgh'] %}{{ (l * 100000000)|join|length }}",
@@ -103,8 +103,8 @@ fn single_huge_values_are_refused_before_they_are_built() {
 /// Found by the `chat_template` fuzz target (2026-12-01): a list repeated many times is
 /// lazy, and when it is empty each of its repetitions is a step that builds nothing, so
 /// nothing was charged and emitting `[''] * 0 * 777777777` ran for minutes. A repetition
-/// now costs at least an item each, charged when the `*` runs; lists the compiler repeats
-/// or joins itself (constants) are refused. Each case must end within seconds: a render
+/// now costs at least an item each, charged when the `*` runs; a constant list is not
+/// repeated at all (see `constant_folds_are_bounded_before_compiling`). Each case must end within seconds: a render
 /// that still runs after 20 fails the test.
 #[test]
 fn repeated_empty_lists_are_refused_before_they_run() {
@@ -138,12 +138,57 @@ fn repeated_empty_lists_are_refused_before_they_run() {
         let constant = name.starts_with("constant") || name.starts_with("the fuzzer");
         match e {
             ChatError::Template(ref m) if constant => {
-                assert!(m.contains("constant lists"), "{name}: {e}")
+                assert!(m.contains("constants repeat a list"), "{name}: {e}")
             }
             ChatError::TooLarge(_) if !constant => {}
             e => panic!("{name}: {e}"),
         }
     }
+}
+
+/// minijinja's compiler folds operations on constants into one value while it compiles,
+/// before any budget exists: thirty 100 MB repetitions joined by `~` (a 500-byte
+/// template) aborted the process on a 2.1 GB allocation. What a fold would build is now
+/// measured on the parsed template, and a template that would fold more than a megabyte
+/// is refused before it compiles.
+#[test]
+fn constant_folds_are_bounded_before_compiling() {
+    let thirty = vec!["('a' * 99999999)"; 30].join(" ~ ");
+    let cases = [
+        (
+            "thirty repetitions joined",
+            format!("{{{{ ({thirty})|length }}}}"),
+        ),
+        (
+            "one repetition",
+            "{{ ('ab' * 90000000)|length }}".to_string(),
+        ),
+        ("a power as the count", "{{ 'x' * 10 ** 7 }}".to_string()),
+        ("repeated twice", "{{ ('a' * 1000) * 1000000 }}".to_string()),
+        (
+            "added",
+            "{% set s = ('a' * 900000) + ('b' * 900000) %}".to_string(),
+        ),
+        (
+            "a list",
+            "{{ (([1] + [2]) * 1000000000000000000) ~ 'x' }}".to_string(),
+        ),
+        (
+            "in a macro default",
+            "{% macro m(x=('a' * 99999999)) %}{% endmacro %}".to_string(),
+        ),
+    ];
+    for (name, source) in cases {
+        let (result, peak) = render_hostile(&source);
+        match result {
+            Err(ChatError::Template(m)) if m.contains("the template's constants") => {}
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(peak < PEAK_LIMIT, "{name}: the rendering held {peak} bytes");
+    }
+    // Real templates fold a few literals, and constant lists may still be joined.
+    let t = jinja("{{ 'a' ~ 'b' ~ 1 }} {{ '=' * 8 }} {{ ([1] + [2, 3])|join(',') }} {{ -2 ** 3 }}");
+    assert_eq!(t.render(&[], false).unwrap(), "ab1 ======== 1,2,3 -8");
 }
 
 /// Literal text emitted in a loop into a macro's captured output: the fuel is lowered for

@@ -9,8 +9,9 @@
 //!
 //! - the `~`, `+` and `*` operators become calls of checked functions (one instruction for
 //!   another, so no jump target moves); a list repeated by `*` is charged for every
-//!   repetition, even of an empty list (walking them takes a step each), and a template
-//!   whose constant lists the compiler repeated or joined itself is refused;
+//!   repetition, even of an empty list (walking them takes a step each);
+//! - what the compiler would fold constant operations into is bounded before it compiles
+//!   (`constants.rs`);
 //! - the filters and Python methods that build strings or lists are wrapped: the size of
 //!   their input times what their arguments can multiply it by must fit before they run,
 //!   and what they built is charged after;
@@ -365,30 +366,21 @@ pub(super) fn compile(source: &str) -> Result<CompiledTemplate<'_>, Error> {
         },
         default_auto_escape: Arc::new(|_| minijinja::AutoEscape::None),
     };
+    // The compiler folds constant operations as it goes: what they would build is bounded
+    // first, on the parsed template.
+    let tree = minijinja::machinery::parse(
+        source,
+        "chat_template",
+        Default::default(),
+        config.ws_config,
+    )?;
+    super::constants::check(&tree)?;
     let mut compiled = CompiledTemplate::new("chat_template", source, &config)?;
     route_operators(&mut compiled.instructions);
     for block in compiled.blocks.values_mut() {
         route_operators(block);
     }
-    let all = std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
-    if all.into_iter().any(has_lazy_constant) {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            "the template repeats or joins constant lists (`[x] * n`, `[a] + [b]`): their \
-             size cannot be checked",
-        ));
-    }
     Ok(compiled)
-}
-
-/// Whether the compiler folded a `*` or `+` of constant lists into a lazy sequence. Those
-/// never reach the checked operators, and one walk of `[] * 10**9` takes 10⁹ steps
-/// without building or spending anything (the `chat_template` fuzz target's find): no
-/// limit can stop it once it runs. Chat templates do not need them.
-fn has_lazy_constant(instructions: &Instructions<'_>) -> bool {
-    (0..instructions.len() as u32)
-        .filter_map(|i| instructions.get(i))
-        .any(|instr| matches!(instr, Instruction::LoadConst(v) if v.kind() == ValueKind::Iterable))
 }
 
 /// Replaces each value-building operator by a call of its checked function: both take the
