@@ -164,6 +164,11 @@ fn constant_folds_are_bounded_before_compiling() {
             "{{ ('ab' * 90000000)|length }}".to_string(),
         ),
         ("a power as the count", "{{ 'x' * 10 ** 7 }}".to_string()),
+        ("a float as the count", "{{ 'x' * 1e8 }}".to_string()),
+        (
+            "a quotient as the count",
+            "{{ 'x' * (1e8 / 1) }}".to_string(),
+        ),
         ("repeated twice", "{{ ('a' * 1000) * 1000000 }}".to_string()),
         (
             "added",

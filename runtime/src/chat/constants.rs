@@ -182,10 +182,11 @@ fn folded(e: &Expr<'_>) -> Result<Option<Folded>, Error> {
     Ok(Some(match e {
         Expr::Const(c) => match c.value.kind() {
             ValueKind::String => Folded::Str(c.value.as_str().map_or(0, str::len)),
-            ValueKind::Number if c.value.is_integer() => c
-                .value
-                .as_i64()
-                .map_or(Folded::Small, |n| Folded::Int(n.into())),
+            // minijinja counts with whole floats and bools too (`'a' * 1e8`, `'a' * true`);
+            // a number no i64 holds counts as the largest.
+            ValueKind::Number | ValueKind::Bool => {
+                Folded::Int(c.value.as_i64().map_or(i128::MAX, i128::from))
+            }
             _ => Folded::Small,
         },
         Expr::List(l) => {
@@ -220,6 +221,11 @@ fn folded(e: &Expr<'_>) -> Result<Option<Folded>, Error> {
                 }
                 (BinOpKind::Mul, Folded::Seq, _) | (BinOpKind::Mul, _, Folded::Seq) => {
                     return Err(refuse("repeat a list"));
+                }
+                // A count this walk does not follow (a quotient, say): it could be any size.
+                (BinOpKind::Mul, Folded::Str(_), Folded::Small)
+                | (BinOpKind::Mul, Folded::Small, Folded::Str(_)) => {
+                    return Err(refuse("repeat a string by a computed count"));
                 }
                 (BinOpKind::Add, Folded::Seq, Folded::Seq) => Folded::Seq,
                 (BinOpKind::Add | BinOpKind::Concat, Folded::Str(a), Folded::Str(c)) => {
