@@ -32,8 +32,14 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 runs=${TERN_FUZZ_RUNS:-10000000}
 sanitizer=${TERN_FUZZ_SANITIZER:-address}
-# Each sanitizer builds in a target directory of its own: switching rebuilds nothing.
-build_dir() { echo "target/sanitizer-$1"; }
+# `fuzz_run SANITIZER TARGET ARGS…`: cargo fuzz run in fuzz/. Each sanitizer builds in a
+# target directory of its own: switching rebuilds nothing.
+fuzz_run() {
+    local san=$1
+    shift
+    (cd fuzz && cargo +nightly fuzz run --release --sanitizer "$san" \
+        --target-dir "target/sanitizer-$san" "$@")
+}
 seconds=${TERN_FUZZ_SECONDS:-0}
 targets=("$@")
 # Fastest first (the rates above).
@@ -63,9 +69,7 @@ export TERN_FUZZ_SCRATCH=$scratch
 # tokenizer's loading (5 300 edges within seconds).
 if [[ " ${targets[*]} " == *" gguf_load "* ]] &&
     [ ! -e fuzz/corpus/gguf_load/seed-tiny-model.gguf ]; then
-    (cd fuzz && cargo +nightly fuzz run --release --sanitizer "$sanitizer" \
-        --target-dir "$(build_dir "$sanitizer")" session_restore -- -runs=1) \
-        >fuzz/logs/seed.log 2>&1
+    fuzz_run "$sanitizer" session_restore -- -runs=1 >fuzz/logs/seed.log 2>&1
     mkdir -p fuzz/corpus/gguf_load
     cp "$(ls "$scratch"/tern-fuzz-tiny-*.gguf | head -1)" fuzz/corpus/gguf_load/seed-tiny-model.gguf
 fi
@@ -81,19 +85,16 @@ for t in "${targets[@]}"; do
         ! ls "fuzz/corpus/$t" | grep -q '^seed-'; then
         seed_to=$PWD/fuzz/corpus/$t
     fi
-    (cd fuzz && TERN_FUZZ_SEED_TO=$seed_to cargo +nightly fuzz run --release \
-        --sanitizer "$sanitizer" --target-dir "$(build_dir "$sanitizer")" "$t" "corpus/$t" -- \
-        -runs="$runs" -max_total_time="$seconds" -max_len="$(max_len "$t")" \
-        -rss_limit_mb=2048 -timeout=30 -print_final_stats=1) >"fuzz/logs/$t.log" 2>&1 ||
-        status=FAILED
+    limits=(-max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout=30)
+    TERN_FUZZ_SEED_TO=$seed_to fuzz_run "$sanitizer" "$t" "corpus/$t" -- -runs="$runs" \
+        -max_total_time="$seconds" "${limits[@]}" -print_final_stats=1 \
+        >"fuzz/logs/$t.log" 2>&1 || status=FAILED
     # A run stopped by Ctrl-C (or SIGINT) prints its figures too; it is not a find.
     grep -q 'libFuzzer: run interrupted' "fuzz/logs/$t.log" && status=interrupted
     replay=
     if [[ $sanitizer != address && $status != FAILED ]]; then
         # -runs=0: every corpus input once, then stop.
-        if (cd fuzz && cargo +nightly fuzz run --release --sanitizer address \
-            --target-dir "$(build_dir address)" "$t" "corpus/$t" -- \
-            -runs=0 -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout=30) \
+        if fuzz_run address "$t" "corpus/$t" -- -runs=0 "${limits[@]}" \
             >"fuzz/logs/$t.replay.log" 2>&1; then
             replay=", corpus replayed under AddressSanitizer: ok"
         else

@@ -31,8 +31,8 @@ enum Folded {
     Str(usize),
     /// A list (or lists joined by `+`).
     Seq,
-    /// Anything else (a list, a map, a float, a bool, none): its size is that of the
-    /// template text it was written in.
+    /// Anything else (a map, a float, a comparison, none): its size is that of the template
+    /// text it was written in.
     Small,
 }
 
@@ -133,54 +133,15 @@ fn args(a: &[CallArg<'_>]) -> Result<(), Error> {
 /// Checks every operation in `e` (folded or not: a constant part of a larger expression is
 /// folded on its own).
 fn expr(e: &Expr<'_>) -> Result<(), Error> {
-    match e {
-        Expr::Var(_) | Expr::Const(_) => Ok(()),
-        Expr::Slice(s) => {
-            expr(&s.expr)?;
-            [&s.start, &s.stop, &s.step]
-                .into_iter()
-                .flatten()
-                .try_for_each(expr)
-        }
-        Expr::UnaryOp(u) => expr(&u.expr),
-        Expr::BinOp(b) => {
-            expr(&b.left)?;
-            expr(&b.right)?;
-            folded(e).map(|_| ())
-        }
-        Expr::Compare(c) => {
-            expr(&c.expr)?;
-            c.ops.iter().try_for_each(|op| expr(&op.expr))
-        }
-        Expr::IfExpr(i) => {
-            expr(&i.test_expr)?;
-            expr(&i.true_expr)?;
-            i.false_expr.as_ref().map_or(Ok(()), expr)
-        }
-        Expr::Filter(f) => {
-            f.expr.as_ref().map_or(Ok(()), expr)?;
-            args(&f.args)
-        }
-        Expr::Test(t) => {
-            expr(&t.expr)?;
-            args(&t.args)
-        }
-        Expr::GetAttr(g) => expr(&g.expr),
-        Expr::GetItem(g) => {
-            expr(&g.expr)?;
-            expr(&g.subscript_expr)
-        }
-        Expr::Call(c) => call(c),
-        Expr::List(l) => l.items.iter().try_for_each(expr),
-        Expr::Map(m) => m.keys.iter().chain(&m.values).try_for_each(expr),
-    }
+    fold(e).map(drop)
 }
 
-/// What the compiler would fold `e` into, if it folds it (`Ok(None)`: not a constant), or
-/// an error if that is too large to build.
-fn folded(e: &Expr<'_>) -> Result<Option<Folded>, Error> {
-    Ok(Some(match e {
-        Expr::Const(c) => match c.value.kind() {
+/// Checks every operation in `e` and returns what the compiler would fold `e` into (`None`:
+/// not a constant). One walk: each node's value comes from its children's.
+fn fold(e: &Expr<'_>) -> Result<Option<Folded>, Error> {
+    Ok(match e {
+        Expr::Var(_) => None,
+        Expr::Const(c) => Some(match c.value.kind() {
             ValueKind::String => Folded::Str(c.value.as_str().map_or(0, str::len)),
             // minijinja counts with whole floats and bools too (`'a' * 1e8`, `'a' * true`);
             // a number no i64 holds counts as the largest.
@@ -188,76 +149,102 @@ fn folded(e: &Expr<'_>) -> Result<Option<Folded>, Error> {
                 Folded::Int(c.value.as_i64().map_or(i128::MAX, i128::from))
             }
             _ => Folded::Small,
+        }),
+        Expr::List(l) => all_folded(&l.items)?.then_some(Folded::Seq),
+        Expr::Map(m) => all_folded(m.keys.iter().chain(&m.values))?.then_some(Folded::Small),
+        Expr::UnaryOp(u) => match (&u.op, fold(&u.expr)?) {
+            (_, None) => None,
+            (UnaryOpKind::Neg, Some(Folded::Int(n))) => Some(Folded::Int(n.saturating_neg())),
+            _ => Some(Folded::Small),
         },
-        Expr::List(l) => {
-            for item in &l.items {
-                if folded(item)?.is_none() {
-                    return Ok(None);
-                }
-            }
-            Folded::Seq
-        }
-        Expr::Map(m) => {
-            for item in m.keys.iter().chain(&m.values) {
-                if folded(item)?.is_none() {
-                    return Ok(None);
-                }
-            }
-            Folded::Small
-        }
-        Expr::UnaryOp(u) => match (&u.op, folded(&u.expr)?) {
-            (_, None) => return Ok(None),
-            (UnaryOpKind::Neg, Some(Folded::Int(n))) => Folded::Int(n.saturating_neg()),
-            _ => Folded::Small,
+        Expr::BinOp(b) => match (fold(&b.left)?, fold(&b.right)?) {
+            (Some(l), Some(r)) => Some(binop(b.op, l, r)?),
+            _ => None,
         },
-        Expr::BinOp(b) => {
-            let (Some(l), Some(r)) = (folded(&b.left)?, folded(&b.right)?) else {
-                return Ok(None);
-            };
-            let folded = match (b.op, l, r) {
-                (BinOpKind::Mul, Folded::Str(len), Folded::Int(n))
-                | (BinOpKind::Mul, Folded::Int(n), Folded::Str(len)) => {
-                    Folded::Str(len.saturating_mul(usize::try_from(n.max(0)).unwrap_or(usize::MAX)))
-                }
-                (BinOpKind::Mul, Folded::Seq, _) | (BinOpKind::Mul, _, Folded::Seq) => {
-                    return Err(refuse("repeat a list"));
-                }
-                // A count this walk does not follow (a quotient, say): it could be any size.
-                (BinOpKind::Mul, Folded::Str(_), Folded::Small)
-                | (BinOpKind::Mul, Folded::Small, Folded::Str(_)) => {
-                    return Err(refuse("repeat a string by a computed count"));
-                }
-                (BinOpKind::Add, Folded::Seq, Folded::Seq) => Folded::Seq,
-                (BinOpKind::Add | BinOpKind::Concat, Folded::Str(a), Folded::Str(c)) => {
-                    Folded::Str(a.saturating_add(c))
-                }
-                // `~` writes numbers and small constants out: at most their text's size.
-                (BinOpKind::Concat, a, c) => Folded::Str(text_len(a).saturating_add(text_len(c))),
-                (op, Folded::Int(a), Folded::Int(c)) => int_op(op, a, c),
-                _ => Folded::Small,
-            };
-            if let Folded::Str(len) = folded {
-                if len > MAX_FOLDED {
-                    return Err(refuse(&format!(
-                        "fold into a string of {len} bytes (the limit is {MAX_FOLDED})"
-                    )));
-                }
-            }
-            folded
-        }
         Expr::Compare(c) => {
-            if folded(&c.expr)?.is_none() {
-                return Ok(None);
-            }
-            for op in &c.ops {
-                if folded(&op.expr)?.is_none() {
-                    return Ok(None);
-                }
-            }
-            Folded::Small
+            all_folded(std::iter::once(&c.expr).chain(c.ops.iter().map(|op| &op.expr)))?
+                .then_some(Folded::Small)
         }
-        _ => return Ok(None),
-    }))
+        // Not folded; their parts may be.
+        Expr::Slice(s) => {
+            expr(&s.expr)?;
+            [&s.start, &s.stop, &s.step]
+                .into_iter()
+                .flatten()
+                .try_for_each(expr)?;
+            None
+        }
+        Expr::IfExpr(i) => {
+            expr(&i.test_expr)?;
+            expr(&i.true_expr)?;
+            i.false_expr.as_ref().map_or(Ok(()), expr)?;
+            None
+        }
+        Expr::Filter(f) => {
+            f.expr.as_ref().map_or(Ok(()), expr)?;
+            args(&f.args)?;
+            None
+        }
+        Expr::Test(t) => {
+            expr(&t.expr)?;
+            args(&t.args)?;
+            None
+        }
+        Expr::GetAttr(g) => {
+            expr(&g.expr)?;
+            None
+        }
+        Expr::GetItem(g) => {
+            expr(&g.expr)?;
+            expr(&g.subscript_expr)?;
+            None
+        }
+        Expr::Call(c) => {
+            call(c)?;
+            None
+        }
+    })
+}
+
+/// Checks each of `items` (all of them) and says whether every one is a constant.
+fn all_folded<'e, 's: 'e>(items: impl IntoIterator<Item = &'e Expr<'s>>) -> Result<bool, Error> {
+    let mut all = true;
+    for e in items {
+        all &= fold(e)?.is_some();
+    }
+    Ok(all)
+}
+
+/// What the compiler folds `l op r` into, or an error if that is too large to build.
+fn binop(op: BinOpKind, l: Folded, r: Folded) -> Result<Folded, Error> {
+    let folded = match (op, l, r) {
+        (BinOpKind::Mul, Folded::Str(len), Folded::Int(n))
+        | (BinOpKind::Mul, Folded::Int(n), Folded::Str(len)) => {
+            Folded::Str(len.saturating_mul(usize::try_from(n.max(0)).unwrap_or(usize::MAX)))
+        }
+        (BinOpKind::Mul, Folded::Seq, _) | (BinOpKind::Mul, _, Folded::Seq) => {
+            return Err(refuse("repeat a list"));
+        }
+        // A count this walk does not follow (a quotient, say): it could be any size.
+        (BinOpKind::Mul, Folded::Str(_), Folded::Small)
+        | (BinOpKind::Mul, Folded::Small, Folded::Str(_)) => {
+            return Err(refuse("repeat a string by a computed count"));
+        }
+        (BinOpKind::Add, Folded::Seq, Folded::Seq) => Folded::Seq,
+        (BinOpKind::Add | BinOpKind::Concat, Folded::Str(a), Folded::Str(c)) => {
+            Folded::Str(a.saturating_add(c))
+        }
+        // `~` writes numbers and small constants out: at most their text's size.
+        (BinOpKind::Concat, a, c) => Folded::Str(text_len(a).saturating_add(text_len(c))),
+        (op, Folded::Int(a), Folded::Int(c)) => int_op(op, a, c),
+        _ => Folded::Small,
+    };
+    match folded {
+        Folded::Str(len) if len > MAX_FOLDED => Err(refuse(&format!(
+            "fold into a string of {len} bytes (the limit is {MAX_FOLDED})"
+        ))),
+        f => Ok(f),
+    }
 }
 
 /// Bytes of a folded constant written out by `~`.
