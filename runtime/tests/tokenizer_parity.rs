@@ -407,10 +407,10 @@ fn long_runs_match_llama_cpp() {
 }
 
 /// Issue 12, defect 7: a long run is one piece for the merges, which once held about 57 bytes
-/// per byte of it (5 MB of spaces: 286 MB resident). Tern's merge loop holds about 24 (12 per
+/// per byte of it (5 MB of spaces: 286 MB resident). Tern's merge loop holds about 32 (20 per
 /// symbol, 12 per queued pair, no doubling). The peak this test sees, 39 bytes per byte
-/// (2026-11-30), is reached before the merges (it did not move when they went from about 40
-/// to 24): the split regex's working memory. Encoding half a million spaces stays under 48
+/// (2026-11-30, and again 2026-12-01 with 32), is reached before the merges (it did not move
+/// when they went from about 40 to 24, nor back to 32): the split regex's working memory. Encoding half a million spaces stays under 48
 /// bytes per byte of heap on this thread, and gives llama.cpp's ids.
 #[test]
 fn a_long_run_is_merged_in_bounded_memory() {

@@ -10,13 +10,12 @@
 //!    merge rank, leftmost first — the same order as llama.cpp's `llm_tokenizer_bpe`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 use std::sync::{Mutex, PoisonError};
 
 use fancy_regex::Regex;
 
-use super::vocab::{self, Vocab};
+use super::vocab::{Arena, Index, Keep, Vocab, VocabError};
 use super::{attr, TokenizerError};
 
 /// What a pre-tokenizer type means: its split regexes and the flags llama.cpp attaches.
@@ -68,6 +67,17 @@ const DEEPSEEK3_RES: &[&str] = &[
 ];
 
 impl PreSpec {
+    /// The split regexes, compiled (once per process).
+    fn regexes(&self) -> Result<Vec<Regex>, TokenizerError> {
+        self.regexes.iter().map(|&re| compiled(re)).collect()
+    }
+
+    /// Compiles the split regexes ahead of [`Bpe::new`] (on another thread), which then
+    /// finds them compiled; an error is left for it to report.
+    pub(super) fn compile(&self) {
+        let _ = self.regexes();
+    }
+
     /// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre = name`.
     pub(super) fn for_name(name: &str) -> Result<PreSpec, TokenizerError> {
         let spec = |regexes, ignore_merges, add_bos, no_bos| PreSpec {
@@ -113,27 +123,77 @@ impl PreSpec {
 /// the largest piece, where building the whole pre-tokenized text first cost about 300 bytes
 /// per piece (5 MB of digits, one piece each, took 1.5 GB).
 ///
-/// The merges are Tern's own: a table from a pair of token ids to the merge's rank and
-/// result, built straight from `tokenizer.ggml.merges`, and a merge loop over `u32` symbols
-/// (ids in one `Vec`, the links in two more, a binary heap of rank and position): about 20
-/// bytes per byte of the piece. The `tokenizers` crate's builder took half of Qwen2.5's
-/// start-up, and its merge of one 5 MB run of spaces 286 MB.
+/// The merges are Tern's own: [`Merges`], the file's merge texts indexed as they are, and a
+/// merge loop over `u32` symbols (ids in one `Vec`, the links in two more, each pair's merge
+/// in a fourth, a binary heap of rank and position): about 32 bytes per byte of the piece.
+/// The `tokenizers` crate's builder took half of Qwen2.5's start-up, and its merge of one
+/// 5 MB run of spaces 286 MB.
 pub(super) struct Bpe {
     split: Vec<Regex>,
-    /// `(left id, right id)` (as `left << 32 | right`) → the merge.
-    merges: HashMap<u64, Merge, BuildHasherDefault<PairHasher>>,
+    merges: Merges,
     /// The token of each byte's byte-level character, or [`NONE`].
     byte_ids: [u32; 256],
     /// A piece that is itself a token is taken whole (Llama 3 style).
     ignore_merges: bool,
 }
 
+/// `tokenizer.ggml.merges` as the file writes them, `left` + `' '` + `right`, lowest rank
+/// first, indexed by that text: the merge loop finds the rank of two adjacent tokens by
+/// their texts when it meets them. A table of token-id pairs resolved at load took three
+/// vocabulary lookups per merge, 25–50 ms of Qwen2.5-Coder-0.5B's time to its first token
+/// (151 387 merges); this index is built in a few, beside the vocabulary's.
+pub(super) struct Merges {
+    texts: Arena,
+    index: Index,
+}
+
+impl Merges {
+    /// The merges whose texts are `texts`, lowest rank first (see [`Merges::keeps`]). A
+    /// repeated merge keeps its first (lowest) rank, as llama.cpp's map does.
+    pub(super) fn new(texts: Arena) -> Result<Merges, VocabError> {
+        let n = u32::try_from(texts.len())
+            .ok()
+            .filter(|&n| n < NIL)
+            .ok_or(VocabError::TooLarge)?;
+        let index = Index::of(n, |i| texts.get(i), Keep::First);
+        Ok(Merges { texts, index })
+    }
+
+    /// Whether a merge's text is kept. As llama.cpp reads them, a text splits at the first
+    /// space after the first byte (so a left side that is itself a space still parses); a text
+    /// without such a space can never apply, and skipping it keeps the relative order of
+    /// the others, which is all a rank means.
+    pub(super) fn keeps(text: &[u8]) -> bool {
+        text.iter().skip(1).any(|&b| b == b' ')
+    }
+
+    /// The rank of the merge of `left` with `right`; `key` is scratch for their joined text.
+    fn rank(&self, left: &[u8], right: &[u8], key: &mut Vec<u8>) -> Option<u32> {
+        // The file's text splits at its first space after the first byte: a left side with
+        // a space past its first byte is no merge's.
+        if left.is_empty() || left[1..].contains(&b' ') {
+            return None;
+        }
+        key.clear();
+        key.extend_from_slice(left);
+        key.push(b' ');
+        key.extend_from_slice(right);
+        self.index.find(key, |i| self.texts.get(i))
+    }
+}
+
 /// A merge of two adjacent tokens: its rank (lower merges first) and the resulting token.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Merge {
     rank: u32,
     id: u32,
 }
+
+/// The merge of a pair that has none.
+const NO_MERGE: Merge = Merge {
+    rank: u32::MAX,
+    id: NONE,
+};
 
 /// A symbol whose byte has no token: it never merges and yields no token (llama.cpp's
 /// fallback looks up the symbol's single UTF-8 bytes, and a byte-level character that is not
@@ -143,28 +203,6 @@ const NONE: u32 = u32::MAX;
 const DEAD: u32 = u32::MAX - 1;
 /// The end of the symbol list.
 const NIL: u32 = u32::MAX;
-
-/// The merges of `merges` (ranked from `first_rank` on) whose sides and result are tokens,
-/// as `(left << 32 | right, merge)`.
-fn resolve(vocab: &Vocab, merges: &[(&[u8], &[u8])], first_rank: usize) -> Vec<(u64, Merge)> {
-    let mut joined = Vec::new();
-    let mut out = Vec::with_capacity(merges.len());
-    let mut guess = 0;
-    for (i, &(left, right)) in merges.iter().enumerate() {
-        let (Some(l), Some(r)) = (vocab.id_of_bytes(left), vocab.id_of_bytes(right)) else {
-            continue;
-        };
-        joined.clear();
-        joined.extend_from_slice(left);
-        joined.extend_from_slice(right);
-        if let Some(id) = vocab.id_of_bytes_near(&joined, guess) {
-            guess = id.wrapping_add(1);
-            let rank = (first_rank + i) as u32;
-            out.push((u64::from(l) << 32 | u64::from(r), Merge { rank, id }));
-        }
-    }
-    out
-}
 
 /// The pre-tokenizer regex `re`, compiled once per process (the patterns are the fixed table
 /// above). Compiling one (Unicode classes, look-arounds, a DFA) took about 15 ms of the 60
@@ -183,51 +221,47 @@ fn compiled(re: &'static str) -> Result<Regex, TokenizerError> {
     Ok(r)
 }
 
-/// Hashes the `u64` key of a pair of ids: one multiply, whose high bits the table uses.
-#[derive(Default)]
-struct PairHasher(u64);
-
-impl Hasher for PairHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = vocab::hash(bytes);
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// The merge loop's buffers, reused for every piece of one text.
 #[derive(Default)]
 struct Work {
     ids: Vec<u32>,
     prev: Vec<u32>,
     next: Vec<u32>,
+    /// The merge of the pair that starts at each symbol, [`NO_MERGE`] if none.
+    pair: Vec<Merge>,
     /// `Reverse(rank << 32 | left)`: the lowest rank first, leftmost on ties.
     heap: BinaryHeap<Reverse<u64>>,
+    look: Lookup,
     word: String,
 }
 
+/// What the merge loop needs to find a pair's merge: its texts joined, and the pairs met
+/// lately. A lookup by text takes about four cache misses (the merge's text and index, the
+/// result's); most pairs of a text come back again and again, and with the memo encoding
+/// runs at about the speed of a table of id pairs built at load.
+#[derive(Default)]
+struct Lookup {
+    key: Vec<u8>,
+    /// Direct-mapped, [`MEMO`] slots of `(left << 32 | right, merge)` (`u64::MAX`: none);
+    /// empty until the first lookup.
+    memo: Vec<(u64, Merge)>,
+}
+
+/// Slots of [`Lookup::memo`] (a power of two): 64 KiB.
+const MEMO: usize = 4096;
+
 impl Bpe {
-    /// The encoder of `vocab` with `merges` (`(left, right)`, lowest rank first).
+    /// The encoder of `vocab` with `merges`.
     ///
-    /// A merge whose sides or result are not tokens is skipped: llama.cpp would apply it and
+    /// A merge whose result is not a token is never made: llama.cpp would make it and
     /// then fall back to byte tokens for the result, but converted vocabularies never have
-    /// one, and a table of token ids cannot hold it.
+    /// one, and a symbol holds a token id.
     pub(super) fn new(
         vocab: &Vocab,
         spec: &PreSpec,
-        merges: &[(&[u8], &[u8])],
+        merges: Merges,
     ) -> Result<Bpe, TokenizerError> {
-        let split = spec
-            .regexes
-            .iter()
-            .map(|&re| compiled(re))
-            .collect::<Result<Vec<_>, _>>()?;
+        let split = spec.regexes()?;
         let mut byte_ids = [NONE; 256];
         let mut utf8 = [0u8; 4];
         for (b, id) in byte_ids.iter_mut().enumerate() {
@@ -235,61 +269,44 @@ impl Bpe {
                 .id(byte_to_char(b as u8).encode_utf8(&mut utf8))
                 .unwrap_or(NONE);
         }
-        // Three vocabulary lookups per merge are most of the start-up of a big vocabulary
-        // (Qwen2.5: 151 387 merges): the two halves are looked up on two threads.
-        let half = merges.len() / 2;
-        let (first, second) = std::thread::scope(|scope| {
-            let first = scope.spawn(|| resolve(vocab, &merges[..half], 0));
-            let second = resolve(vocab, &merges[half..], half);
-            let first = first
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (first, second)
-        });
-        let mut table = HashMap::with_capacity_and_hasher(
-            first.len() + second.len(),
-            BuildHasherDefault::default(),
-        );
-        for (pair, m) in first.into_iter().chain(second) {
-            // A repeated pair keeps its first (lowest) rank, as llama.cpp's map does.
-            table.entry(pair).or_insert(m);
-        }
         Ok(Bpe {
             split,
-            merges: table,
+            merges,
             byte_ids,
             ignore_merges: spec.ignore_merges,
         })
     }
 
-    fn merge(&self, left: u32, right: u32) -> Option<Merge> {
-        self.merges
-            .get(&(u64::from(left) << 32 | u64::from(right)))
-            .copied()
-    }
-
-    /// Queues the pair that starts at symbol `left`, if it has a merge.
-    fn enqueue(&self, heap: &mut BinaryHeap<Reverse<u64>>, ids: &[u32], next: &[u32], left: u32) {
-        let right = next[left as usize];
-        if let Some(m) = self.merge(ids[left as usize], ids[right as usize]) {
-            if heap.len() == heap.capacity() {
-                heap.retain(|&Reverse(key)| self.still_queued(ids, next, key).is_some());
+    /// The merge of tokens `left` and `right` side by side, [`NO_MERGE`] if they have none
+    /// (or either is [`NONE`]).
+    fn merge(&self, vocab: &Vocab, left: u32, right: u32, look: &mut Lookup) -> Merge {
+        if left == NONE || right == NONE {
+            return NO_MERGE;
+        }
+        let pair = u64::from(left) << 32 | u64::from(right);
+        if look.memo.is_empty() {
+            look.memo = vec![(u64::MAX, NO_MERGE); MEMO];
+        }
+        // Fibonacci hashing: the top bits of the product pick the slot.
+        let slot =
+            (pair.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO.trailing_zeros())) as usize;
+        if look.memo[slot].0 == pair {
+            return look.memo[slot].1;
+        }
+        let (l, r) = (vocab.bytes(left), vocab.bytes(right));
+        let key = &mut look.key;
+        let m = match self.merges.rank(l, r, key) {
+            Some(rank) => {
+                // The result is the token of the joined text: `key` without its space.
+                key.remove(l.len());
+                vocab
+                    .id_of_bytes(key)
+                    .map_or(NO_MERGE, |id| Merge { rank, id })
             }
-            heap.push(Reverse(u64::from(m.rank) << 32 | u64::from(left)));
-        }
-    }
-
-    /// The merge of queue entry `key` (`rank << 32 | left`) if its pair is still there.
-    /// Ranks are unique per pair, so the same rank at the same place means the same two
-    /// tokens side by side (llama.cpp compares the joined text).
-    fn still_queued(&self, ids: &[u32], next: &[u32], key: u64) -> Option<Merge> {
-        let left = key as u32 as usize;
-        let right = next[left];
-        if ids[left] == DEAD || right == NIL {
-            return None;
-        }
-        self.merge(ids[left], ids[right as usize])
-            .filter(|m| u64::from(m.rank) == key >> 32)
+            None => NO_MERGE,
+        };
+        look.memo[slot] = (pair, m);
+        m
     }
 
     /// Appends the ids of `text` (no special tokens inside) to `out`.
@@ -326,11 +343,11 @@ impl Bpe {
         // indices are u32 to keep a symbol at 12 bytes. Longer pieces go in parts that
         // each fit, which only a text of more than 4 GiB in one piece can tell apart.
         for part in piece.chunks(NIL as usize - 1) {
-            self.merge_symbols(part, w, out);
+            self.merge_symbols(vocab, part, w, out);
         }
     }
 
-    fn merge_symbols(&self, piece: &[u8], w: &mut Work, out: &mut Vec<u32>) {
+    fn merge_symbols(&self, vocab: &Vocab, piece: &[u8], w: &mut Work, out: &mut Vec<u32>) {
         let n = piece.len() as u32;
         w.ids.clear();
         w.ids
@@ -340,6 +357,8 @@ impl Bpe {
         w.next.clear();
         w.next.extend(1..=n);
         w.next[n as usize - 1] = NIL;
+        w.pair.clear();
+        w.pair.resize(n as usize, NO_MERGE);
 
         // Room for every pair and half as many more: past that, the pairs gone stale are
         // dropped (at most one per merge made stays valid), so the queue never grows by
@@ -348,30 +367,35 @@ impl Bpe {
         queue.clear();
         queue.reserve(n as usize + n as usize / 2);
         for i in 1..n as usize {
-            if let Some(m) = self.merge(w.ids[i - 1], w.ids[i]) {
+            let m = self.merge(vocab, w.ids[i - 1], w.ids[i], &mut w.look);
+            w.pair[i - 1] = m;
+            if m != NO_MERGE {
                 queue.push(Reverse(u64::from(m.rank) << 32 | (i - 1) as u64));
             }
         }
         let mut heap = BinaryHeap::from(queue);
         while let Some(Reverse(key)) = heap.pop() {
-            let Some(m) = self.still_queued(&w.ids, &w.next, key) else {
-                continue;
-            };
+            // A queued pair is still there if the symbol it starts at still has a pair of
+            // that rank: ranks are unique per pair of texts, so the same two tokens.
             let left = key as u32;
+            let m = w.pair[left as usize];
+            if w.ids[left as usize] == DEAD || m == NO_MERGE || u64::from(m.rank) != key >> 32 {
+                continue;
+            }
             let (l, r) = (left as usize, w.next[left as usize] as usize);
             w.ids[l] = m.id;
             w.ids[r] = DEAD;
+            w.pair[r] = NO_MERGE;
             let after = w.next[r];
             w.next[l] = after;
+            w.pair[l] = NO_MERGE;
             if after != NIL {
                 w.prev[after as usize] = left;
+                self.pair_at(vocab, &mut heap, w, left);
             }
             let before = w.prev[l];
             if before != NIL {
-                self.enqueue(&mut heap, &w.ids, &w.next, before);
-            }
-            if after != NIL {
-                self.enqueue(&mut heap, &w.ids, &w.next, left);
+                self.pair_at(vocab, &mut heap, w, before);
             }
         }
         w.heap = heap;
@@ -384,6 +408,24 @@ impl Bpe {
             }
             at = w.next[at as usize];
         }
+    }
+
+    /// Finds the merge of the pair that starts at symbol `left` (which has a right
+    /// neighbour) and queues it, if it has one.
+    fn pair_at(&self, vocab: &Vocab, heap: &mut BinaryHeap<Reverse<u64>>, w: &mut Work, left: u32) {
+        let (l, r) = (left as usize, w.next[left as usize] as usize);
+        let m = self.merge(vocab, w.ids[l], w.ids[r], &mut w.look);
+        w.pair[l] = m;
+        if m == NO_MERGE {
+            return;
+        }
+        if heap.len() == heap.capacity() {
+            heap.retain(|&Reverse(key)| {
+                let at = key as u32 as usize;
+                w.ids[at] != DEAD && u64::from(w.pair[at].rank) == key >> 32
+            });
+        }
+        heap.push(Reverse(u64::from(m.rank) << 32 | u64::from(left)));
     }
 
     /// Calls `f` on each non-empty piece that regexes `level..` cut `text` into, in order:

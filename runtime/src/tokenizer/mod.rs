@@ -3,8 +3,8 @@
 //! Two vocabulary kinds are supported, chosen by `tokenizer.ggml.model`:
 //! - `gpt2`: byte-level BPE (SmolLM, Llama 3, Qwen 2, …). The text is split by the regexes
 //!   llama.cpp uses for the file's `tokenizer.ggml.pre` type, each piece is mapped to GPT-2's
-//!   byte-level alphabet and merged by Tern's own merge loop over a table of token-id pairs
-//!   built from `tokenizer.ggml.merges` (module `bpe`).
+//!   byte-level alphabet and merged by Tern's own merge loop, which finds each pair's merge
+//!   by text in `tokenizer.ggml.merges` as the file writes it (module `bpe`).
 //! - `llama`: SentencePiece-style, merging the adjacent pair whose result has the highest
 //!   score, with `<0xXX>` byte fallback (Gemma, Llama 2, …) (module `spm`).
 //!
@@ -121,31 +121,39 @@ impl Tokenizer {
             "llama" => true,
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
-
-        let vocab = read_tokens(g)?;
-        let n = vocab.len();
-        let mut attrs = read_attrs(g, n)?;
         let spec = if spm_kind {
             None
         } else {
             Some(bpe::PreSpec::for_name(pre_tokenizer(g)?)?)
         };
 
-        // The merge table, most of a byte-level vocabulary's start-up (Qwen2.5: 151 387
-        // merges, three lookups each), is built on its own thread while this one does the
-        // rest.
-        let (model, rest) = std::thread::scope(|scope| {
-            let model = scope.spawn(|| match &spec {
-                Some(spec) => Tokenizer::bpe_model(g, &vocab, spec),
-                None => Ok(Model::Spm(spm::Spm::new(read_scores(g, n)?, &vocab))),
+        // The tokens are read and indexed on this thread while another reads the token types
+        // and, for a byte-level vocabulary, reads and indexes the merges and compiles the
+        // split regexes: the two halves take about as long. (Errors are reported in the
+        // order of a serial build: tokens, types, merges.)
+        let n = g.get_array("tokenizer.ggml.tokens").map_or(0, Array::len);
+        let (vocab, (attrs, merges)) = std::thread::scope(|scope| {
+            let side = scope.spawn(|| {
+                let attrs = read_attrs(g, n);
+                let merges = spec.as_ref().map(|spec| {
+                    spec.compile();
+                    read_merges(g)
+                });
+                (attrs, merges)
             });
-            let rest = Tokenizer::tables(g, &vocab, &mut attrs, spec.as_ref());
-            let model = model
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (model, rest)
+            let vocab = read_tokens(g);
+            let side = side.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (vocab, side)
         });
-        let (model, t) = (model?, rest?);
+        let vocab = vocab?;
+        let mut attrs = attrs?;
+        let model = match (&spec, merges) {
+            (Some(spec), Some(merges)) => {
+                Model::Bpe(Box::new(bpe::Bpe::new(&vocab, spec, merges?)?))
+            }
+            _ => Model::Spm(spm::Spm::new(read_scores(g, n)?, &vocab)),
+        };
+        let t = Tokenizer::tables(g, &vocab, &mut attrs, spec.as_ref())?;
 
         Ok(Tokenizer {
             model,
@@ -209,17 +217,6 @@ impl Tokenizer {
             add_space_prefix,
             specials,
         })
-    }
-
-    /// The byte-level BPE encoder of `g` (`tokenizer.ggml.model = "gpt2"`).
-    fn bpe_model(
-        g: &GgufFile,
-        vocab: &Vocab,
-        spec: &bpe::PreSpec,
-    ) -> Result<Model, TokenizerError> {
-        let mut merges = Vec::new();
-        read_merges(g, |left, right| merges.push((left, right)))?;
-        Ok(Model::Bpe(Box::new(bpe::Bpe::new(vocab, spec, &merges)?)))
     }
 
     /// Encodes `text` into token ids exactly as `llama_tokenize` does.
@@ -804,28 +801,26 @@ fn read_scores(g: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
         .collect()
 }
 
-/// Calls `f(left, right)` for each merge of `tokenizer.ggml.merges`, in file order (lowest
-/// rank first), borrowed from the file.
-fn read_merges<'g>(
-    g: &'g GgufFile,
-    mut f: impl FnMut(&'g [u8], &'g [u8]),
-) -> Result<(), TokenizerError> {
+/// `tokenizer.ggml.merges`, indexed by text.
+fn read_merges(g: &GgufFile) -> Result<bpe::Merges, TokenizerError> {
     const KEY: &str = "tokenizer.ggml.merges";
     let arr = g.get_array(KEY)?;
+    let too_large = || TokenizerError::Invalid {
+        key: KEY,
+        reason: format!("{} merges do not fit 32-bit ranks and offsets", arr.len()),
+    };
+    let mut texts = Arena::with_capacity(arr.len(), arr.len() * 8);
     let mut read = 0;
-    // As bytes: they are only looked up among the tokens, which were checked as UTF-8.
+    // As bytes: they are only compared with tokens' texts, which were checked as UTF-8.
     for s in arr.byte_strs().into_iter().flatten() {
-        // As llama.cpp: split at the first space after the first byte (so a left side that
-        // is itself a space still parses). A merge without a space can never apply there;
-        // skipping it keeps the relative order, which is all a rank means.
         let s = c_str(s);
-        if let Some(p) = s.iter().skip(1).position(|&b| b == b' ') {
-            f(&s[..p + 1], &s[p + 2..]);
+        if bpe::Merges::keeps(s) {
+            texts.push(s).map_err(|_| too_large())?;
         }
         read += 1;
     }
     all_strings(KEY, arr, read)?;
-    Ok(())
+    bpe::Merges::new(texts).map_err(|_| too_large())
 }
 
 /// An error unless all `arr.len()` elements were read as strings: `read` stopped at the

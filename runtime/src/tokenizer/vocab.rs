@@ -39,6 +39,123 @@ impl Arena {
         self.bytes.shrink_to_fit();
         self.offsets.shrink_to_fit();
     }
+
+    /// String `i` (empty past the end).
+    pub(super) fn get(&self, i: u32) -> &[u8] {
+        slice(&self.bytes, &self.offsets, i)
+    }
+}
+
+/// `bytes[offsets[i]..offsets[i + 1]]`, empty where that is out of range.
+fn slice<'a>(bytes: &'a [u8], offsets: &[u32], i: u32) -> &'a [u8] {
+    let i = i as usize;
+    let (Some(&start), Some(&end)) = (
+        offsets.get(i),
+        i.checked_add(1).and_then(|j| offsets.get(j)),
+    ) else {
+        return &[];
+    };
+    bytes.get(start as usize..end as usize).unwrap_or_default()
+}
+
+/// An index from strings stored elsewhere (string `i` is number `i`) to their numbers: open
+/// addressing with linear probing, at most half full. A slot holds 32 bits of the string's
+/// hash beside its number, so a probe that passes another string compares those bits, not
+/// the two texts (which lie at random places: each was a cache miss, most of the start-up
+/// time of a 150 000-token vocabulary).
+pub(super) struct Index {
+    /// `hash << 32 | number` (the hash's low 32 bits), or `EMPTY`.
+    slots: Vec<u64>,
+    /// `64 - log2(slots.len())`: the hash's top bits pick the first slot.
+    shift: u32,
+}
+
+const EMPTY: u64 = u64::MAX;
+
+/// Which number an index keeps for two equal strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    First,
+    Last,
+}
+
+impl Index {
+    /// The index of strings `0..n`, string `i` being `of(i)`; `keep` says which number stays
+    /// for equal strings. `n` must stay below `u32::MAX`.
+    ///
+    /// The strings are hashed in order, then entered in the order of the slot each starts
+    /// at: entered in number order, each went to a random place in a table of megabytes, a
+    /// cache miss apiece (most of Qwen2.5's vocabulary's start-up); this way they fill it
+    /// one 4 KiB stretch after another.
+    pub(super) fn of<'a>(n: u32, of: impl Fn(u32) -> &'a [u8], keep: Keep) -> Index {
+        let slots = (n as usize).saturating_mul(2).next_power_of_two().max(8);
+        let mut index = Index {
+            slots: vec![EMPTY; slots],
+            shift: 64 - slots.trailing_zeros(),
+        };
+        // 512 slots (4 KiB) per bucket; a stable counting sort keeps equal strings, whose
+        // hashes are equal, in number order within theirs.
+        let bits = slots.trailing_zeros().saturating_sub(9);
+        let bucket = |h: u64| h.checked_shr(64 - bits).unwrap_or(0) as usize;
+        let hashed: Vec<(u64, u32)> = (0..n).map(|i| (hash(of(i)), i)).collect();
+        let mut starts = vec![0usize; (1 << bits) + 1];
+        for &(h, _) in &hashed {
+            starts[bucket(h) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut sorted = vec![(0u64, 0u32); hashed.len()];
+        for &(h, i) in &hashed {
+            let at = &mut starts[bucket(h)];
+            sorted[*at] = (h, i);
+            *at += 1;
+        }
+        drop(hashed);
+        for (h, i) in sorted {
+            index.insert(h, i, &of, keep);
+        }
+        index
+    }
+
+    /// Enters number `id` for a string of hash `h`, whose equals among the strings entered
+    /// so far `of` gives (`keep` says which stays).
+    fn insert<'a>(&mut self, h: u64, id: u32, of: impl Fn(u32) -> &'a [u8], keep: Keep) {
+        let entry = (h << 32) | u64::from(id);
+        let mask = self.slots.len() - 1;
+        let mut slot = (h >> self.shift) as usize;
+        loop {
+            let at = self.slots[slot];
+            if at == EMPTY {
+                self.slots[slot] = entry;
+                return;
+            }
+            if at >> 32 == h & 0xffff_ffff && of(at as u32) == of(id) {
+                if keep == Keep::Last {
+                    self.slots[slot] = entry;
+                }
+                return;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// The number entered for `text`, whose strings `of` gives.
+    pub(super) fn find<'a>(&self, text: &[u8], of: impl Fn(u32) -> &'a [u8]) -> Option<u32> {
+        let h = hash(text);
+        let mask = self.slots.len() - 1;
+        let mut slot = (h >> self.shift) as usize;
+        loop {
+            let at = self.slots[slot];
+            if at == EMPTY {
+                return None;
+            }
+            if at >> 32 == h & 0xffff_ffff && of(at as u32) == text {
+                return Some(at as u32);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
 }
 
 /// Token texts with a text → id index. For duplicate texts the last id wins, as in
@@ -49,15 +166,8 @@ pub(super) struct Vocab {
     text: String,
     /// Token `i`'s text is `text[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
-    /// Open addressing, linear probing: `EMPTY` or an id whose text hashes here or earlier.
-    index: Vec<u32>,
-    /// `64 - log2(index.len())`: the hash's top bits pick the slot.
-    shift: u32,
-    /// Whether two tokens have the same text (then only the last is found by text).
-    duplicates: bool,
+    index: Index,
 }
-
-const EMPTY: u32 = u32::MAX;
 
 /// Why a vocabulary could not be stored.
 #[derive(Debug)]
@@ -81,38 +191,16 @@ impl Vocab {
         // Whole strings back to back are UTF-8 if each is; each is if the whole is and every
         // offset falls on a character boundary (which `text` checks as it slices).
         let text = String::from_utf8(bytes).map_err(|_| VocabError::NotUtf8)?;
-        // Load factor at most one half keeps probe runs short.
-        let slots = (2 * n).next_power_of_two().max(8);
-        let mut v = Vocab {
+        let index = Index::of(
+            n as u32,
+            |i| slice(text.as_bytes(), &offsets, i),
+            Keep::Last,
+        );
+        Ok(Vocab {
             text,
             offsets,
-            index: vec![EMPTY; slots],
-            shift: 64 - slots.trailing_zeros(),
-            duplicates: false,
-        };
-        for id in 0..n as u32 {
-            v.insert(id);
-        }
-        Ok(v)
-    }
-
-    fn insert(&mut self, id: u32) {
-        let text = self.bytes(id);
-        let mask = self.index.len() - 1;
-        let mut slot = self.slot(text);
-        loop {
-            let at = self.index[slot];
-            if at == EMPTY || self.bytes(at) == text {
-                self.duplicates |= at != EMPTY;
-                self.index[slot] = id;
-                return;
-            }
-            slot = (slot + 1) & mask;
-        }
-    }
-
-    fn slot(&self, text: &[u8]) -> usize {
-        (hash(text) >> self.shift) as usize
+            index,
+        })
     }
 
     /// Number of tokens.
@@ -120,24 +208,22 @@ impl Vocab {
         self.offsets.len().saturating_sub(1)
     }
 
-    /// Where token `id`'s text lies in `text`, if there is such a token.
-    fn span(&self, id: u32) -> Option<std::ops::Range<usize>> {
-        let i = id as usize;
-        let start = *self.offsets.get(i)? as usize;
-        let end = *self.offsets.get(i.checked_add(1)?)? as usize;
-        Some(start..end)
-    }
-
-    fn bytes(&self, id: u32) -> &[u8] {
-        self.span(id)
-            .and_then(|r| self.text.as_bytes().get(r))
-            .unwrap_or_default()
+    /// Token `id`'s text as bytes (empty past the end).
+    pub(super) fn bytes(&self, id: u32) -> &[u8] {
+        slice(self.text.as_bytes(), &self.offsets, id)
     }
 
     /// Token `id`'s text as stored in the file (empty past the end).
     pub(super) fn text(&self, id: u32) -> &str {
-        self.span(id)
-            .and_then(|r| self.text.get(r))
+        let i = id as usize;
+        let (Some(&start), Some(&end)) = (
+            self.offsets.get(i),
+            i.checked_add(1).and_then(|j| self.offsets.get(j)),
+        ) else {
+            return "";
+        };
+        self.text
+            .get(start as usize..end as usize)
             .unwrap_or_default()
     }
 
@@ -146,33 +232,9 @@ impl Vocab {
         self.id_of_bytes(text.as_bytes())
     }
 
-    /// [`Vocab::id_of_bytes`] where `guess` is likely the answer: a comparison with one
-    /// token's text in place of a probe of the index at a random place. A byte-level BPE
-    /// vocabulary was built by its merges in order, so the result of one merge is usually
-    /// the token after that of the merge before (for Qwen2.5 151 387 merges, most of its
-    /// tokenizer's build).
-    pub(super) fn id_of_bytes_near(&self, text: &[u8], guess: u32) -> Option<u32> {
-        let at_guess = self.span(guess).and_then(|r| self.text.as_bytes().get(r));
-        if !self.duplicates && at_guess == Some(text) {
-            return Some(guess);
-        }
-        self.id_of_bytes(text)
-    }
-
     /// The id of the token whose text is `text`'s bytes.
     pub(super) fn id_of_bytes(&self, text: &[u8]) -> Option<u32> {
-        let mask = self.index.len() - 1;
-        let mut slot = self.slot(text);
-        loop {
-            let at = self.index[slot];
-            if at == EMPTY {
-                return None;
-            }
-            if self.bytes(at) == text {
-                return Some(at);
-            }
-            slot = (slot + 1) & mask;
-        }
+        self.index.find(text, |i| self.bytes(i))
     }
 }
 
@@ -223,27 +285,28 @@ mod tests {
         assert_eq!(v.text(all.len() as u32), "");
     }
 
-    fn vocab(texts: &[&str]) -> Vocab {
-        let mut arena = Arena::with_capacity(texts.len(), 0);
-        for t in texts {
-            arena.push(t.as_bytes()).unwrap();
-        }
-        Vocab::new(arena).unwrap()
-    }
-
     #[test]
-    fn a_guess_is_only_taken_when_it_is_the_answer() {
-        let v = vocab(&["a", "b", "ab", "abb", "é"]);
-        assert_eq!(v.id_of_bytes_near(b"ab", 2), Some(2)); // right guess
-        assert_eq!(v.id_of_bytes_near(b"ab", 3), Some(2)); // wrong guess
-        assert_eq!(v.id_of_bytes_near(b"ab", 99), Some(2)); // past the end
-        assert_eq!(v.id_of_bytes_near(b"", 99), None); // past the end reads as empty
-        assert_eq!(v.id_of_bytes_near(b"ba", 2), None);
-        assert_eq!(v.text(4), "é");
-        // With two tokens "ab", a text names the last one, even when the guess is the first.
-        let d = vocab(&["a", "ab", "b", "ab"]);
-        assert_eq!(d.id_of_bytes_near(b"ab", 1), Some(3));
-        assert_eq!(d.id_of_bytes(b"ab"), Some(3));
+    fn an_index_keeps_the_first_or_the_last_of_equal_strings() {
+        // Enough strings for many buckets, and for probes to run past each other.
+        let texts: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|i| format!("s{}", i % 10_000).into_bytes())
+            .collect();
+        let of = |i: u32| texts[i as usize].as_slice();
+        for keep in [Keep::First, Keep::Last] {
+            // The second half repeats the first.
+            let index = Index::of(texts.len() as u32, of, keep);
+            for i in 0..10_000u32 {
+                let want = if keep == Keep::First { i } else { i + 10_000 };
+                assert_eq!(index.find(of(i), of), Some(want));
+            }
+            assert_eq!(index.find(b"s10000", of), None);
+            assert_eq!(index.find(b"", of), None);
+        }
+        // Fewer strings than one bucket holds; none at all.
+        let small = Index::of(3, of, Keep::First);
+        assert_eq!(small.find(b"s2", of), Some(2));
+        assert_eq!(small.find(b"s3", of), None);
+        assert_eq!(Index::of(0, of, Keep::First).find(b"s0", of), None);
     }
 
     #[test]

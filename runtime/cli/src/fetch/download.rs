@@ -270,9 +270,13 @@ impl PartFile {
             .map_err(|e| io_error(&self.path, e))
     }
 
-    /// Flushes the data to disk and atomically renames the file to `dest`.
+    /// Flushes the data to disk and atomically renames the file to `dest`. The file's pages
+    /// leave the page cache (`tern::gguf::uncache`): its first load reads it back in the
+    /// 2 MiB folios that make every later start fast.
     pub(super) fn persist(mut self, dest: &Path) -> Result<(), CatalogError> {
         self.file.sync_all().map_err(|e| io_error(&self.path, e))?;
+        // Only speed is at stake.
+        let _ = tern::gguf::uncache(&self.file);
         fs::rename(&self.path, dest).map_err(|e| io_error(dest, e))?;
         self.persisted = true;
         Ok(())
