@@ -22,6 +22,8 @@ pub mod types;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod spare;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

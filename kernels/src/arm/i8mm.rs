@@ -24,9 +24,11 @@
 
 use core::arch::aarch64::*;
 use core::arch::asm;
+use std::cell::Cell;
 
 use super::{f16_le, Unpacked, KV, PANEL, R};
 use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
+use crate::spare::Spare;
 use crate::GgmlType::{self, *};
 use crate::QK_K;
 
@@ -109,7 +111,8 @@ unsafe fn tile(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [f3
     let rows = w.len() / rb;
     let pb = nb * BLOCK;
     let np = panels.len() / pb;
-    let mut u = Unpacked::new();
+    let mut spare = Unpacked::spare();
+    let u = &mut *spare;
     let mut r0 = 0;
     while r0 < rows {
         let nr = (rows - r0).min(R);
@@ -241,7 +244,16 @@ struct Pairs {
     dmin: [[[f32; 4]; KB]; R / 2],
 }
 
+thread_local! {
+    static SPARE_PAIRS: Cell<Option<Box<Pairs>>> = const { Cell::new(None) };
+}
+
 impl Pairs {
+    /// This thread's buffer ([`crate::spare`]).
+    fn spare() -> Spare<Pairs> {
+        Spare::take(&SPARE_PAIRS, Pairs::new)
+    }
+
     fn new() -> Box<Pairs> {
         Box::new(Pairs {
             q: [[0; 2 * KV]; R / 2],
@@ -300,8 +312,10 @@ unsafe fn tile_k(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [
     let np = panels.len() / pb;
     // Chunks of 8 values per sub-block: 16 values for Q6_K's scales, 32 for the others'.
     let chunks = if ty == Q6_K { 2 } else { 4 };
-    let mut u = Unpacked::new();
-    let mut pairs = Pairs::new();
+    let mut spare = Unpacked::spare();
+    let u = &mut *spare;
+    let mut pairs_spare = Pairs::spare();
+    let pairs = &mut *pairs_spare;
     let mut r0 = 0;
     while r0 < rows {
         let nr = (rows - r0).min(R);
@@ -310,7 +324,7 @@ unsafe fn tile_k(ty: GgmlType, cols: usize, w: &[u8], panels: &[u8], out: &mut [
             for r in 0..nr {
                 u.kquant(ty, w.as_ptr().add((r0 + r) * rb + b0 * bb), nbc, r);
             }
-            pairs.fill(&u, nr, nbc);
+            pairs.fill(u, nr, nbc);
             for p in 0..np {
                 let pan = panels.as_ptr().add(p * pb + b0 * K_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);

@@ -354,7 +354,8 @@ macro_rules! arm_kernels {
                 let rows = w.len() / rb;
                 let pb = nb * Q8_PANEL_BLOCK;
                 let np = panels.len() / pb;
-                let mut u = Unpacked::new();
+                let mut spare = Unpacked::spare();
+                let u = &mut *spare;
                 let mut r0 = 0;
                 while r0 < rows {
                     let nr = (rows - r0).min(R);
@@ -439,7 +440,8 @@ macro_rules! arm_kernels {
                 let rows = w.len() / rb;
                 let pb = nb * Q8K_PANEL_BLOCK;
                 let np = panels.len() / pb;
-                let mut u = Unpacked::new();
+                let mut spare = Unpacked::spare();
+                let u = &mut *spare;
                 let mut r0 = 0;
                 while r0 < rows {
                     let nr = (rows - r0).min(R);

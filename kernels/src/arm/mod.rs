@@ -18,9 +18,11 @@
 
 use core::arch::aarch64::*;
 use core::arch::asm;
+use std::cell::Cell;
 
 use crate::kernel::GemmKernels;
 use crate::quant::{BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
+use crate::spare::Spare;
 use crate::GgmlType::{self, *};
 use crate::QK_K;
 
@@ -435,7 +437,16 @@ const R: usize = 4;
 /// Weight values unpacked at a time, per row.
 const KV: usize = 1024;
 
+thread_local! {
+    static SPARE: Cell<Option<Box<Unpacked>>> = const { Cell::new(None) };
+}
+
 impl Unpacked {
+    /// This thread's buffer ([`crate::spare`]).
+    fn spare() -> Spare<Unpacked> {
+        Spare::take(&SPARE, Unpacked::new)
+    }
+
     fn new() -> Box<Unpacked> {
         Box::new(Unpacked {
             q: [[0; KV]; R],

@@ -27,12 +27,14 @@
 #![allow(clippy::needless_range_loop)]
 
 use core::arch::x86_64::*;
+use std::cell::Cell;
 
 use super::dot::q6k_half;
 use super::{bits_to_bytes, dpbusd, dpwssd, f16_at, hsum, load256, nibbles, q4k_scales};
 use crate::quant::f16_to_f32;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
 use crate::quant::{BlockQ8_1, BlockQ8_K};
+use crate::spare::Spare;
 use crate::QK_K;
 
 /// Tokens per panel: one per `i32` lane of a 256-bit vector.
@@ -178,7 +180,16 @@ struct Unpacked {
     pairs: [[[u32; 8]; KV / QK_K]; R],
 }
 
+thread_local! {
+    static SPARE: Cell<Option<Box<Unpacked>>> = const { Cell::new(None) };
+}
+
 impl Unpacked {
+    /// This thread's buffer ([`crate::spare`]).
+    fn spare() -> Spare<Unpacked> {
+        Spare::take(&SPARE, Unpacked::new)
+    }
+
     fn new() -> Box<Unpacked> {
         Box::new(Unpacked {
             q: [[0; KV]; R],
@@ -245,23 +256,24 @@ unsafe fn tile_legacy<const K: u8, const VNNI: bool>(
     let rows = w.len() / rb;
     let pb = nb * Q8_PANEL_BLOCK;
     let np = panels.len() / pb;
-    let mut u = Unpacked::new();
+    let mut spare = Unpacked::spare();
+    let u = &mut *spare;
     let mut r0 = 0;
     while r0 < rows {
         let nr = if rows - r0 >= R { R } else { 1 };
         for b0 in (0..nb).step_by(KV / 32) {
             let nbc = (nb - b0).min(KV / 32);
             for r in 0..nr {
-                unpack_legacy::<K>(w.as_ptr().add((r0 + r) * rb + b0 * bb), nbc, &mut u, r);
+                unpack_legacy::<K>(w.as_ptr().add((r0 + r) * rb + b0 * bb), nbc, u, r);
             }
             prefetch_next(w, rb, r0 + nr, b0 * bb..(b0 + nbc) * bb);
             for p in 0..np {
                 let pan = panels.as_ptr().add(p * pb + b0 * Q8_PANEL_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
                 if nr == R {
-                    legacy_blocks::<K, R, VNNI>(&u, nbc, pan, o, b0 == 0);
+                    legacy_blocks::<K, R, VNNI>(u, nbc, pan, o, b0 == 0);
                 } else {
-                    legacy_blocks::<K, 1, VNNI>(&u, nbc, pan, o, b0 == 0);
+                    legacy_blocks::<K, 1, VNNI>(u, nbc, pan, o, b0 == 0);
                 }
             }
         }
@@ -474,7 +486,8 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
     let rows = w.len() / rb;
     let pb = nb * Q8K_PANEL_BLOCK;
     let np = panels.len() / pb;
-    let mut u = Unpacked::new();
+    let mut spare = Unpacked::spare();
+    let u = &mut *spare;
     let mut r0 = 0;
     while r0 < rows {
         let nr = if rows - r0 >= R { R } else { 1 };
@@ -483,9 +496,9 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
             for r in 0..nr {
                 let x = w.as_ptr().add((r0 + r) * rb + b0 * bb);
                 if K == Q4_K {
-                    unpack_q4_k(x, nbc, &mut u, r);
+                    unpack_q4_k(x, nbc, u, r);
                 } else {
-                    unpack_q6_k(x, nbc, &mut u, r);
+                    unpack_q6_k(x, nbc, u, r);
                 }
             }
             prefetch_next(w, rb, r0 + nr, b0 * bb..(b0 + nbc) * bb);
@@ -493,9 +506,9 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
                 let pan = panels.as_ptr().add(p * pb + b0 * Q8K_PANEL_BLOCK);
                 let o = out.as_mut_ptr().add((p * rows + r0) * PANEL);
                 if nr == R {
-                    kquant_blocks::<K, R, VNNI>(&u, nbc, pan, o, b0 == 0);
+                    kquant_blocks::<K, R, VNNI>(u, nbc, pan, o, b0 == 0);
                 } else {
-                    kquant_blocks::<K, 1, VNNI>(&u, nbc, pan, o, b0 == 0);
+                    kquant_blocks::<K, 1, VNNI>(u, nbc, pan, o, b0 == 0);
                 }
             }
         }

@@ -767,7 +767,7 @@ mod tests {
             libc::posix_fadvise(
                 std::os::fd::AsRawFd::as_raw_fd(&file),
                 0,
-                quarter as i64,
+                libc::off_t::try_from(quarter).unwrap(),
                 libc::POSIX_FADV_DONTNEED,
             )
         };

@@ -225,6 +225,32 @@ impl Array {
         })
     }
 
+    /// The elements of an array of integers read from a file, each as an `i64` (`None` for a
+    /// `u64` past `i64::MAX`), straight from the file's bytes; `None` for an array of another
+    /// type, or one built in memory. Decoding each of Qwen2.5's 151 936 token types into a
+    /// [`Value`] first took about 3 ms of every load.
+    pub fn ints(&self) -> Option<IntIter<'_>> {
+        let size = self.elem.fixed_len()?;
+        let int = matches!(
+            self.elem,
+            ValueType::U8
+                | ValueType::I8
+                | ValueType::U16
+                | ValueType::I16
+                | ValueType::U32
+                | ValueType::I32
+                | ValueType::U64
+                | ValueType::I64
+        );
+        match &self.items {
+            Items::Packed { map, start, end } if int => Some(IntIter {
+                bytes: map.get(*start..*end)?.chunks_exact(size),
+                elem: self.elem,
+            }),
+            _ => None,
+        }
+    }
+
     /// Element `i`: direct for numbers and bools, a walk from the start for strings and
     /// arrays (whose sizes vary).
     pub fn get(&self, i: usize) -> Option<Value> {
@@ -315,6 +341,39 @@ impl Iterator for ArrayIter<'_> {
             IterInner::Packed { left, .. } => *left,
         };
         (n, Some(n))
+    }
+}
+
+/// The elements of an array of integers: see [`Array::ints`].
+pub struct IntIter<'a> {
+    bytes: std::slice::ChunksExact<'a, u8>,
+    elem: ValueType,
+}
+
+impl Iterator for IntIter<'_> {
+    type Item = Option<i64>;
+
+    fn next(&mut self) -> Option<Option<i64>> {
+        let b = self.bytes.next()?;
+        let le = |n: usize| {
+            let mut w = [0u8; 8];
+            w[..n].copy_from_slice(&b[..n]);
+            u64::from_le_bytes(w)
+        };
+        Some(match self.elem {
+            ValueType::U8 | ValueType::U16 | ValueType::U32 | ValueType::U64 => {
+                i64::try_from(le(b.len())).ok()
+            }
+            // Sign-extended from the element's width.
+            _ => {
+                let shift = 64 - 8 * b.len() as u32;
+                Some((le(b.len()) << shift) as i64 >> shift)
+            }
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.bytes.size_hint()
     }
 }
 
@@ -544,6 +603,37 @@ mod tests {
         assert_eq!(Value::I8(-3).as_i64(), Some(-3));
         assert_eq!(Value::F32(1.0).as_u64(), None);
         assert_eq!(Value::Bool(true).as_u64(), None);
+    }
+
+    /// [`Array::ints`] reads what decoding each element gives, for every integer type at its
+    /// edges, from a file; arrays of other types and built ones have none.
+    #[test]
+    fn ints_read_integer_arrays_as_their_values_decode() {
+        use crate::gguf::{GgufFile, GgufWriter};
+        let arrays: Vec<Vec<Value>> = vec![
+            vec![Value::U8(0), Value::U8(255)],
+            vec![Value::I8(-128), Value::I8(-1), Value::I8(127)],
+            vec![Value::U16(65535), Value::U16(1)],
+            vec![Value::I16(-32768), Value::I16(-2), Value::I16(32767)],
+            vec![Value::U32(u32::MAX), Value::U32(6)],
+            vec![Value::I32(i32::MIN), Value::I32(-3), Value::I32(i32::MAX)],
+            vec![Value::U64(u64::MAX), Value::U64(1 << 63), Value::U64(5)],
+            vec![Value::I64(i64::MIN), Value::I64(-4), Value::I64(i64::MAX)],
+        ];
+        let mut w = GgufWriter::new();
+        for (i, a) in arrays.iter().enumerate() {
+            w.add_metadata(format!("a{i}"), Value::array(a.clone()));
+        }
+        w.add_metadata("f", Value::array(vec![Value::F32(1.0)]));
+        let f = GgufFile::from_bytes(&w.to_bytes().unwrap()).unwrap();
+        for (i, a) in arrays.iter().enumerate() {
+            let arr = f.get_array(&format!("a{i}")).unwrap();
+            let read: Vec<Option<i64>> = arr.ints().expect("an integer array").collect();
+            let want: Vec<Option<i64>> = a.iter().map(Value::as_i64).collect();
+            assert_eq!(read, want, "array {i}");
+        }
+        assert!(f.get_array("f").unwrap().ints().is_none());
+        assert!(Array::from(arrays[0].clone()).ints().is_none());
     }
 
     #[test]

@@ -753,24 +753,34 @@ fn read_attrs(g: &GgufFile, n: usize) -> Result<Vec<u32>, TokenizerError> {
             reason: format!("{} types for {n} tokens", arr.len()),
         });
     }
+    let of_type = |i: usize, t: Option<i64>, name: &'static str| {
+        let t = t.ok_or_else(|| TokenizerError::Invalid {
+            key: KEY,
+            reason: format!("element {i} is a {name}, expected an integer"),
+        })?;
+        Ok(match t {
+            1 => attr::NORMAL,
+            2 => attr::UNKNOWN,
+            3 => attr::CONTROL,
+            4 => attr::USER_DEFINED,
+            5 => attr::UNUSED,
+            6 => attr::BYTE,
+            _ => attr::UNDEFINED,
+        })
+    };
+    // Straight from the file's bytes where the array holds integers, as it does.
+    if let Some(ints) = arr.ints() {
+        let name = arr.elem_type().name();
+        return ints
+            .take(n)
+            .enumerate()
+            .map(|(i, t)| of_type(i, t, name))
+            .collect();
+    }
     arr.iter()
         .take(n)
         .enumerate()
-        .map(|(i, v)| {
-            let t = v.as_i64().ok_or_else(|| TokenizerError::Invalid {
-                key: KEY,
-                reason: format!("element {i} is a {}, expected an integer", v.type_name()),
-            })?;
-            Ok(match t {
-                1 => attr::NORMAL,
-                2 => attr::UNKNOWN,
-                3 => attr::CONTROL,
-                4 => attr::USER_DEFINED,
-                5 => attr::UNUSED,
-                6 => attr::BYTE,
-                _ => attr::UNDEFINED,
-            })
-        })
+        .map(|(i, v)| of_type(i, v.as_i64(), v.type_name()))
         .collect()
 }
 
