@@ -235,6 +235,17 @@ struct Work {
     word: String,
 }
 
+impl Work {
+    /// The merge of queue entry `key` (`rank << 32 | left`) if its pair is still there: the
+    /// symbol it starts at is alive and its pair has that rank (ranks are unique per pair of
+    /// texts, so the same two tokens).
+    fn queued(&self, key: u64) -> Option<Merge> {
+        let left = key as u32 as usize;
+        let m = self.pair[left];
+        (self.ids[left] != DEAD && m != NO_MERGE && u64::from(m.rank) == key >> 32).then_some(m)
+    }
+}
+
 /// What the merge loop needs to find a pair's merge: its texts joined, and the pairs met
 /// lately. A lookup by text takes about four cache misses (the merge's text and index, the
 /// result's); most pairs of a text come back again and again, and with the memo encoding
@@ -375,13 +386,10 @@ impl Bpe {
         }
         let mut heap = BinaryHeap::from(queue);
         while let Some(Reverse(key)) = heap.pop() {
-            // A queued pair is still there if the symbol it starts at still has a pair of
-            // that rank: ranks are unique per pair of texts, so the same two tokens.
-            let left = key as u32;
-            let m = w.pair[left as usize];
-            if w.ids[left as usize] == DEAD || m == NO_MERGE || u64::from(m.rank) != key >> 32 {
+            let Some(m) = w.queued(key) else {
                 continue;
-            }
+            };
+            let left = key as u32;
             let (l, r) = (left as usize, w.next[left as usize] as usize);
             w.ids[l] = m.id;
             w.ids[r] = DEAD;
@@ -420,10 +428,7 @@ impl Bpe {
             return;
         }
         if heap.len() == heap.capacity() {
-            heap.retain(|&Reverse(key)| {
-                let at = key as u32 as usize;
-                w.ids[at] != DEAD && u64::from(w.pair[at].rank) == key >> 32
-            });
+            heap.retain(|&Reverse(key)| w.queued(key).is_some());
         }
         heap.push(Reverse(u64::from(m.rank) << 32 | u64::from(left)));
     }

@@ -46,16 +46,19 @@ impl Arena {
     }
 }
 
-/// `bytes[offsets[i]..offsets[i + 1]]`, empty where that is out of range.
-fn slice<'a>(bytes: &'a [u8], offsets: &[u32], i: u32) -> &'a [u8] {
+/// `offsets[i]..offsets[i + 1]`, where string `i` lies, if there is such a string.
+fn span(offsets: &[u32], i: u32) -> Option<std::ops::Range<usize>> {
     let i = i as usize;
-    let (Some(&start), Some(&end)) = (
-        offsets.get(i),
-        i.checked_add(1).and_then(|j| offsets.get(j)),
-    ) else {
-        return &[];
-    };
-    bytes.get(start as usize..end as usize).unwrap_or_default()
+    let start = *offsets.get(i)? as usize;
+    let end = *offsets.get(i.checked_add(1)?)? as usize;
+    Some(start..end)
+}
+
+/// String `i` of `bytes` as `offsets` cut it, empty where that is out of range.
+fn slice<'a>(bytes: &'a [u8], offsets: &[u32], i: u32) -> &'a [u8] {
+    span(offsets, i)
+        .and_then(|r| bytes.get(r))
+        .unwrap_or_default()
 }
 
 /// An index from strings stored elsewhere (string `i` is number `i`) to their numbers: open
@@ -122,36 +125,31 @@ impl Index {
     /// so far `of` gives (`keep` says which stays).
     fn insert<'a>(&mut self, h: u64, id: u32, of: impl Fn(u32) -> &'a [u8], keep: Keep) {
         let entry = (h << 32) | u64::from(id);
-        let mask = self.slots.len() - 1;
-        let mut slot = (h >> self.shift) as usize;
-        loop {
-            let at = self.slots[slot];
-            if at == EMPTY {
-                self.slots[slot] = entry;
-                return;
-            }
-            if at >> 32 == h & 0xffff_ffff && of(at as u32) == of(id) {
-                if keep == Keep::Last {
-                    self.slots[slot] = entry;
-                }
-                return;
-            }
-            slot = (slot + 1) & mask;
+        match self.probe(h, |at| of(at) == of(id)) {
+            Ok(slot) if keep == Keep::Last => self.slots[slot] = entry,
+            Ok(_) => {}
+            Err(empty) => self.slots[empty] = entry,
         }
     }
 
     /// The number entered for `text`, whose strings `of` gives.
     pub(super) fn find<'a>(&self, text: &[u8], of: impl Fn(u32) -> &'a [u8]) -> Option<u32> {
-        let h = hash(text);
+        let slot = self.probe(hash(text), |at| of(at) == text).ok()?;
+        Some(self.slots[slot] as u32)
+    }
+
+    /// The slot of the string of hash `h` for which `same` holds, or else the empty slot
+    /// where it would go.
+    fn probe(&self, h: u64, same: impl Fn(u32) -> bool) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut slot = (h >> self.shift) as usize;
         loop {
             let at = self.slots[slot];
             if at == EMPTY {
-                return None;
+                return Err(slot);
             }
-            if at >> 32 == h & 0xffff_ffff && of(at as u32) == text {
-                return Some(at as u32);
+            if at >> 32 == h & 0xffff_ffff && same(at as u32) {
+                return Ok(slot);
             }
             slot = (slot + 1) & mask;
         }
@@ -215,15 +213,8 @@ impl Vocab {
 
     /// Token `id`'s text as stored in the file (empty past the end).
     pub(super) fn text(&self, id: u32) -> &str {
-        let i = id as usize;
-        let (Some(&start), Some(&end)) = (
-            self.offsets.get(i),
-            i.checked_add(1).and_then(|j| self.offsets.get(j)),
-        ) else {
-            return "";
-        };
-        self.text
-            .get(start as usize..end as usize)
+        span(&self.offsets, id)
+            .and_then(|r| self.text.get(r))
             .unwrap_or_default()
     }
 
