@@ -2,6 +2,8 @@
 //! experiments (the StreamingLLM perplexity tables, the unbounded-generation soak) that are
 //! too long for the test command. Shared helpers for those programs live here.
 
+pub mod bandwidth;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -3,8 +3,9 @@
 //! after a 16-token prompt) and prefill (pp: a 512-token prompt), as llama-bench defines them;
 //! then, in a fresh child process per engine, the time from process start to the first
 //! generated token of a 16-token prompt and the peak resident memory while decoding. Also the
-//! machine's streaming-read bandwidth, measured in the same run, and each file's decode
-//! ceiling (bandwidth / weight bytes read per token).
+//! machine's streaming-read bandwidth, sampled between each row's decode runs (on 2 MiB
+//! pages, as the weights' map is read), and each file's decode ceiling (bandwidth / weight
+//! bytes read per token).
 //!
 //! Files: SmolLM2-135M in Q4_1 and in Q4_0 and Q8_0 made from it with llama.cpp's quantizer
 //! (cached beside it), Gemma 3 270M, Qwen2.5-Coder-0.5B and 1.5B.
@@ -40,6 +41,7 @@ mod h2h {
     use tern::model::Model;
     use tern::session::Session;
     use tern::speed::{bench_tokens, peak_rss_kib, time_generation};
+    use tern_benches::bandwidth::StreamRead;
     use tern_oracle::llama::{quantize_model, OracleModel};
     use tern_oracle::sys;
 
@@ -73,29 +75,10 @@ mod h2h {
         llama: Figures,
         /// Weight bytes read per generated token.
         weight_bytes: u64,
+        /// Streaming-read GB/s at this row's thread count: the best of one sample after
+        /// each of Tern's decode runs, so that it meets the same moments of a shared host.
+        read_gbs: f64,
         kv_bytes: u64,
-    }
-
-    /// GB/s of a plain streaming read of a buffer much larger than the caches (best of 5),
-    /// on `threads` threads each reading its own part.
-    fn read_bandwidth(threads: usize) -> f64 {
-        let words: usize = 64 << 20; // 512 MiB of u64
-        let buf: Vec<u64> = (0..words as u64).collect();
-        let part = words.div_ceil(threads);
-        let mut best = 0.0f64;
-        for _ in 0..5 {
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for chunk in buf.chunks(part) {
-                    s.spawn(move || {
-                        let sum = chunk.iter().fold(0u64, |a, &b| a.wrapping_add(b));
-                        std::hint::black_box(sum);
-                    });
-                }
-            });
-            best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
-        }
-        best
     }
 
     /// The file of a `--models` name: a catalog model, or a SmolLM2 re-quantization made once
@@ -164,10 +147,7 @@ mod h2h {
             .iter()
             .map(|t| t.parse().context("--threads takes numbers"))
             .collect::<Result<_>>()?;
-        let max_threads = threads.iter().copied().max().unwrap_or(1);
-        let bw: Vec<(usize, f64)> = (1..=max_threads).map(|t| (t, read_bandwidth(t))).collect();
-        let bw_at = |t: usize| bw.iter().find(|b| b.0 == t).map_or(0.0, |b| b.1);
-        eprintln!("streaming-read bandwidth: {bw:?} (threads, GB/s)");
+        let stream = StreamRead::new(512);
 
         let mut rows = Vec::new();
         for name in &models {
@@ -182,12 +162,14 @@ mod h2h {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
                 let mut llama = OracleModel::load(&path, n_prompt + n_gen + 16, t)?;
                 let (mut tern, mut peer) = (Figures::default(), Figures::default());
+                let mut read_gbs = 0f64;
                 // Warm both (page in the weights), then alternate; keep the best of each.
                 pool.install(|| time_generation(&model, &short, 8))?;
                 llama.time_generation(&short_i, 8)?;
                 for _ in 0..reps {
                     let (_, d) = pool.install(|| time_generation(&model, &short, n_gen))?;
                     tern.decode = tern.decode.max(n_gen as f64 / d);
+                    read_gbs = read_gbs.max(stream.gbs(&pool));
                     let (_, d) = llama.time_generation(&short_i, n_gen)?;
                     peer.decode = peer.decode.max(n_gen as f64 / d);
                     let (p, _) = pool.install(|| time_generation(&model, &long, 0))?;
@@ -221,11 +203,12 @@ mod h2h {
                     tern,
                     llama: peer,
                     weight_bytes: weight_bytes(&model),
+                    read_gbs,
                     kv_bytes,
                 };
                 eprintln!(
                     "{name} t={t}: decode {:.1} vs {:.1}, prefill {:.1} vs {:.1}, first token \
-                     {:.0} vs {:.0} ms, peak RSS {} vs {} MiB",
+                     {:.0} vs {:.0} ms, peak RSS {} vs {} MiB, read {read_gbs:.1} GB/s",
                     tern.decode,
                     peer.decode,
                     tern.prefill,
@@ -242,19 +225,19 @@ mod h2h {
         if json_out {
             let v = json!({
                 "reps": reps, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
-                "bandwidth_gbs": bw.iter().map(|(t, b)| json!({"threads": t, "gbs": b})).collect::<Vec<_>>(),
                 "rows": rows.iter().map(|r| json!({
                     "model": r.model, "file": r.file.display().to_string(), "threads": r.threads,
                     "weight_bytes": r.weight_bytes, "kv_bytes": r.kv_bytes,
                     "file_bytes": std::fs::metadata(&r.file).map(|m| m.len()).unwrap_or(0),
-                    "ceiling_tps": bw_at(r.threads) * 1e9 / r.weight_bytes as f64,
+                    "read_gbs": r.read_gbs,
+                    "ceiling_tps": r.read_gbs * 1e9 / r.weight_bytes as f64,
                     "tern": figures_json(&r.tern), "llama_cpp": figures_json(&r.llama),
                 })).collect::<Vec<_>>(),
             });
             println!("{v}");
             return Ok(());
         }
-        let md = markdown(&rows, &bw, reps, n_prompt, n_gen);
+        let md = markdown(&rows, reps, n_prompt, n_gen);
         let dir = tern_benches::docs_dir();
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("head-to-head.md"), &md)?;
@@ -266,14 +249,7 @@ mod h2h {
         json!({"decode_tps": f.decode, "prefill_tps": f.prefill, "ttft_ms": f.ttft_ms, "rss_kib": f.rss_kib})
     }
 
-    fn markdown(
-        rows: &[Row],
-        bw: &[(usize, f64)],
-        reps: usize,
-        n_prompt: usize,
-        n_gen: usize,
-    ) -> String {
-        let bw_at = |t: usize| bw.iter().find(|b| b.0 == t).map_or(0.0, |b| b.1);
+    fn markdown(rows: &[Row], reps: usize, n_prompt: usize, n_gen: usize) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         let mut md = format!(
             "Tokens/s, best of {reps}, alternating Tern and llama.cpp (llama-cpp-sys-2 0.1.161, \
@@ -282,16 +258,17 @@ mod h2h {
              token: from the start of a fresh process (`head-to-head --child`, one per engine) \
              to the first generated token of a {TTFT_PROMPT}-token prompt, page cache warm. Peak \
              RSS: that process's `VmHWM` after {n_gen} decoded tokens (mapped weight pages \
-             count). Ceiling: streaming-read bandwidth at that thread count ÷ weight bytes per \
-             token. Generated by `cargo run --release -p tern-benches --bin head-to-head`.\n\n\
-             | model | threads | decode Tern | decode llama.cpp | ratio | % of ceiling (Tern / llama.cpp) | prefill Tern | prefill llama.cpp | ratio | first token ms (Tern / llama.cpp) | peak RSS MiB (Tern / llama.cpp) | file + KV MiB |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n"
+             count). Ceiling: streaming-read bandwidth at that thread count (read GB/s: 512 MiB on 2 \
+             MiB pages, the best of samples taken between the row's decode runs) ÷ weight bytes \
+             per token. Generated by `cargo run --release -p tern-benches --bin head-to-head`.\n\n\
+             | model | threads | decode Tern | decode llama.cpp | ratio | % of ceiling (Tern / llama.cpp) | read GB/s | prefill Tern | prefill llama.cpp | ratio | first token ms (Tern / llama.cpp) | peak RSS MiB (Tern / llama.cpp) | file + KV MiB |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         );
         for r in rows {
-            let ceiling = bw_at(r.threads) * 1e9 / r.weight_bytes as f64;
+            let ceiling = r.read_gbs * 1e9 / r.weight_bytes as f64;
             let file = std::fs::metadata(&r.file).map(|m| m.len()).unwrap_or(0);
             md.push_str(&format!(
-                "| {} | {} | {:.1} | {:.1} | **{:.2}** | {:.0} % / {:.0} % | {:.1} | {:.1} | **{:.2}** | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |\n",
+                "| {} | {} | {:.1} | {:.1} | **{:.2}** | {:.0} % / {:.0} % | {:.1} | {:.1} | {:.1} | **{:.2}** | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |\n",
                 r.model,
                 r.threads,
                 r.tern.decode,
@@ -299,6 +276,7 @@ mod h2h {
                 r.tern.decode / r.llama.decode,
                 100.0 * r.tern.decode / ceiling,
                 100.0 * r.llama.decode / ceiling,
+                r.read_gbs,
                 r.tern.prefill,
                 r.llama.prefill,
                 r.tern.prefill / r.llama.prefill,
@@ -309,15 +287,6 @@ mod h2h {
                 mib(file + r.kv_bytes),
             ));
         }
-        md.push_str("\nStreaming-read bandwidth in the same run:");
-        for (t, b) in bw {
-            md.push_str(&format!(
-                " {b:.1} GB/s on {t} thread{};",
-                if *t == 1 { "" } else { "s" }
-            ));
-        }
-        md.pop();
-        md.push_str(".\n");
         md
     }
 
