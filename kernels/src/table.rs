@@ -327,6 +327,11 @@ fn row(ty: GgmlType) -> Row {
             ..row(scalar!(Q4_K))
         },
         Q5_K => Row {
+            avxvnni: x86!(none.gemm(gemm_q8_k(vnni_tile_q5_k))),
+            avx2: x86!(none
+                .dot(dot_q5_k)
+                .rows(rows_q5_k)
+                .gemm(gemm_q8_k(tile_q5_k))),
             neon: arm!(none.dot(n_dot_q5_k)),
             dotprod: arm!(none.dot(d_dot_q5_k)),
             i8mm: arm!(none.dot(d_dot_q5_k).gemm(i8mm_q8_k(mm_q5_k))),

@@ -16,7 +16,6 @@ use tern_kernels::GgmlType::{self, *};
 use tern_kernels::KernelSet;
 
 /// The weight types with SIMD kernels, and two without (which must fall back cleanly).
-/// (Q5_K has a dot product on aarch64 only, and falls back on x86-64.)
 const TYPES: [GgmlType; 11] = [
     Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, F32, Q5_1, Q3_K,
 ];

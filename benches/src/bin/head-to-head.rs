@@ -8,7 +8,10 @@
 //! bytes read per token).
 //!
 //! Files: SmolLM2-135M in Q4_1 and in Q4_0 and Q8_0 made from it with llama.cpp's quantizer
-//! (cached beside it), Gemma 3 270M, Qwen2.5-Coder-0.5B and 1.5B.
+//! (cached beside it), Gemma 3 270M, Qwen2.5-Coder-0.5B and 1.5B; on request only
+//! (`--models qwen2.5-coder-1.5b-q5_k_m`), Qwen2.5-Coder-1.5B in Q5_K_M made from its Q4_K_M
+//! file the same way (a file of Q5_K and Q6_K matrices: the other models' rows are not
+//! multiples of 256 values, so the quantizer would give them Q5_1 instead).
 //!
 //! ```text
 //! cargo run --release -p tern-benches --bin head-to-head -- \
@@ -55,6 +58,9 @@ mod h2h {
         "qwen2.5-coder-1.5b",
     ];
 
+    /// Files measured only when `--models` names them.
+    const ON_REQUEST: [&str; 1] = ["qwen2.5-coder-1.5b-q5_k_m"];
+
     /// Tokens of the prompt whose first generated token is timed.
     const TTFT_PROMPT: usize = 16;
 
@@ -81,20 +87,36 @@ mod h2h {
         kv_bytes: u64,
     }
 
-    /// The file of a `--models` name: a catalog model, or a SmolLM2 re-quantization made once
-    /// with llama.cpp's quantizer and kept in the model cache.
+    /// The file of a `--models` name: a catalog model, or a re-quantization made once with
+    /// llama.cpp's quantizer and kept in the model cache.
     fn file_of(name: &str) -> Result<PathBuf> {
-        let ftype = match name {
+        let (src, ftype, made) = match name {
             "smollm2-q4_1" => return Ok(tern_testkit::smollm2()),
-            "smollm2-q4_0" => sys::LLAMA_FTYPE_MOSTLY_Q4_0,
-            "smollm2-q8_0" => sys::LLAMA_FTYPE_MOSTLY_Q8_0,
+            "smollm2-q4_0" | "smollm2-q8_0" => (
+                tern_testkit::smollm2(),
+                if name == "smollm2-q4_0" {
+                    sys::LLAMA_FTYPE_MOSTLY_Q4_0
+                } else {
+                    sys::LLAMA_FTYPE_MOSTLY_Q8_0
+                },
+                format!(
+                    "SmolLM2-135M-Instruct.{}.from-Q4_1.gguf",
+                    name.trim_start_matches("smollm2-").to_uppercase()
+                ),
+            ),
+            "qwen2.5-coder-1.5b-q5_k_m" => (
+                tern_testkit::model("qwen2.5-coder-1.5b"),
+                sys::LLAMA_FTYPE_MOSTLY_Q5_K_M,
+                "qwen2.5-coder-1.5b-instruct.Q5_K_M.from-Q4_K_M.gguf".to_string(),
+            ),
             other if FILES.contains(&other) => return Ok(tern_testkit::model(other)),
-            other => bail!("unknown model `{other}` (known: {})", FILES.join(", ")),
+            other => bail!(
+                "unknown model `{other}` (known: {}, {})",
+                FILES.join(", "),
+                ON_REQUEST.join(", ")
+            ),
         };
-        let src = tern_testkit::smollm2();
-        let tag = name.trim_start_matches("smollm2-").to_uppercase();
-        let dst =
-            tern::catalog::cache_dir().join(format!("SmolLM2-135M-Instruct.{tag}.from-Q4_1.gguf"));
+        let dst = tern::catalog::cache_dir().join(made);
         if !dst.exists() {
             eprintln!("making {} with llama.cpp's quantizer…", dst.display());
             let tmp = dst.with_extension("part");

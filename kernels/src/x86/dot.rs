@@ -12,7 +12,7 @@
 use core::arch::x86_64::*;
 
 use super::{bits_to_bytes, dot_i8, dot_u8, f16_at, hsum, load128, load256, nibbles, q4k_scales};
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0};
 use crate::quant::{BlockQ8_1, BlockQ8_K};
 use crate::QK_K;
 
@@ -135,6 +135,42 @@ pub(super) unsafe fn q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     let m = _mm_add_ss(m, _mm_movehdup_ps(m));
     hsum(acc) - _mm_cvtss_f32(m)
+}
+
+/// Q5_K × Q8_K: as [`q4_k`], each quant with its fifth bit (see [`q45k_group`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut out = [0.0];
+    q45k_rows::<1, true>(n, w.as_ptr(), w.len(), a.as_ptr(), &mut out);
+    out[0]
+}
+
+/// The quants of values `64 j .. 64 j + 64` of a Q4_K block at `x`, or of a Q5_K block
+/// (`FIVE`), as two vectors of 32 in value order. Each 64 values keep their low four bits
+/// in 32 bytes, the first 32 in the low nibbles; Q5_K's fifth bits sit in the 32 bytes
+/// before the nibbles, bit `2 j` of byte `l` for value `64 j + l` and bit `2 j + 1` for
+/// value `64 j + 32 + l`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q45k_group<const FIVE: bool>(x: *const u8, j: usize) -> [__m256i; 2] {
+    let low = _mm256_set1_epi8(0x0F);
+    let q = load256(x.add(if FIVE { 48 } else { 16 } + 32 * j));
+    let lo = _mm256_and_si256(q, low);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+    if !FIVE {
+        return [lo, hi];
+    }
+    let qh = load256(x.add(16));
+    // 16 in each byte whose bit `b` is set.
+    let fifth = |b: usize| {
+        let m = _mm256_set1_epi8((1u8 << b) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m);
+        _mm256_and_si256(set, _mm256_set1_epi8(16))
+    };
+    [
+        _mm256_or_si256(lo, fifth(2 * j)),
+        _mm256_or_si256(hi, fifth(2 * j + 1)),
+    ]
 }
 
 /// The 128 six-bit quants (0..64, before the -32) of one half of a Q6_K block, in value
@@ -392,8 +428,25 @@ pub(super) unsafe fn rows_q4_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32])
         a,
         out,
         size_of::<BlockQ4_K>(),
-        q4k_rows::<2>,
-        q4k_rows::<1>,
+        q45k_rows::<2, false>,
+        q45k_rows::<1, false>,
+    );
+}
+
+/// Several rows of Q5_K times one Q8_K activation row, as [`rows_q4_k`].
+///
+/// # Safety
+/// As [`rows_q4_k`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rows_q5_k(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    rows_by::<2>(
+        cols,
+        w,
+        a,
+        out,
+        size_of::<BlockQ5_K>(),
+        q45k_rows::<2, true>,
+        q45k_rows::<1, true>,
     );
 }
 
@@ -461,22 +514,25 @@ unsafe fn broadcast_i16(v: __m256i, j: usize) -> __m256i {
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo | (lo + 1) << 8))
 }
 
-/// `NR` rows of Q4_K: see [`q4_k`] for the arithmetic.
+/// `NR` rows of Q4_K, or of Q5_K (`FIVE`): see [`q4_k`] for the arithmetic.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_rows<const NR: usize>(
+unsafe fn q45k_rows<const NR: usize, const FIVE: bool>(
     cols: usize,
     w: *const u8,
     rb: usize,
     a: *const u8,
     out: &mut [f32],
 ) {
-    const BB: usize = size_of::<BlockQ4_K>();
-    let low = _mm256_set1_epi8(0x0F);
+    let bb = if FIVE {
+        size_of::<BlockQ5_K>()
+    } else {
+        size_of::<BlockQ4_K>()
+    };
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut acc_m = [_mm_setzero_ps(); NR];
     for i in 0..cols / QK_K {
-        prefetch_ahead::<NR>(w, rb, BB, i);
+        prefetch_ahead::<NR>(w, rb, bb, i);
         let y = a.add(size_of::<BlockQ8_K>() * i);
         let yd = y.cast::<f32>().read_unaligned();
         // The sums of each 32 activations (pairs of bsums), shared by the rows' mins.
@@ -484,7 +540,7 @@ unsafe fn q4k_rows<const NR: usize>(
         let bs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
         let q8 = y.add(4);
         for r in 0..NR {
-            let x = w.add(r * rb + BB * i);
+            let x = w.add(r * rb + bb * i);
             let (sc, m) = q4k_scales(core::slice::from_raw_parts(x.add(4), 12));
             let pm = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr().cast())), bs);
             let dmin = _mm_set1_ps(yd * f16_at(x.add(2)));
@@ -493,9 +549,7 @@ unsafe fn q4k_rows<const NR: usize>(
                 _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast())));
             let mut sumi = _mm256_setzero_si256();
             for j in 0..4 {
-                let q4 = load256(x.add(16 + 32 * j));
-                let lo = _mm256_and_si256(q4, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
+                let [lo, hi] = q45k_group::<FIVE>(x, j);
                 let pl = _mm256_maddubs_epi16(lo, load256(q8.add(64 * j)));
                 let ph = _mm256_maddubs_epi16(hi, load256(q8.add(64 * j + 32)));
                 let pl = _mm256_madd_epi16(pl, broadcast_i16(sc, 2 * j));

@@ -29,10 +29,10 @@
 use core::arch::x86_64::*;
 use std::cell::Cell;
 
-use super::dot::q6k_half;
+use super::dot::{q45k_group, q6k_half};
 use super::{bits_to_bytes, dpbusd, dpwssd, f16_at, hsum, load256, nibbles, q4k_scales};
 use crate::quant::f16_to_f32;
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0};
 use crate::quant::{BlockQ8_1, BlockQ8_K};
 use crate::spare::Spare;
 use crate::QK_K;
@@ -170,13 +170,13 @@ struct Unpacked {
     s: [[u8; KV]; R],
     /// Per 32-value block (legacy) or super-block (k-quants): `d`.
     d: [[f32; KV / 32]; R],
-    /// Q4_1: `m` per block; Q4_K: `dmin` per super-block.
+    /// Q4_1: `m` per block; Q4_K, Q5_K: `dmin` per super-block.
     m: [[f32; KV / 32]; R],
-    /// K-quants, per super-block: the sub-block scales (Q4_K: 8, Q6_K: 16), as `i32` so
+    /// K-quants, per super-block: the sub-block scales (Q4_K, Q5_K: 8, Q6_K: 16), as `i32` so
     /// that a vector broadcast reads one straight from memory.
     sc: [[[i32; 16]; KV / QK_K]; R],
     /// K-quants, per super-block: `i16` pairs multiplying the bsum pairs (Q4_K: the mins
-    /// `(m_j, m_j)`, Q6_K: the scales `(sc_2p, sc_2p+1)`).
+    /// `(m_j, m_j)`, as Q5_K's; Q6_K: the scales `(sc_2p, sc_2p+1)`).
     pairs: [[[u32; 8]; KV / QK_K]; R],
 }
 
@@ -232,12 +232,14 @@ tiles! {
     tile_q5_0: tile_legacy::<Q5_0, false>;
     tile_q8_0: tile_legacy::<Q8_0, false>;
     tile_q4_k: tile_kquant::<Q4_K, false>;
+    tile_q5_k: tile_kquant::<Q5_K, false>;
     tile_q6_k: tile_kquant::<Q6_K, false>;
     vnni_tile_q4_0: tile_legacy::<Q4_0, true>;
     vnni_tile_q4_1: tile_legacy::<Q4_1, true>;
     vnni_tile_q5_0: tile_legacy::<Q5_0, true>;
     vnni_tile_q8_0: tile_legacy::<Q8_0, true>;
     vnni_tile_q4_k: tile_kquant::<Q4_K, true>;
+    vnni_tile_q5_k: tile_kquant::<Q5_K, true>;
     vnni_tile_q6_k: tile_kquant::<Q6_K, true>;
 }
 
@@ -465,9 +467,11 @@ unsafe fn legacy_sums_i16<const K: u8, const NR: usize>(
 }
 
 const Q4_K: u8 = 4;
+const Q5_K: u8 = 5;
 const Q6_K: u8 = 6;
 
-/// The k-quants with Q8_K activations, `K` one of `Q4_K`, `Q6_K`; `VNNI`: with `vpdpbusd`.
+/// The k-quants with Q8_K activations, `K` one of `Q4_K`, `Q5_K`, `Q6_K`; `VNNI`: with
+/// `vpdpbusd`. Q5_K is Q4_K with a fifth bit on each quant.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
@@ -476,10 +480,10 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
     panels: &[u8],
     out: &mut [f32],
 ) {
-    let bb = if K == Q4_K {
-        size_of::<BlockQ4_K>()
-    } else {
-        size_of::<BlockQ6_K>()
+    let bb = match K {
+        Q4_K => size_of::<BlockQ4_K>(),
+        Q5_K => size_of::<BlockQ5_K>(),
+        _ => size_of::<BlockQ6_K>(),
     };
     let nb = cols / QK_K;
     let rb = nb * bb;
@@ -495,10 +499,10 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
             let nbc = (nb - b0).min(KV / QK_K);
             for r in 0..nr {
                 let x = w.as_ptr().add((r0 + r) * rb + b0 * bb);
-                if K == Q4_K {
-                    unpack_q4_k(x, nbc, u, r);
-                } else {
-                    unpack_q6_k(x, nbc, u, r);
+                match K {
+                    Q4_K => unpack_q45_k::<false>(x, nbc, u, r),
+                    Q5_K => unpack_q45_k::<true>(x, nbc, u, r),
+                    _ => unpack_q6_k(x, nbc, u, r),
                 }
             }
             prefetch_next(w, rb, r0 + nr, b0 * bb..(b0 + nbc) * bb);
@@ -518,10 +522,14 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q4_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
-    let low = _mm256_set1_epi8(0x0F);
+unsafe fn unpack_q45_k<const FIVE: bool>(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
+    let bb = if FIVE {
+        size_of::<BlockQ5_K>()
+    } else {
+        size_of::<BlockQ4_K>()
+    };
     for b in 0..nb {
-        let x = x.add(size_of::<BlockQ4_K>() * b);
+        let x = x.add(bb * b);
         u.d[r][b] = f16_at(x);
         u.m[r][b] = f16_at(x.add(2));
         let (sc, m) = q4k_scales(core::slice::from_raw_parts(x.add(4), 12));
@@ -531,9 +539,8 @@ unsafe fn unpack_q4_k(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
         }
         let q = u.q[r].as_mut_ptr().add(QK_K * b);
         for j in 0..4 {
-            let v = load256(x.add(16 + 32 * j));
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            _mm256_storeu_si256(q.add(64 * j).cast(), _mm256_and_si256(v, low));
+            let [lo, hi] = q45k_group::<FIVE>(x, j);
+            _mm256_storeu_si256(q.add(64 * j).cast(), lo);
             _mm256_storeu_si256(q.add(64 * j + 32).cast(), hi);
         }
     }
@@ -583,25 +590,30 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
         let mut isum = [_mm256_setzero_si256(); NR];
         let q = |r: usize, g: usize| bcast4(u.q[r].as_ptr().add(QK_K * b + 4 * g));
         if VNNI {
-            // Sub-blocks of 32 (Q4_K) or 16 (Q6_K) values: 8 or 4 groups of four.
-            if K == Q4_K {
+            // Sub-blocks of 32 (Q4_K, Q5_K) or 16 (Q6_K) values: 8 or 4 groups of four.
+            if K == Q4_K || K == Q5_K {
                 vnni_subblocks::<NR, 8>(u, b, pb, &mut isum);
             } else {
                 vnni_subblocks::<NR, 4>(u, b, pb, &mut isum);
             }
-        } else if K == Q4_K {
-            // Sub-blocks of 32: 8 groups of 4-bit pair sums fit in i16.
+        } else if K == Q4_K || K == Q5_K {
+            // Sub-blocks of 32: 8 groups of 4-bit pair sums fit in i16, of 5-bit ones 4
+            // (4 · 2 · 31 · 128).
+            let run = if K == Q4_K { 8 } else { 4 };
             for j in 0..8 {
-                let mut s16 = [_mm256_setzero_si256(); NR];
-                for g in 8 * j..8 * j + 8 {
-                    let a = load256(pb.add(32 * g));
-                    for r in 0..NR {
-                        s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(q(r, g), a));
+                for g0 in (8 * j..8 * j + 8).step_by(run) {
+                    let mut s16 = [_mm256_setzero_si256(); NR];
+                    for g in g0..g0 + run {
+                        let a = load256(pb.add(32 * g));
+                        for r in 0..NR {
+                            let p = _mm256_maddubs_epi16(q(r, g), a);
+                            s16[r] = _mm256_add_epi16(s16[r], p);
+                        }
                     }
-                }
-                for r in 0..NR {
-                    let sc = _mm256_set1_epi16(u.sc[r][b][j] as i16);
-                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s16[r], sc));
+                    for r in 0..NR {
+                        let sc = _mm256_set1_epi16(u.sc[r][b][j] as i16);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s16[r], sc));
+                    }
                 }
             }
         } else {
@@ -644,7 +656,7 @@ unsafe fn kquant_blocks<const K: u8, const NR: usize, const VNNI: bool>(
         let da = _mm256_loadu_ps(pb.add(2048).cast());
         for r in 0..NR {
             let d = _mm256_mul_ps(_mm256_set1_ps(u.d[r][b]), da);
-            if K == Q4_K {
+            if K == Q4_K || K == Q5_K {
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), d, acc[r]);
                 let dmin = _mm256_mul_ps(_mm256_set1_ps(u.m[r][b]), da);
                 acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(psum[r]), dmin, acc[r]);

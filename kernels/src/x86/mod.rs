@@ -87,7 +87,7 @@ pub(crate) const OPS: OpKernels = OpKernels {
 /// these out only in the avx2 set.
 mod w {
     use super::{dot, gemm, quantize};
-    use crate::quant::{Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
+    use crate::quant::{Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
     use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K};
     use half::f16;
 
@@ -174,6 +174,7 @@ mod w {
         dot_q5_0: dot::q5_0, BlockQ5_0, BlockQ8_0;
         dot_q8_0: dot::q8_0, BlockQ8_0, BlockQ8_0;
         dot_q4_k: dot::q4_k, BlockQ4_K, BlockQ8_K;
+        dot_q5_k: dot::q5_k, BlockQ5_K, BlockQ8_K;
         dot_q6_k: dot::q6_k, BlockQ6_K, BlockQ8_K;
     }
 
@@ -212,6 +213,7 @@ mod w {
         rows_q5_0: dot::rows_legacy::<{ dot::Q5_0 }>, BlockQ5_0, BlockQ8_0;
         rows_q8_0: dot::rows_legacy::<{ dot::Q8_0 }>, BlockQ8_0, BlockQ8_0;
         rows_q4_k: dot::rows_q4_k, BlockQ4_K, BlockQ8_K;
+        rows_q5_k: dot::rows_q5_k, BlockQ5_K, BlockQ8_K;
         rows_q6_k: dot::rows_q6_k, BlockQ6_K, BlockQ8_K;
     }
 
@@ -252,12 +254,14 @@ mod w {
         tile_q5_0: gemm::tile_q5_0, BlockQ5_0, gemm::panel_bytes_q8;
         tile_q8_0: gemm::tile_q8_0, BlockQ8_0, gemm::panel_bytes_q8;
         tile_q4_k: gemm::tile_q4_k, BlockQ4_K, gemm::panel_bytes_q8_k;
+        tile_q5_k: gemm::tile_q5_k, BlockQ5_K, gemm::panel_bytes_q8_k;
         tile_q6_k: gemm::tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
         vnni_tile_q4_0: gemm::vnni_tile_q4_0, BlockQ4_0, gemm::panel_bytes_q8;
         vnni_tile_q4_1: gemm::vnni_tile_q4_1, BlockQ4_1, gemm::panel_bytes_q8;
         vnni_tile_q5_0: gemm::vnni_tile_q5_0, BlockQ5_0, gemm::panel_bytes_q8;
         vnni_tile_q8_0: gemm::vnni_tile_q8_0, BlockQ8_0, gemm::panel_bytes_q8;
         vnni_tile_q4_k: gemm::vnni_tile_q4_k, BlockQ4_K, gemm::panel_bytes_q8_k;
+        vnni_tile_q5_k: gemm::vnni_tile_q5_k, BlockQ5_K, gemm::panel_bytes_q8_k;
         vnni_tile_q6_k: gemm::vnni_tile_q6_k, BlockQ6_K, gemm::panel_bytes_q8_k;
     }
 
