@@ -90,20 +90,14 @@ mod h2h {
     /// The file of a `--models` name: a catalog model, or a re-quantization made once with
     /// llama.cpp's quantizer and kept in the model cache.
     fn file_of(name: &str) -> Result<PathBuf> {
+        let smollm2 = |ftype, tag: &str| {
+            let made = format!("SmolLM2-135M-Instruct.{tag}.from-Q4_1.gguf");
+            (tern_testkit::smollm2(), ftype, made)
+        };
         let (src, ftype, made) = match name {
             "smollm2-q4_1" => return Ok(tern_testkit::smollm2()),
-            "smollm2-q4_0" | "smollm2-q8_0" => (
-                tern_testkit::smollm2(),
-                if name == "smollm2-q4_0" {
-                    sys::LLAMA_FTYPE_MOSTLY_Q4_0
-                } else {
-                    sys::LLAMA_FTYPE_MOSTLY_Q8_0
-                },
-                format!(
-                    "SmolLM2-135M-Instruct.{}.from-Q4_1.gguf",
-                    name.trim_start_matches("smollm2-").to_uppercase()
-                ),
-            ),
+            "smollm2-q4_0" => smollm2(sys::LLAMA_FTYPE_MOSTLY_Q4_0, "Q4_0"),
+            "smollm2-q8_0" => smollm2(sys::LLAMA_FTYPE_MOSTLY_Q8_0, "Q8_0"),
             "qwen2.5-coder-1.5b-q5_k_m" => (
                 tern_testkit::model("qwen2.5-coder-1.5b"),
                 sys::LLAMA_FTYPE_MOSTLY_Q5_K_M,

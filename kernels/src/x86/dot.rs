@@ -137,6 +137,15 @@ pub(super) unsafe fn q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum(acc) - _mm_cvtss_f32(m)
 }
 
+/// Bytes of a Q4_K block, or of a Q5_K block (`five`): its 32 bytes of fifth bits more.
+pub(super) const fn q45k_bytes(five: bool) -> usize {
+    if five {
+        size_of::<BlockQ5_K>()
+    } else {
+        size_of::<BlockQ4_K>()
+    }
+}
+
 /// Q5_K × Q8_K: as [`q4_k`], each quant with its fifth bit (see [`q45k_group`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -524,11 +533,7 @@ unsafe fn q45k_rows<const NR: usize, const FIVE: bool>(
     a: *const u8,
     out: &mut [f32],
 ) {
-    let bb = if FIVE {
-        size_of::<BlockQ5_K>()
-    } else {
-        size_of::<BlockQ4_K>()
-    };
+    let bb = q45k_bytes(FIVE);
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut acc_m = [_mm_setzero_ps(); NR];
     for i in 0..cols / QK_K {

@@ -29,10 +29,10 @@
 use core::arch::x86_64::*;
 use std::cell::Cell;
 
-use super::dot::{q45k_group, q6k_half};
+use super::dot::{q45k_bytes, q45k_group, q6k_half};
 use super::{bits_to_bytes, dpbusd, dpwssd, f16_at, hsum, load256, nibbles, q4k_scales};
 use crate::quant::f16_to_f32;
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6_K, BlockQ8_0};
 use crate::quant::{BlockQ8_1, BlockQ8_K};
 use crate::spare::Spare;
 use crate::QK_K;
@@ -480,10 +480,10 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
     panels: &[u8],
     out: &mut [f32],
 ) {
-    let bb = match K {
-        Q4_K => size_of::<BlockQ4_K>(),
-        Q5_K => size_of::<BlockQ5_K>(),
-        _ => size_of::<BlockQ6_K>(),
+    let bb = if K == Q6_K {
+        size_of::<BlockQ6_K>()
+    } else {
+        q45k_bytes(K == Q5_K)
     };
     let nb = cols / QK_K;
     let rb = nb * bb;
@@ -523,13 +523,8 @@ unsafe fn tile_kquant<const K: u8, const VNNI: bool>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_q45_k<const FIVE: bool>(x: *const u8, nb: usize, u: &mut Unpacked, r: usize) {
-    let bb = if FIVE {
-        size_of::<BlockQ5_K>()
-    } else {
-        size_of::<BlockQ4_K>()
-    };
     for b in 0..nb {
-        let x = x.add(bb * b);
+        let x = x.add(q45k_bytes(FIVE) * b);
         u.d[r][b] = f16_at(x);
         u.m[r][b] = f16_at(x.add(2));
         let (sc, m) = q4k_scales(core::slice::from_raw_parts(x.add(4), 12));
